@@ -1,0 +1,113 @@
+"""Declared schemas of every warehouse table (the data contract of DESIGN.md).
+
+Each table is written as Parquet with exactly these columns first (extra columns are allowed after them)
+and exposed as a DuckDB view of the same name. Keeping the schemas in one module lets writers cast and
+readers validate without guessing.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+QUERIES = {
+    "query_id": pl.String,  # stable hash of benchmark + source id
+    "benchmark": pl.String,  # e.g. "builtin", "mmr-bench", "vl-routerbench", "custom"
+    "dataset": pl.String,  # finer source dataset inside the benchmark
+    "task_group": pl.String,  # ocr | chart | math | general
+    "task": pl.String,  # finer task name
+    "question": pl.String,
+    "answer": pl.String,
+    "answer_kind": pl.String,  # exact | numeric | choice | text
+    "image_path": pl.String,  # relative to the warehouse images dir ("" when text-only)
+    "image_sha256": pl.String,  # "" when text-only
+    "source_meta": pl.String,  # JSON; hidden difficulty properties live under "visual"
+    "official_split": pl.String,  # train | val | test | "" when the benchmark has none
+}
+
+MODELS = {
+    "model_id": pl.String,
+    "backend": pl.String,  # ollama | sim | import
+    "endpoint": pl.String,
+    "price_in_per_mtok": pl.Float64,
+    "price_out_per_mtok": pl.Float64,
+    "params_b": pl.Float64,  # nullable
+    "added_at": pl.String,  # ISO-8601 UTC
+    "active": pl.Boolean,
+    "simulated": pl.Boolean,
+    "description": pl.String,
+}
+
+TRACE_STATUSES = ("ok", "error", "timeout", "skipped")
+
+TRACES = {
+    "query_id": pl.String,
+    "model_id": pl.String,
+    "attempt": pl.Int32,
+    "prediction": pl.String,
+    "quality": pl.Float64,  # 0..1, benchmark-compatible; null unless status == ok
+    "correct": pl.Boolean,
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "image_tokens": pl.Int64,
+    "cost_usd": pl.Float64,
+    "latency_ms": pl.Float64,
+    "status": pl.String,  # ok | error | timeout | skipped
+    "error": pl.String,
+    "collected_at": pl.String,
+    "model_digest": pl.String,
+    "run_id": pl.String,
+}
+
+SPLITS = {
+    "query_id": pl.String,
+    "split": pl.String,  # train | val | test
+    "in_calibration": pl.Boolean,  # only ever true for train rows
+    "stratum": pl.String,
+}
+
+EVAL_RESULTS = {
+    "run_id": pl.String,
+    "experiment": pl.String,
+    "router": pl.String,
+    "setting": pl.String,  # oriented | cost
+    "seed": pl.Int64,
+    "metric": pl.String,
+    "value": pl.Float64,
+    "pool": pl.String,
+    "task_group": pl.String,  # "all" for the whole test split
+}
+
+ROUTING_DECISIONS = {
+    "run_id": pl.String,
+    "query_id": pl.String,
+    "router": pl.String,
+    "lambda": pl.Float64,
+    "pool": pl.String,
+    "chosen_model": pl.String,
+    "oracle_model": pl.String,
+    "quality": pl.Float64,
+    "cost_usd": pl.Float64,
+    "scores": pl.String,  # JSON {model_id: score}
+}
+
+TABLES: dict[str, dict[str, pl.DataType]] = {
+    "queries": QUERIES,
+    "models": MODELS,
+    "traces": TRACES,
+    "splits": SPLITS,
+    "eval_results": EVAL_RESULTS,
+    "routing_decisions": ROUTING_DECISIONS,
+}
+
+
+def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:
+    """Cast ``df`` to ``schema`` (declared columns first, extras kept) or raise naming the missing column."""
+    missing = [c for c in schema if c not in df.columns]
+    if missing:
+        raise ValueError(f"table {table!r}: missing column(s) {missing}; have {df.columns}")
+    extras = [c for c in df.columns if c not in schema]
+    return df.select([pl.col(c).cast(t, strict=False) for c, t in schema.items()] + extras)
+
+
+def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
