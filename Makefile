@@ -1,0 +1,39 @@
+# Two commands: `make demo` and `make test`. Both create .venv when it is missing.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export LROUTER_HOME ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(CURDIR)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test lint validate dev bench clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m pipelines.demo
+
+test: install
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+validate: install
+	$(VENV)/bin/dagster definitions validate -m pipelines.definitions
+
+dev: install
+	$(VENV)/bin/dagster dev -m pipelines.definitions
+
+bench: install
+	for f in bench/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf data/

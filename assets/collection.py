@@ -1,0 +1,173 @@
+"""Foundation assets: benchmark queries, candidate models, outcome traces (one partition per model),
+and the DuckDB warehouse views. Each asset is a thin wrapper over collectors/ and warehouse/."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from assets.common import MODELS_PARTITIONS, SIMULATED_NOTE, md_table
+from collectors.benchmark import generate_benchmark
+from collectors.checkpoint import collect_partition
+from collectors.registry import ensure_registry, models_table
+from pipelines.resources import OllamaResource, WarehouseResource
+from warehouse.catalog import refresh_catalog
+from warehouse.schemas import QUERIES, TRACES
+
+GROUP = "collection"
+
+
+class BenchmarkConfig(dg.Config):
+    n_queries: int = 2000
+    seed: int = 0
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"}, code_version="1",
+          description="Built-in benchmark of rendered image+question queries with exact ground truth.")
+def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig,
+                      warehouse: WarehouseResource) -> dg.MaterializeResult:
+    wh = warehouse.warehouse()
+    df = generate_benchmark(n=config.n_queries, seed=config.seed, images_dir=wh.images_dir)
+    wh.write_table("queries", df)
+    counts = df.group_by("task_group", "answer_kind").len().sort("task_group", "answer_kind")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": df.height,
+        "seed": config.seed,
+        "by_task_group": dg.MetadataValue.md(md_table(counts)),
+        "schema": dg.MetadataValue.md(", ".join(QUERIES)),
+    })
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"},
+          description="Candidate models from the registry file (models.yaml); mirrors it into the models table.")
+def candidate_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    wh = warehouse.warehouse()
+    entries = ensure_registry(warehouse.registry())
+    table = models_table(entries)
+    wh.write_table("models", table)
+    active = [e.model_id for e in entries if e.active]
+    context.instance.add_dynamic_partitions(MODELS_PARTITIONS.name, active)
+    view = table.select("model_id", "backend", "price_in_per_mtok", "price_out_per_mtok", "params_b", "active",
+                        "simulated")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": table.height,
+        "active": len(active),
+        "models": dg.MetadataValue.md(SIMULATED_NOTE + "\n\n" + md_table(view)),
+    })
+
+
+def trace_checks(traces: pl.DataFrame, query_ids: list[str]) -> list[dg.AssetCheckResult]:
+    """Checks on one model's partition: schema, quality range, one row per query, every query covered."""
+    missing_cols = [c for c in TRACES if c not in traces.columns]
+    ok = traces.filter(pl.col("status") == "ok")
+    bad_q = ok.filter(pl.col("quality").is_null() | (pl.col("quality") < 0) | (pl.col("quality") > 1)).height
+    dupes = traces.height - traces.select("query_id").n_unique() if traces.height else 0
+    covered = set(traces["query_id"].to_list())
+    uncovered = [q for q in query_ids if q not in covered]
+    bad_status = traces.filter(~pl.col("status").is_in(["ok", "error", "timeout", "skipped"])).height
+    return [
+        dg.AssetCheckResult(check_name="schema", passed=not missing_cols and bad_status == 0,
+                            metadata={"missing_columns": str(missing_cols), "bad_status_rows": bad_status}),
+        dg.AssetCheckResult(check_name="quality_in_unit_interval", passed=bad_q == 0,
+                            metadata={"violations": bad_q}),
+        dg.AssetCheckResult(check_name="one_row_per_query", passed=dupes == 0, metadata={"duplicates": dupes}),
+        dg.AssetCheckResult(check_name="every_query_covered", passed=not uncovered,
+                            metadata={"uncovered": len(uncovered), "example": str(uncovered[:3])}),
+    ]
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"parquet"},
+    partitions_def=MODELS_PARTITIONS,
+    deps=[benchmark_queries, candidate_models],
+    pool="model_calls",
+    check_specs=[dg.AssetCheckSpec(name, asset="outcome_traces") for name in
+                 ("schema", "quality_in_unit_interval", "one_row_per_query", "every_query_covered")],
+    description="Outcome traces of one candidate model on every benchmark query (resumable, idempotent).",
+)
+def outcome_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                   ollama: OllamaResource) -> dg.MaterializeResult:
+    wh = warehouse.warehouse()
+    model_id = context.partition_key
+    entries = {e.model_id: e for e in ensure_registry(warehouse.registry())}
+    if model_id not in entries:
+        raise dg.Failure(f"model {model_id!r} is not in the registry {warehouse.registry()}")
+    model = entries[model_id]
+    queries = wh.read_table("queries")
+    first = None
+    if wh.has_table("splits"):  # calibration rows first, so a new model's profile is usable early
+        splits = wh.read_table("splits")
+        first = splits.filter(pl.col("in_calibration"))["query_id"].to_list()
+    with ollama.endpoint(model, queries) as (url, label):
+        result = collect_partition(wh, model, queries, url, ollama.collect_config(), run_id=context.run_id,
+                                   first=first, headers=ollama.headers())
+    t = result.traces
+    ok = t.filter(pl.col("status") == "ok")
+    summary = t.group_by("status").len().sort("status")
+    context.log.info(f"{model_id}: {result.attempted} calls attempted via {label}; statuses {summary.rows()}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": t.height,
+            "attempted_this_run": result.attempted,
+            "resumed_rows": result.resumed_rows,
+            "retries": result.stats.retries,
+            "backend": label,
+            "simulated": model.simulated,
+            "accuracy": float(ok["correct"].mean()) if ok.height else 0.0,
+            "mean_cost_usd": float(ok["cost_usd"].mean()) if ok.height else 0.0,
+            "mean_latency_ms": float(ok["latency_ms"].mean()) if ok.height else 0.0,
+            "statuses": dg.MetadataValue.md(md_table(summary)),
+        },
+        check_results=trace_checks(t, queries["query_id"].to_list()),
+    )
+
+
+def per_model_summary(traces: pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
+    return (
+        traces.group_by("model_id")
+        .agg(
+            pl.len().alias("rows"),
+            (pl.col("status") == "ok").mean().alias("availability"),
+            pl.col("correct").filter(pl.col("status") == "ok").mean().alias("accuracy"),
+            pl.col("quality").filter(pl.col("status") == "ok").mean().alias("quality"),
+            pl.col("cost_usd").filter(pl.col("status") == "ok").mean().alias("mean_cost_usd"),
+            pl.col("latency_ms").filter(pl.col("status") == "ok").mean().alias("mean_latency_ms"),
+            pl.col("latency_ms").filter(pl.col("status") == "ok").quantile(0.9).alias("p90_latency_ms"),
+        )
+        .join(models.select("model_id", "simulated"), on="model_id", how="left")
+        .sort("model_id")
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[outcome_traces, benchmark_queries, candidate_models],
+          pool="duckdb_catalog",
+          description="DuckDB catalog (warehouse.duckdb) with one view per table; per-model summary.")
+def warehouse_views(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    wh = warehouse.warehouse()
+    views = refresh_catalog(wh)
+    traces = wh.read_traces()
+    models = wh.read_table("models")
+    summary = per_model_summary(traces, models) if traces.height else pl.DataFrame()
+    return dg.MaterializeResult(metadata={
+        "views": ", ".join(views),
+        "trace_rows": traces.height,
+        "per_model": dg.MetadataValue.md(SIMULATED_NOTE + "\n\n" + md_table(summary)),
+    })
+
+
+@dg.asset_check(asset=warehouse_views, description="Every active model has exactly one ok row per query.")
+def all_pairs_collected(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    wh = warehouse.warehouse()
+    queries = wh.read_table("queries")
+    models = wh.read_table("models").filter(pl.col("active"))
+    traces = wh.read_traces(models["model_id"].to_list())
+    ok = traces.filter(pl.col("status") == "ok")
+    expected = queries.height * models.height
+    dupes = ok.height - ok.select("query_id", "model_id").n_unique() if ok.height else 0
+    return dg.AssetCheckResult(
+        passed=ok.height == expected and dupes == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"ok_pairs": ok.height, "expected_pairs": expected, "duplicates": dupes,
+                  "non_ok_rows": traces.height - ok.height},
+    )

@@ -1,0 +1,27 @@
+"""Small helpers shared by the asset modules: Markdown tables and run ids."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+MODELS_PARTITIONS = dg.DynamicPartitionsDefinition(name="models")
+SIMULATED_NOTE = "**Note: the default candidate pool is SIMULATED** (deterministic models served by the built-in Ollama-API simulator)."
+
+
+def md_table(df: pl.DataFrame, float_fmt: str = "{:.4g}", max_rows: int = 60) -> str:
+    """Render a polars frame as a Markdown table (no extra dependency)."""
+    if df.height == 0:
+        return "_(empty)_"
+    cols = df.columns
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.head(max_rows).iter_rows():
+        cells = [float_fmt.format(v) if isinstance(v, float) else ("" if v is None else str(v)) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    if df.height > max_rows:
+        lines.append(f"\n_{df.height - max_rows} more rows_")
+    return "\n".join(lines)
+
+
+def run_id_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
+    return context.run_id

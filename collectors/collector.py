@@ -1,0 +1,316 @@
+"""Collect outcome traces: run one model over the benchmark queries through the real ``ollama`` client.
+
+Why it is built this way:
+- async with a semaphore gives bounded concurrency without threads; each call has its own timeout;
+- transient failures (timeouts, 5xx, dropped connections, malformed replies) are retried with exponential
+  backoff and jitter; permanent ones (4xx such as an unknown model) are not;
+- a per-model circuit breaker stops hammering a dead server: after N consecutive transient failures the
+  remaining calls are recorded as ``error`` rows at once instead of each waiting for its timeout;
+- every query yields exactly one row (ok / error / timeout / skipped), nothing is dropped, and completed
+  rows are flushed in batches to a checkpoint so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import ollama
+import polars as pl
+from PIL import Image
+
+from collectors.registry import ModelEntry
+from collectors.scoring import is_correct, score_answer
+from warehouse.schemas import TRACES, conform
+
+DEFAULT_PROMPT = (
+    "{question}\nAnswer the question using a single word, number or option letter."
+)
+MAX_QUESTION_CHARS = 4000
+
+
+@dataclass
+class CollectConfig:
+    concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 3
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 4.0
+    breaker_threshold: int = 12  # consecutive transient failures that open the circuit
+    batch_size: int = 200  # rows per checkpoint flush
+    prompt_template: str = DEFAULT_PROMPT
+    temperature: float = 0.0
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    retries: int = 0
+    transient_failures: int = 0
+    permanent_failures: int = 0
+    breaker_opened: bool = False
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+class TransientError(Exception):
+    pass
+
+
+class PermanentError(Exception):
+    pass
+
+
+def estimate_text_tokens(text: str) -> int:
+    """Rough text token count (4 characters per token), used to split Ollama's prompt count into
+    text and image tokens, since Ollama reports only the total."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def load_query_image(images_dir: Path, image_path: str) -> tuple[bytes | None, str | None]:
+    """Read and verify an image; returns (bytes, None) or (None, reason). Paths may not escape the folder."""
+    if not image_path:
+        return None, None
+    root = Path(images_dir).resolve()
+    path = (root / image_path).resolve()
+    if root not in path.parents:
+        return None, f"image path {image_path!r} escapes the images folder"
+    if not path.is_file():
+        return None, f"image file missing: {path}"
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except Exception as exc:  # PIL raises many types for corrupt data
+        return None, f"corrupt image {path.name}: {type(exc).__name__}: {exc}"
+    return data, None
+
+
+def _classify(exc: BaseException) -> type[Exception]:
+    if isinstance(exc, ollama.ResponseError):
+        code = exc.status_code
+        return TransientError if code in (-1, 408, 429) or code >= 500 else PermanentError
+    if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError)):
+        return TransientError
+    if isinstance(exc, (httpx.TransportError, ConnectionError, json.JSONDecodeError, ValueError)):
+        return TransientError
+    return PermanentError
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _row(query_id: str, model: ModelEntry, run_id: str, **kw) -> dict:
+    base = {
+        "query_id": query_id,
+        "model_id": model.model_id,
+        "attempt": 1,
+        "prediction": None,
+        "quality": None,
+        "correct": None,
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "image_tokens": None,
+        "cost_usd": None,
+        "latency_ms": None,
+        "status": "ok",
+        "error": None,
+        "collected_at": _now(),
+        "model_digest": None,
+        "run_id": run_id,
+    }
+    base.update(kw)
+    return base
+
+
+def rows_to_frame(rows: list[dict]) -> pl.DataFrame:
+    if not rows:
+        return pl.DataFrame(schema=TRACES)
+    return conform(pl.DataFrame(rows, schema=TRACES, strict=False), TRACES, "traces")
+
+
+class ModelCollector:
+    """Runs one model over queries; holds the breaker and statistics for that model."""
+
+    def __init__(self, model: ModelEntry, host: str, cfg: CollectConfig, run_id: str,
+                 headers: dict[str, str] | None = None):
+        self.model = model
+        self.host = host
+        self.cfg = cfg
+        self.run_id = run_id
+        self.headers = headers or {}
+        self.stats = CallStats()
+        self._consecutive_transient = 0
+        self._breaker_reason: str | None = None
+        self._digest: str | None = None
+        self._rng = random.Random(f"{cfg.seed}:{model.model_id}")
+
+    async def _digest_of(self, client: ollama.AsyncClient) -> str | None:
+        try:
+            tags = await asyncio.wait_for(client.list(), timeout=self.cfg.timeout_s)
+        except Exception:
+            return None
+        for m in tags.models:
+            if m.model == self.model.model_id:
+                return m.digest
+        return None
+
+    async def _call_once(self, client: ollama.AsyncClient, prompt: str, image: bytes | None):
+        message = {"role": "user", "content": prompt}
+        if image is not None:
+            message["images"] = [image]
+        return await asyncio.wait_for(
+            client.chat(
+                model=self.model.model_id,
+                messages=[message],
+                stream=False,
+                options={"temperature": self.cfg.temperature, "seed": self.cfg.seed},
+            ),
+            timeout=self.cfg.timeout_s,
+        )
+
+    async def run_one(self, client: ollama.AsyncClient, q: dict, image: bytes | None) -> dict:
+        question = q["question"] or ""
+        prompt = self.cfg.prompt_template.format(question=question[:MAX_QUESTION_CHARS])
+        attempt = 0
+        last_exc: BaseException | None = None
+        while True:
+            if self._breaker_reason is not None:
+                self.stats.by_status["error"] = self.stats.by_status.get("error", 0) + 1
+                return _row(q["query_id"], self.model, self.run_id, attempt=max(attempt, 1), status="error",
+                            error=f"circuit open: {self._breaker_reason}", model_digest=self._digest)
+            attempt += 1
+            self.stats.calls += 1
+            t0 = time.perf_counter()
+            try:
+                resp = await self._call_once(client, prompt, image)
+                content = resp.message.content if resp.message is not None else None
+                if content is None:
+                    raise ValueError("reply has no message content")
+            except Exception as exc:  # classified below; nothing escapes as an unrecorded failure
+                last_exc = exc
+                kind = _classify(exc)
+                if kind is PermanentError:
+                    self.stats.permanent_failures += 1
+                    self._consecutive_transient = 0
+                    return self._failed(q, attempt, "error", exc)
+                self.stats.transient_failures += 1
+                self._consecutive_transient += 1
+                if self._consecutive_transient >= self.cfg.breaker_threshold:
+                    self.stats.breaker_opened = True
+                    self._breaker_reason = (
+                        f"{self._consecutive_transient} consecutive transient failures, last: "
+                        f"{type(exc).__name__}: {str(exc)[:200]}"
+                    )
+                if attempt > self.cfg.max_retries or self._breaker_reason is not None:
+                    status = "timeout" if isinstance(exc, (httpx.TimeoutException, TimeoutError)) else "error"
+                    return self._failed(q, attempt, status, last_exc)
+                self.stats.retries += 1
+                delay = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1))
+                await asyncio.sleep(delay * (0.5 + self._rng.random()))
+                continue
+            wall_ms = (time.perf_counter() - t0) * 1000.0
+            self._consecutive_transient = 0
+            return self._ok(q, attempt, resp, content, wall_ms, image is not None, prompt)
+
+    def _failed(self, q: dict, attempt: int, status: str, exc: BaseException | None) -> dict:
+        self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+        msg = f"{type(exc).__name__}: {str(exc)[:300]}" if exc is not None else status
+        return _row(q["query_id"], self.model, self.run_id, attempt=attempt, status=status, error=msg,
+                    model_digest=self._digest)
+
+    def _ok(self, q: dict, attempt: int, resp, content: str, wall_ms: float, has_image: bool, prompt: str) -> dict:
+        quality = float(score_answer(content, q["answer"], q["answer_kind"]))
+        prompt_tokens = int(resp.prompt_eval_count or 0)
+        completion_tokens = int(resp.eval_count or 0)
+        text_tokens = estimate_text_tokens(prompt)
+        image_tokens = max(0, prompt_tokens - text_tokens) if has_image else 0
+        cost = (prompt_tokens * self.model.price_in_per_mtok + completion_tokens * self.model.price_out_per_mtok) / 1e6
+        latency_ms = resp.total_duration / 1e6 if resp.total_duration else wall_ms
+        self.stats.by_status["ok"] = self.stats.by_status.get("ok", 0) + 1
+        return _row(
+            q["query_id"], self.model, self.run_id, attempt=attempt, prediction=content, quality=quality,
+            correct=is_correct(quality, q["answer_kind"]), prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, image_tokens=image_tokens, cost_usd=cost,
+            latency_ms=latency_ms, status="ok", model_digest=self._digest,
+        )
+
+    async def run(
+        self,
+        queries: pl.DataFrame,
+        images_dir: Path,
+        on_batch: Callable[[list[dict]], None] | None = None,
+    ) -> list[dict]:
+        cfg = self.cfg
+        client = ollama.AsyncClient(host=self.host, timeout=cfg.timeout_s, headers=self.headers)
+        self._digest = await self._digest_of(client)
+        sem = asyncio.Semaphore(cfg.concurrency)
+        rows: list[dict] = []
+        pending: list[dict] = []
+        bar = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=queries.height, desc=f"collect {self.model.model_id}", unit="call", leave=False)
+
+        async def one(q: dict) -> dict:
+            image, reason = load_query_image(images_dir, q.get("image_path") or "")
+            if reason is not None:
+                self.stats.by_status["skipped"] = self.stats.by_status.get("skipped", 0) + 1
+                return _row(q["query_id"], self.model, self.run_id, attempt=0, status="skipped", error=reason)
+            if not (q.get("question") or "").strip():
+                self.stats.by_status["skipped"] = self.stats.by_status.get("skipped", 0) + 1
+                return _row(q["query_id"], self.model, self.run_id, attempt=0, status="skipped",
+                            error="empty question")
+            async with sem:
+                return await self.run_one(client, q, image)
+
+        tasks = [asyncio.create_task(one(q)) for q in queries.iter_rows(named=True)]
+        try:
+            for fut in asyncio.as_completed(tasks):
+                row = await fut
+                rows.append(row)
+                pending.append(row)
+                if bar is not None:
+                    bar.update(1)
+                if on_batch is not None and len(pending) >= cfg.batch_size:
+                    on_batch(pending)
+                    pending = []
+            if on_batch is not None and pending:
+                on_batch(pending)
+        finally:
+            for t in tasks:
+                t.cancel()
+            if bar is not None:
+                bar.close()
+            await client._client.aclose()
+        return rows
+
+
+def collect_model(
+    model: ModelEntry,
+    queries: pl.DataFrame,
+    images_dir: Path,
+    host: str,
+    cfg: CollectConfig | None = None,
+    run_id: str = "adhoc",
+    on_batch: Callable[[list[dict]], None] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[pl.DataFrame, CallStats]:
+    """Synchronous entry point: one row per query, in the order of ``queries``."""
+    cfg = cfg or CollectConfig()
+    collector = ModelCollector(model, host, cfg, run_id, headers=headers)
+    rows = asyncio.run(collector.run(queries, images_dir, on_batch=on_batch))
+    order = {qid: i for i, qid in enumerate(queries["query_id"].to_list())}
+    rows.sort(key=lambda r: order[r["query_id"]])
+    return rows_to_frame(rows), collector.stats

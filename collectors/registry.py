@@ -1,0 +1,177 @@
+"""The model registry: ``models.yaml`` is the source of truth, the ``models`` table mirrors it.
+
+Validation happens before anything is written, so a bad entry (unknown backend, negative price,
+duplicate name, unreachable endpoint) changes nothing and the error names the file, entry and field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from warehouse.schemas import MODELS, conform
+from warehouse.store import atomic_write_bytes
+
+BACKENDS = ("ollama", "sim", "import")
+
+
+class RegistryError(ValueError):
+    """A registry file or command that cannot be applied; nothing was changed."""
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str = Field(min_length=1, max_length=200)
+    backend: str = "ollama"
+    endpoint: str = ""  # "" = the pipeline's configured Ollama host (or the embedded simulator for sim)
+    price_in_per_mtok: float = Field(default=0.0, ge=0.0)
+    price_out_per_mtok: float = Field(default=0.0, ge=0.0)
+    params_b: float | None = Field(default=None, gt=0.0)
+    added_at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    active: bool = True
+    simulated: bool = False
+    description: str = ""
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v not in BACKENDS:
+            raise ValueError(f"unknown backend {v!r}; expected one of {', '.join(BACKENDS)}")
+        return v
+
+    @field_validator("model_id")
+    @classmethod
+    def _clean_id(cls, v: str) -> str:
+        if v != v.strip() or any(ch in v for ch in "\n\r\t"):
+            raise ValueError("model_id must not contain surrounding spaces or control characters")
+        return v
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_scheme(cls, v: str) -> str:
+        if v and not (v.startswith("http://") or v.startswith("https://")):
+            raise ValueError(f"endpoint {v!r} must start with http:// or https://")
+        return v
+
+
+def default_registry_path() -> Path:
+    from warehouse.store import lrouter_home
+
+    return Path(os.environ.get("LROUTER_REGISTRY", lrouter_home() / "models.yaml"))
+
+
+def default_entries(include_held_out: bool = False) -> list[ModelEntry]:
+    """The simulated default pool (8 models; the held-out 9th only when asked)."""
+    from collectors import sim_models
+
+    specs = list(sim_models.DEFAULT_POOL) + ([sim_models.HELD_OUT] if include_held_out else [])
+    stamp = "2026-01-01T00:00:00+00:00"  # fixed so the default registry is reproducible
+    return [
+        ModelEntry(
+            model_id=s.name,
+            backend="sim",
+            price_in_per_mtok=s.price_in_per_mtok,
+            price_out_per_mtok=s.price_out_per_mtok,
+            params_b=s.params_b,
+            added_at=stamp,
+            simulated=True,
+            description=f"SIMULATED: {s.description}",
+        )
+        for s in specs
+    ]
+
+
+def load_registry(path: Path) -> list[ModelEntry]:
+    path = Path(path)
+    if not path.exists():
+        raise RegistryError(f"{path}: registry file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{path}: not valid YAML: {exc}") from exc
+    items = raw.get("models") if isinstance(raw, dict) else None
+    if not isinstance(items, list):
+        raise RegistryError(f"{path}: expected a top-level 'models:' list")
+    entries: list[ModelEntry] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise RegistryError(f"{path}: models[{i}] is not a mapping")
+        try:
+            entry = ModelEntry(**item)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "?"
+            raise RegistryError(f"{path}: models[{i}] ({item.get('model_id', '?')}): field {field!r}: {err['msg']}") from exc
+        if entry.model_id in seen:
+            raise RegistryError(
+                f"{path}: models[{i}]: duplicate model_id {entry.model_id!r} (first at models[{seen[entry.model_id]}])"
+            )
+        seen[entry.model_id] = i
+        entries.append(entry)
+    return entries
+
+
+def save_registry(path: Path, entries: list[ModelEntry]) -> None:
+    ids = [e.model_id for e in entries]
+    dupes = sorted({m for m in ids if ids.count(m) > 1})
+    if dupes:
+        raise RegistryError(f"{path}: duplicate model_id(s) {dupes}")
+    body = {"models": [e.model_dump(exclude_none=True) for e in entries]}
+    text = "# Candidate model registry (lrouter models add / disable keep this in sync with the models table)\n"
+    text += yaml.safe_dump(body, sort_keys=False)
+    atomic_write_bytes(text.encode("utf-8"), Path(path))
+
+
+def ensure_registry(path: Path) -> list[ModelEntry]:
+    """Load the registry, creating it with the simulated default pool on first use."""
+    path = Path(path)
+    if not path.exists():
+        save_registry(path, default_entries())
+    return load_registry(path)
+
+
+def add_model(
+    path: Path,
+    entry: ModelEntry,
+    check_endpoint: Callable[[ModelEntry], None] | None = None,
+) -> list[ModelEntry]:
+    """Add a model or re-enable a disabled one; refuses duplicates of an active model."""
+    entries = ensure_registry(path)
+    existing = {e.model_id: e for e in entries}
+    if entry.model_id in existing and existing[entry.model_id].active:
+        raise RegistryError(f"{path}: model {entry.model_id!r} is already registered and active")
+    if check_endpoint is not None:
+        check_endpoint(entry)  # raises RegistryError when unreachable; nothing written yet
+    if entry.model_id in existing:
+        old = existing[entry.model_id]
+        entries = [
+            e if e.model_id != entry.model_id else entry.model_copy(update={"added_at": old.added_at})
+            for e in entries
+        ]
+    else:
+        entries.append(entry)
+    save_registry(path, entries)
+    return entries
+
+
+def disable_model(path: Path, model_id: str) -> list[ModelEntry]:
+    entries = ensure_registry(path)
+    if model_id not in {e.model_id for e in entries}:
+        raise RegistryError(f"{path}: no model named {model_id!r}; known: {[e.model_id for e in entries]}")
+    entries = [e.model_copy(update={"active": False}) if e.model_id == model_id else e for e in entries]
+    save_registry(path, entries)
+    return entries
+
+
+def models_table(entries: list[ModelEntry]) -> pl.DataFrame:
+    rows = [e.model_dump() for e in entries]
+    df = pl.DataFrame(rows, schema_overrides={k: v for k, v in MODELS.items() if k in ModelEntry.model_fields})
+    return conform(df, MODELS, "models")

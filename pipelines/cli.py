@@ -1,0 +1,229 @@
+"""The ``lrouter`` command line: query the warehouse, manage the registry, route, import, simulate.
+
+Heavy imports (torch, dagster) happen inside the subcommands so ``lrouter query`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _warehouse(args):
+    from warehouse.store import Warehouse, lrouter_home
+
+    home = Path(args.home).resolve() if getattr(args, "home", None) else lrouter_home()
+    return Warehouse(home / "warehouse"), home
+
+
+def _registry_path(home: Path) -> Path:
+    import os
+
+    from collectors.registry import default_registry_path
+
+    return default_registry_path() if os.environ.get("LROUTER_REGISTRY") else home / "models.yaml"
+
+
+def cmd_query(args) -> int:
+    import polars as pl
+
+    from warehouse.catalog import QueryRefused, run_query
+
+    wh, _ = _warehouse(args)
+    try:
+        df = run_query(wh, args.sql)
+    except QueryRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # duckdb errors: show the message, not a traceback
+        print(f"query failed: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "csv":
+        sys.stdout.write(df.write_csv())
+    elif args.format == "json":
+        sys.stdout.write(df.write_json() + "\n")
+    else:
+        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+            print(df)
+    return 0
+
+
+def check_endpoint(entry) -> None:
+    """Refuse a model whose server cannot be reached or does not serve it; nothing is written before."""
+    import ollama
+
+    from collectors.registry import RegistryError
+
+    if entry.backend == "sim" and not entry.endpoint:
+        from collectors.sim_models import all_specs
+
+        names = [s.name for s in all_specs()]
+        if entry.model_id not in names:
+            raise RegistryError(f"no simulated model named {entry.model_id!r}; simulated models: {names}")
+        return
+    if entry.backend == "import":
+        return
+    import os
+
+    host = entry.endpoint or os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434")
+    try:
+        tags = ollama.Client(host=host, timeout=5).list()
+    except Exception as exc:
+        raise RegistryError(f"endpoint for {entry.model_id!r} is unreachable: {type(exc).__name__}: {exc}") from exc
+    served = [m.model for m in tags.models]
+    if entry.model_id not in served:
+        raise RegistryError(f"the server does not serve {entry.model_id!r}; it lists {served}")
+
+
+def cmd_models(args) -> int:
+    from collectors.registry import (
+        ModelEntry,
+        RegistryError,
+        add_model,
+        disable_model,
+        ensure_registry,
+        models_table,
+    )
+
+    wh, home = _warehouse(args)
+    path = _registry_path(home)
+    try:
+        if args.models_cmd == "add":
+            entry = ModelEntry(
+                model_id=args.name, backend=args.backend, endpoint=args.endpoint or "",
+                price_in_per_mtok=args.price_in, price_out_per_mtok=args.price_out, params_b=args.params_b,
+                simulated=args.backend == "sim", description=args.description or "",
+            )
+            entries = add_model(path, entry, check_endpoint=None if args.no_check else check_endpoint)
+            print(f"added {args.name} to {path}; the model sensor will collect its traces and recalibrate")
+        elif args.models_cmd == "disable":
+            entries = disable_model(path, args.name)
+            print(f"disabled {args.name}: it is masked out of routing from now on")
+        else:
+            entries = ensure_registry(path)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # pydantic validation of the new entry
+        print(f"error: invalid model entry: {exc}", file=sys.stderr)
+        return 2
+    table = models_table(entries)
+    wh.ensure()
+    wh.write_table("models", table)
+    if args.models_cmd == "list":
+        import polars as pl
+
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=50, tbl_width_chars=200):
+            print(table.select("model_id", "backend", "price_in_per_mtok", "price_out_per_mtok", "params_b",
+                               "active", "simulated"))
+    return 0
+
+
+def cmd_sim_serve(args) -> int:
+    from collectors.sim_server import serve_forever
+
+    serve_forever(port=args.port, host=args.host, answer_key=Path(args.answer_key) if args.answer_key else None,
+                  time_scale=args.time_scale, seed=args.seed, include_held_out=args.include_held_out)
+    return 0
+
+
+def cmd_route(args) -> int:
+    from router.api import load_router
+
+    router = load_router(home=_warehouse(args)[1])
+    pool = [p for p in args.pool.split(",") if p] if args.pool else None
+    ranked = router.route(args.image, args.question, pool=pool, lam=args.lam)
+    if args.format == "json":
+        print(json.dumps(ranked, indent=2))
+    else:
+        print(f"{'rank':<5}{'model':<28}{'quality':>9}{'sigma':>8}{'cost_usd':>12}{'utility':>9}")
+        for i, r in enumerate(ranked, 1):
+            print(f"{i:<5}{r['model_id']:<28}{r['quality']:>9.3f}{r['uncertainty']:>8.3f}"
+                  f"{r['cost_usd']:>12.2e}{r['utility']:>9.3f}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from pipelines.importing import run_import
+
+    return run_import(args, *_warehouse(args))
+
+
+def cmd_lineage(args) -> int:
+    from pipelines.lineage import print_lineage
+
+    return print_lineage(args.table, *_warehouse(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lrouter", description="Multimodal outcome traces -> LatentRouter")
+    p.add_argument("--home", help="LROUTER_HOME (default $LROUTER_HOME or ./data)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    q = sub.add_parser("query", help="read-only SQL over the warehouse views (DuckDB)")
+    q.add_argument("sql")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.add_argument("--max-rows", type=int, default=50)
+    q.set_defaults(func=cmd_query)
+
+    m = sub.add_parser("models", help="manage the candidate model registry")
+    msub = m.add_subparsers(dest="models_cmd", required=True)
+    add = msub.add_parser("add", help="register a model (or re-enable a disabled one)")
+    add.add_argument("name")
+    add.add_argument("--backend", default="ollama", help="ollama | sim")
+    add.add_argument("--endpoint", default="", help="server URL (default: $OLLAMA_HOST / embedded simulator)")
+    add.add_argument("--price-in", type=float, default=0.0, help="USD per million input tokens")
+    add.add_argument("--price-out", type=float, default=0.0, help="USD per million output tokens")
+    add.add_argument("--params-b", type=float, default=None, help="parameters in billions")
+    add.add_argument("--description", default="")
+    add.add_argument("--no-check", action="store_true", help="skip the endpoint reachability check")
+    msub.add_parser("list", help="list registered models")
+    dis = msub.add_parser("disable", help="mask a model out of collection and routing")
+    dis.add_argument("name")
+    m.set_defaults(func=cmd_models)
+
+    r = sub.add_parser("route", help="rank the candidate models for one image+question")
+    r.add_argument("--image", required=True)
+    r.add_argument("--question", required=True)
+    r.add_argument("--lambda", dest="lam", type=float, default=0.0)
+    r.add_argument("--pool", default="", help="comma-separated subset of models")
+    r.add_argument("--format", choices=["table", "json"], default="table")
+    r.set_defaults(func=cmd_route)
+
+    s = sub.add_parser("sim-serve", help="serve the simulated pool over Ollama's HTTP API")
+    s.add_argument("--port", type=int, default=11434)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--answer-key", default="", help="queries Parquet (default: the warehouse queries table)")
+    s.add_argument("--time-scale", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--include-held-out", action="store_true")
+    s.set_defaults(func=cmd_sim_serve)
+
+    i = sub.add_parser("import", help="import a routing benchmark or your own queries")
+    i.add_argument("kind", choices=["mmr-bench", "vl-routerbench", "long", "queries"])
+    i.add_argument("path")
+    i.add_argument("--images", default="", help="image folder")
+    i.add_argument("--queries", default="", help="queries file (long format)")
+    i.add_argument("--benchmark", default="", help="benchmark name to record")
+    i.add_argument("--on-error", choices=["skip", "fail"], default="fail")
+    i.set_defaults(func=cmd_import)
+
+    lin = sub.add_parser("lineage", help="which run and inputs produced a table")
+    lin.add_argument("table")
+    lin.set_defaults(func=cmd_lineage)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "sim-serve" and not args.answer_key:
+        wh, _ = _warehouse(args)
+        if wh.has_table("queries"):
+            args.answer_key = str(wh.table_path("queries"))
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
