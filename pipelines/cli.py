@@ -57,9 +57,9 @@ def check_endpoint(entry) -> None:
     from collectors.registry import RegistryError
 
     if entry.backend == "sim" and not entry.endpoint:
-        from collectors.sim_models import all_specs
+        from collectors.sim_models import ALL_MODELS
 
-        names = [s.name for s in all_specs()]
+        names = [s.name for s in ALL_MODELS]
         if entry.model_id not in names:
             raise RegistryError(f"no simulated model named {entry.model_id!r}; simulated models: {names}")
         return

@@ -68,10 +68,10 @@ class OllamaResource(dg.ConfigurableResource):
     def endpoint(self, model: ModelEntry, answer_key: pl.DataFrame) -> Iterator[tuple[str, str]]:
         """Yield (url, label) for the model; starts the simulator when the model is simulated."""
         if model.backend == "sim" and not model.endpoint and self.embedded_simulator:
-            from collectors.sim_models import all_specs
+            from collectors.sim_models import ALL_MODELS
             from collectors.sim_server import SimServer
 
-            with SimServer(answer_key=answer_key, models=all_specs(), seed=self.sim_seed,
+            with SimServer(answer_key=answer_key, models=list(ALL_MODELS), seed=self.sim_seed,
                            time_scale=self.sim_time_scale) as server:
                 yield server.url, "embedded simulator (127.0.0.1)"
             return
