@@ -83,7 +83,8 @@ def collect_partition(
                   how="vertical_relaxed")
     )
     existing = existing.filter(pl.col("query_id").is_in(queries["query_id"].implode()))
-    keep = existing if not retry_failed else existing.filter(pl.col("status") == "ok")
+    # transient failures are retried on the next run; skipped rows (bad input) stay until the input changes
+    keep = existing if not retry_failed else existing.filter(~pl.col("status").is_in(["error", "timeout"]))
     todo = queries.filter(~pl.col("query_id").is_in(keep["query_id"].implode()))
     if first:
         rank = {qid: i for i, qid in enumerate(first)}

@@ -70,6 +70,10 @@ class PermanentError(Exception):
     pass
 
 
+class EmptyReply(Exception):
+    """The server answered 200 but without message content (treated as transient)."""
+
+
 def estimate_text_tokens(text: str) -> int:
     """Rough text token count (4 characters per token), used to split Ollama's prompt count into
     text and image tokens, since Ollama reports only the total."""
@@ -101,7 +105,7 @@ def _classify(exc: BaseException) -> type[Exception]:
         return TransientError if code in (-1, 408, 429) or code >= 500 else PermanentError
     if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError)):
         return TransientError
-    if isinstance(exc, (httpx.TransportError, ConnectionError, json.JSONDecodeError, ValueError)):
+    if isinstance(exc, (httpx.TransportError, ConnectionError, json.JSONDecodeError, EmptyReply)):
         return TransientError
     return PermanentError
 
@@ -187,7 +191,7 @@ class ModelCollector:
         while True:
             if self._breaker_reason is not None:
                 self.stats.by_status["error"] = self.stats.by_status.get("error", 0) + 1
-                return _row(q["query_id"], self.model, self.run_id, attempt=max(attempt, 1), status="error",
+                return _row(q["query_id"], self.model, self.run_id, attempt=attempt, status="error",
                             error=f"circuit open: {self._breaker_reason}", model_digest=self._digest)
             attempt += 1
             self.stats.calls += 1
@@ -196,7 +200,7 @@ class ModelCollector:
                 resp = await self._call_once(client, prompt, image)
                 content = resp.message.content if resp.message is not None else None
                 if content is None:
-                    raise ValueError("reply has no message content")
+                    raise EmptyReply("reply has no message content")
             except Exception as exc:  # classified below; nothing escapes as an unrecorded failure
                 last_exc = exc
                 kind = _classify(exc)
@@ -206,7 +210,7 @@ class ModelCollector:
                     return self._failed(q, attempt, "error", exc)
                 self.stats.transient_failures += 1
                 self._consecutive_transient += 1
-                if self._consecutive_transient >= self.cfg.breaker_threshold:
+                if self._consecutive_transient >= self.cfg.breaker_threshold and self._breaker_reason is None:
                     self.stats.breaker_opened = True
                     self._breaker_reason = (
                         f"{self._consecutive_transient} consecutive transient failures, last: "
@@ -230,7 +234,12 @@ class ModelCollector:
                     model_digest=self._digest)
 
     def _ok(self, q: dict, attempt: int, resp, content: str, wall_ms: float, has_image: bool, prompt: str) -> dict:
-        quality = float(score_answer(content, q["answer"], q["answer_kind"]))
+        try:
+            quality = float(score_answer(content, q["answer"], q["answer_kind"]))
+        except ValueError as exc:  # bad ground truth (e.g. unknown answer_kind): record, don't abort the run
+            self.stats.by_status["error"] = self.stats.by_status.get("error", 0) + 1
+            return _row(q["query_id"], self.model, self.run_id, attempt=attempt, status="error", prediction=content,
+                        error=f"query {q['query_id']}: cannot score reply: {exc}", model_digest=self._digest)
         prompt_tokens = int(resp.prompt_eval_count or 0)
         completion_tokens = int(resp.eval_count or 0)
         text_tokens = estimate_text_tokens(prompt)

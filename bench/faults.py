@@ -1,0 +1,209 @@
+"""Fault-tolerance benchmark: 5,000 calls with 20% injected faults and one SIGKILL, then resume.
+
+Why: the traces table is only trustworthy if a collection that hits flaky servers and gets killed half way
+still ends with exactly one row per (query, model) pair. This script
+
+1. writes 1,000 synthetic queries into a temporary warehouse and serves 5 simulated models from this process
+   with a mix of faults (timeouts, HTTP 500 / 503, malformed JSON, dropped connections, slow replies) on
+   20% of the requests;
+2. runs the collection (`collect_partition` per model, one after the other) in a fresh interpreter,
+   SIGKILLs it once about half the pairs are on disk (finished partitions plus staging part files),
+   starts it again and lets it finish;
+3. checks the warehouse (rows lost, duplicates, staging left behind) and repeats the same collection
+   without faults for the wall-time comparison.
+
+    .venv/bin/python bench/faults.py [--queries 1000] [--models 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from collectors.checkpoint import collect_partition
+from collectors.collector import CollectConfig
+from collectors.registry import ModelEntry
+from collectors.sim_models import DEFAULT_POOL
+from collectors.sim_server import FAULT_KINDS, FaultConfig, SimServer
+from warehouse.store import Warehouse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collect import synthetic_queries  # noqa: E402  (sibling bench script)
+
+TIME_SCALE = 0.005  # simulated inference takes 0.5% of the reported duration (a few ms per call)
+BATCH = 50  # rows per staging part file
+FAULT_MIX = dict(timeout=0.02, http_500=0.05, http_503=0.04, malformed_json=0.03, dropped_connection=0.04,
+                 slow=0.02)  # 20% of requests in all
+CLIENT = dict(concurrency=8, timeout_s=0.5, max_retries=3, backoff_base_s=0.05, backoff_max_s=0.5,
+              breaker_threshold=12, batch_size=BATCH, progress=False)
+
+
+def entries(n_models: int) -> list[ModelEntry]:
+    return [ModelEntry(model_id=s.name, backend="sim", price_in_per_mtok=s.price_in_per_mtok,
+                       price_out_per_mtok=s.price_out_per_mtok, params_b=s.params_b, simulated=True)
+            for s in DEFAULT_POOL[:n_models]]
+
+
+# ----------------------------------------------------------------------------------------- child process
+
+
+def child(root: str, url: str, n_models: int, log: str) -> None:
+    """The collection itself, as a pipeline run would do it: each model's partition brought up to date."""
+    wh = Warehouse(root)
+    queries = wh.read_table("queries")
+    for m in entries(n_models):
+        r = collect_partition(wh, m, queries, url, CollectConfig(**CLIENT), run_id=f"pid{os.getpid()}")
+        s = r.stats
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"model": m.model_id, "attempted": r.attempted, "resumed_rows": r.resumed_rows,
+                                 "calls": s.calls, "retries": s.retries, "breaker": s.breaker_opened}) + "\n")
+
+
+def spawn(root: Path, url: str, n_models: int, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(root), url, str(n_models), str(log)]
+    return subprocess.Popen(cmd)
+
+
+# ---------------------------------------------------------------------------------------- parent process
+
+
+def on_disk(wh: Warehouse, n_queries: int) -> tuple[int, int, int]:
+    """(finished partitions, staging part files, approximate pairs on disk) without reading any file."""
+    parts = len(list(wh.traces_dir.glob("*.parquet")))
+    staged = len(list((wh.traces_dir / "_staging").glob("*/part-*.parquet")))
+    return parts, staged, parts * n_queries + staged * BATCH
+
+
+def run_collection(wh: Warehouse, url: str, n_models: int, n_queries: int, log: Path,
+                   kill_at: float | None) -> dict[str, float]:
+    """Run the child to completion; with ``kill_at`` (fraction of pairs), SIGKILL it once there, then resume."""
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    proc = spawn(wh.root, url, n_models, log)
+    if kill_at is not None:
+        target = kill_at * n_models * n_queries
+        while proc.poll() is None:
+            parts, staged, pairs = on_disk(wh, n_queries)
+            if staged > 0 and pairs >= target:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        proc.wait()
+        out["killed_rc"] = proc.returncode
+        out["first_wall_s"] = time.perf_counter() - t0
+        out["parts_at_kill"], out["staged_files_at_kill"], _ = on_disk(wh, n_queries)
+        t1 = time.perf_counter()
+        proc = spawn(wh.root, url, n_models, log)
+        proc.wait()
+        out["resume_wall_s"] = time.perf_counter() - t1
+    else:
+        proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"collection child exited with {proc.returncode}")
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def audit(wh: Warehouse, queries: pl.DataFrame, models: list[ModelEntry]) -> dict[str, object]:
+    traces = wh.read_traces([m.model_id for m in models])
+    expected = queries.select("query_id").join(pl.DataFrame({"model_id": [m.model_id for m in models]}),
+                                               how="cross")
+    present = traces.select("query_id", "model_id").unique()
+    lost = expected.join(present, on=["query_id", "model_id"], how="anti").height
+    return {
+        "traces": traces,
+        "rows": traces.height,
+        "lost": lost,
+        "duplicates": traces.height - present.height,
+        "unexpected": present.join(expected, on=["query_id", "model_id"], how="anti").height,
+        "staging_left": len(list((wh.traces_dir / "_staging").rglob("*.parquet"))),
+        "status": dict(traces["status"].value_counts().sort("status").rows()),
+    }
+
+
+def read_log(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--models", type=int, default=5)
+    ap.add_argument("--kill-at", type=float, default=0.5, help="fraction of pairs on disk when killed")
+    args = ap.parse_args()
+    models = entries(args.models)
+    specs = list(DEFAULT_POOL[: args.models])
+    with tempfile.TemporaryDirectory(prefix="lrouter-faults-") as tmp:
+        faulty, clean = Warehouse(Path(tmp) / "faulty").ensure(), Warehouse(Path(tmp) / "clean").ensure()
+        queries = synthetic_queries(args.queries, faulty.images_dir, seed=1)
+        faulty.write_table("queries", queries)
+        clean.write_table("queries", queries)
+        for p in faulty.images_dir.iterdir():
+            os.link(p, clean.images_dir / p.name)
+
+        faults = FaultConfig(**FAULT_MIX, timeout_s=2.0, slow_extra_s=0.05)
+        with SimServer(queries, models=specs, seed=0, time_scale=TIME_SCALE, faults=faults) as server:
+            log = Path(tmp) / "faulty.jsonl"
+            run = run_collection(faulty, server.url, args.models, args.queries, log, kill_at=args.kill_at)
+            sstats = server.stats
+        with SimServer(queries, models=specs, seed=0, time_scale=TIME_SCALE) as server:
+            base = run_collection(clean, server.url, args.models, args.queries, Path(tmp) / "clean.jsonl",
+                                  kill_at=None)
+            base_calls = server.stats["endpoints"].get("/api/chat", 0)
+
+        a, b = audit(faulty, queries, models), audit(clean, queries, models)
+        t = a["traces"]
+        calls = sstats["endpoints"].get("/api/chat", 0)
+        injected = {k: sstats["faults"][k] for k in FAULT_KINDS}
+        failing = sum(v for k, v in injected.items() if k != "slow")
+        in_rows = int(t["attempt"].sum())
+        retries_in_rows = int((t["attempt"] - 1).clip(lower_bound=0).sum())
+        entries_log = read_log(log)
+        resumed = [e for e in entries_log if e["resumed_rows"]]
+        both_ok = t.join(b["traces"], on=["query_id", "model_id"], suffix="_clean").filter(
+            (pl.col("status") == "ok") & (pl.col("status_clean") == "ok"))
+        differing = both_ok.filter((pl.col("prediction") != pl.col("prediction_clean"))
+                                   | (pl.col("quality") != pl.col("quality_clean"))).height
+
+    pairs = args.queries * args.models
+    print(f"fault benchmark: {args.queries} queries x {args.models} models = {pairs} pairs, "
+          f"time_scale={TIME_SCALE}, concurrency={CLIENT['concurrency']}, client timeout={CLIENT['timeout_s']}s")
+    print(f"  fault mix per request: {FAULT_MIX} (sum {sum(FAULT_MIX.values()):.2f})")
+    print(f"  SIGKILL after {run['first_wall_s']:.1f}s (rc {run['killed_rc']}): "
+          f"{run['parts_at_kill']:.0f} partitions done, {run['staged_files_at_kill']:.0f} staging files on disk; "
+          f"resume took {run['resume_wall_s']:.1f}s; resumed partitions: "
+          + ", ".join(f"{e['model']} ({e['resumed_rows']} staged rows kept, {e['attempted']} redone)"
+                      for e in resumed))
+    print(f"  calls made (server /api/chat): {calls}  [fault-free run: {base_calls}]")
+    print(f"  faults injected: {sum(injected.values())} ({sum(injected.values()) / calls:.1%} of calls) "
+          f"by kind {injected}; failing (not slow): {failing}")
+    print(f"  retries recorded in rows (sum of attempt-1): {retries_in_rows}; attempts recorded in rows: "
+          f"{in_rows}; calls whose result died with the killed process: {calls - in_rows}")
+    print(f"  retries reported by the runs that finished a model: {sum(e['retries'] for e in entries_log)}"
+          f" (breaker opened: {any(e['breaker'] for e in entries_log)})")
+    print(f"  rows written: {a['rows']} (expected {pairs}); rows lost: {a['lost']}; duplicates: "
+          f"{a['duplicates']}; unexpected pairs: {a['unexpected']}; staging files left: {a['staging_left']}")
+    print(f"  status counts: {a['status']}  [fault-free run: {b['status']}]")
+    print(f"  ok pairs whose prediction/quality differ from the fault-free run: {differing} of {both_ok.height}")
+    print(f"  wall time: {run['wall_s']:.1f}s with faults + kill + resume vs {base['wall_s']:.1f}s fault-free "
+          f"({run['wall_s'] / base['wall_s']:.2f}x)")
+    ok = a["lost"] == 0 and a["duplicates"] == 0 and a["unexpected"] == 0 and a["rows"] == pairs
+    print("RESULT:", "every pair has exactly one row" if ok else "FAILED: rows lost or duplicated")
+    if not ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    else:
+        main()
