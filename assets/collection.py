@@ -18,8 +18,13 @@ GROUP = "collection"
 
 
 class BenchmarkConfig(dg.Config):
-    n_queries: int = 2000
-    seed: int = 0
+    source: str = "builtin"  # builtin | mmr-bench | vl-routerbench | long | queries
+    n_queries: int = 2000  # builtin only
+    seed: int = 0  # builtin only
+    path: str = ""  # file or folder to import (non-builtin sources)
+    images: str = ""  # image folder of the import, if any
+    queries_path: str = ""  # long format: the queries file
+    on_error: str = "fail"  # skip bad rows (listed in import_skipped) or refuse the import
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"}, code_version="1",
@@ -27,14 +32,34 @@ class BenchmarkConfig(dg.Config):
 def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig,
                       warehouse: WarehouseResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
-    df = generate_benchmark(n=config.n_queries, seed=config.seed, images_dir=wh.images_dir)
-    wh.write_table("queries", df)
+    extra: dict = {}
+    if config.source == "builtin":
+        df = generate_benchmark(n=config.n_queries, seed=config.seed, images_dir=wh.images_dir)
+        wh.write_table("queries", df)
+        extra["seed"] = config.seed
+    else:
+        from collectors.importers import import_benchmark, import_long
+        from collectors.ingest import apply_import
+        from pipelines.importing import KIND_TO_FORMAT, import_kwargs
+
+        if config.source not in KIND_TO_FORMAT:
+            raise dg.Failure(f"unknown benchmark source {config.source!r}; expected builtin or {list(KIND_TO_FORMAT)}")
+        kw = import_kwargs(config.source, config.images, config.queries_path, "", config.on_error)
+        if config.source == "long" and config.queries_path:
+            result = import_long(config.path, config.queries_path, **kw)
+        else:
+            result = import_benchmark(config.path, KIND_TO_FORMAT[config.source], **kw)
+        summary = apply_import(wh, result, warehouse.registry())
+        df = result.queries
+        extra = {"import": dg.MetadataValue.md(result.report_markdown()), "text_only": result.text_only,
+                 "skipped_rows": summary["skipped"]}
     counts = df.group_by("task_group", "answer_kind").len().sort("task_group", "answer_kind")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": df.height,
-        "seed": config.seed,
+        "source": config.source,
         "by_task_group": dg.MetadataValue.md(md_table(counts)),
         "schema": dg.MetadataValue.md(", ".join(QUERIES)),
+        **extra,
     })
 
 
@@ -99,9 +124,17 @@ def outcome_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     if wh.has_table("splits"):  # calibration rows first, so a new model's profile is usable early
         splits = wh.read_table("splits")
         first = splits.filter(pl.col("in_calibration"))["query_id"].to_list()
-    with ollama.endpoint(model, queries) as (url, label):
-        result = collect_partition(wh, model, queries, url, ollama.collect_config(), run_id=context.run_id,
-                                   first=first, headers=ollama.headers())
+    if model.backend == "import":  # imported outcomes: nothing to call, just re-check the partition
+        from collectors.checkpoint import PartitionResult
+        from collectors.collector import CallStats
+
+        result = PartitionResult(traces=wh.read_trace_partition(model_id), stats=CallStats(), attempted=0,
+                                 resumed_rows=0)
+        label = "imported traces"
+    else:
+        with ollama.endpoint(model, queries) as (url, label):
+            result = collect_partition(wh, model, queries, url, ollama.collect_config(), run_id=context.run_id,
+                                       first=first, headers=ollama.headers())
     t = result.traces
     ok = t.filter(pl.col("status") == "ok")
     summary = t.group_by("status").len().sort("status")

@@ -17,6 +17,7 @@ from router.data import RoutingData
 class Router(ABC):
     name: str = "router"
     learned: bool = True  # False for Oracle / Strongest / Cheapest / Random
+    predicts_outcomes: bool = True  # False when predict() returns scores that are not quality estimates
 
     @abstractmethod
     def fit(self, data: RoutingData, seed: int = 0) -> Router:

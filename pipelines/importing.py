@@ -1,0 +1,51 @@
+"""``lrouter import KIND PATH``: validate, then write the import into the warehouse and registry."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from warehouse.catalog import refresh_catalog
+from warehouse.store import Warehouse
+
+KIND_TO_FORMAT = {"mmr-bench": "mmr-bench", "vl-routerbench": "vl-routerbench", "long": "long", "queries": "custom"}
+
+
+def import_kwargs(kind: str, images: str, queries: str, benchmark: str, on_error: str) -> dict:
+    kw: dict = {"on_error": on_error}
+    if benchmark:
+        kw["benchmark"] = benchmark
+    if kind == "mmr-bench" and images:
+        kw["image_root"] = images
+    if kind == "vl-routerbench" and images:
+        kw["image_root"] = images
+    if kind == "queries" and images:
+        kw["image_folder"] = images
+    if kind == "long" and images:
+        kw["images_dir"] = images
+    return kw
+
+
+def run_import(args, wh: Warehouse, home: Path) -> int:
+    from collectors.import_validation import ImportValidationError
+    from collectors.importers import import_benchmark, import_long
+    from collectors.ingest import apply_import
+    from pipelines.cli import _registry_path
+
+    kw = import_kwargs(args.kind, args.images, args.queries, args.benchmark, args.on_error)
+    try:
+        if args.kind == "long" and args.queries:
+            result = import_long(args.path, args.queries, **kw)
+        else:
+            result = import_benchmark(args.path, KIND_TO_FORMAT[args.kind], **kw)
+    except ImportValidationError as exc:
+        print(f"import refused, nothing written:\n{exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"import failed, nothing written: {exc}", file=sys.stderr)
+        return 2
+    summary = apply_import(wh, result, _registry_path(home))
+    refresh_catalog(wh)
+    print(result.report_markdown())
+    print(f"written: {summary}")
+    return 0
