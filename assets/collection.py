@@ -1,7 +1,6 @@
 """Foundation assets: benchmark queries, candidate models, outcome traces (one partition per model),
 and the DuckDB warehouse views. Each asset is a thin wrapper over collectors/ and warehouse/."""
 
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl

@@ -7,7 +7,6 @@ profiles and lets the EXISTING router score the new model through its capability
 The schedule recalibrates from fresh calibration traces and retrains only when enough new traces exist.
 """
 
-from __future__ import annotations
 
 import json
 import os
@@ -34,7 +33,7 @@ class PoolState:
     inactive: list[str] = field(default_factory=list)  # models seen disabled (re-enabling re-collects)
 
     @classmethod
-    def load(cls, cursor: str | None) -> PoolState:
+    def load(cls, cursor: str | None) -> "PoolState":
         return cls(**json.loads(cursor)) if cursor else cls()
 
     def dump(self) -> str:

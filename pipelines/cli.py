@@ -59,7 +59,7 @@ def check_endpoint(entry) -> None:
     if entry.backend == "sim" and not entry.endpoint:
         from collectors.sim_models import ALL_MODELS
 
-        names = [s.name for s in ALL_MODELS]
+        names = list(ALL_MODELS)
         if entry.model_id not in names:
             raise RegistryError(f"no simulated model named {entry.model_id!r}; simulated models: {names}")
         return

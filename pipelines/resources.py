@@ -71,7 +71,7 @@ class OllamaResource(dg.ConfigurableResource):
             from collectors.sim_models import ALL_MODELS
             from collectors.sim_server import SimServer
 
-            with SimServer(answer_key=answer_key, models=list(ALL_MODELS), seed=self.sim_seed,
+            with SimServer(answer_key=answer_key, models=list(ALL_MODELS.values()), seed=self.sim_seed,
                            time_scale=self.sim_time_scale) as server:
                 yield server.url, "embedded simulator (127.0.0.1)"
             return

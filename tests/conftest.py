@@ -1,0 +1,10 @@
+"""Shared fixtures. Everything runs offline, on CPU, with small data."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
