@@ -110,6 +110,15 @@ def _classify(exc: BaseException) -> type[Exception]:
     return PermanentError
 
 
+def _options(q: dict) -> list[str] | None:
+    """Multiple-choice option texts from source_meta, so a reply naming the option maps to its letter."""
+    try:
+        opts = json.loads(q.get("source_meta") or "{}").get("options")
+    except (ValueError, AttributeError):
+        return None
+    return [str(o) for o in opts] if isinstance(opts, list) and opts else None
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -235,7 +244,7 @@ class ModelCollector:
 
     def _ok(self, q: dict, attempt: int, resp, content: str, wall_ms: float, has_image: bool, prompt: str) -> dict:
         try:
-            quality = float(score_answer(content, q["answer"], q["answer_kind"]))
+            quality = float(score_answer(content, q["answer"], q["answer_kind"], options=_options(q)))
         except ValueError as exc:  # bad ground truth (e.g. unknown answer_kind): record, don't abort the run
             self.stats.by_status["error"] = self.stats.by_status.get("error", 0) + 1
             return _row(q["query_id"], self.model, self.run_id, attempt=attempt, status="error", prediction=content,
