@@ -4,31 +4,36 @@
 checks it in CI.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
-from assets import collection
+from assets import collection, features, routing
+from pipelines.automation import (
+    RECALIBRATE_JOB,
+    RETRAIN_JOB,
+    model_pool_sensor,
+    recalibration_schedule,
+)
 from pipelines.resources import OllamaResource, WarehouseResource
 
-ALL_ASSET_MODULES = [collection]
+
+def _evaluation_module():
+    import importlib
+
+    try:
+        evaluation = importlib.import_module("assets.evaluation")
+    except ModuleNotFoundError as exc:  # the evaluation stage is optional while it is being built
+        if exc.name != "assets.evaluation":
+            raise
+        return None
+    return evaluation
 
 
-def _optional_modules() -> list:
-    """Asset modules of later stages, loaded when present so the foundation works on its own."""
-    mods = []
-    for name in ("features", "routing", "evaluation"):
-        try:
-            mods.append(__import__(f"assets.{name}", fromlist=[name]))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"assets.{name}":
-                raise
-    return mods
-
-
-asset_modules = ALL_ASSET_MODULES + _optional_modules()
+asset_modules = [collection, features, routing]
+if (_ev := _evaluation_module()) is not None:
+    asset_modules.append(_ev)
 all_assets = dg.load_assets_from_modules(asset_modules)
 all_checks = dg.load_asset_checks_from_modules(asset_modules)
+_asset_names = {a.key.to_user_string() for a in all_assets}
 
 
 def resources() -> dict:
@@ -44,10 +49,24 @@ collect_job = dg.define_asset_job(
     partitions_def=collection.MODELS_PARTITIONS,
     description="Collect one model's outcome traces (one partition per model).",
 )
+recalibrate_job = dg.define_asset_job(
+    RECALIBRATE_JOB,
+    selection=dg.AssetSelection.assets("warehouse_views", "capability_profiles", "current_pool_routing"),
+    description="Recompute capability profiles and re-score the current pool with the existing router.",
+)
+retrain_job = dg.define_asset_job(
+    RETRAIN_JOB,
+    selection=dg.AssetSelection.assets(
+        *[n for n in ("warehouse_views", "capability_profiles", "latent_router", "current_pool_routing",
+                      "evaluation_report") if n in _asset_names]),
+    description="Recalibrate, retrain the router and re-run the evaluation.",
+)
 
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[collect_job],
+    jobs=[collect_job, recalibrate_job, retrain_job],
+    sensors=[model_pool_sensor],
+    schedules=[recalibration_schedule],
     resources=resources(),
 )
