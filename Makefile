@@ -7,6 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: install demo test lint validate dev bench clean
 

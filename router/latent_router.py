@@ -1,0 +1,507 @@
+"""LatentRouter: latent capability matching between multimodal routing capsules and model tokens.
+
+Implements section 2.2 of the LatentRouter paper. The query is summarised by C learned routing capsules that
+cross-attend to the joint image/question/side token sequence; each candidate model is a capability token
+built from its (standardised) profile vector and its expected cost. H communication layers let model tokens
+read the capsules, compare with the other *available* models (masked self-attention with a pairwise bias) and
+feed back to the capsules. A shared distributional head predicts (mu, sigma) per model token and a bounded
+capsule correction refines mu by at most rho. There is no K-way classifier and no model-ID embedding, so the
+same weights score any pool, including models unseen at training time (Prop. B.3).
+
+Unavailable models are zeroed at the input and masked everywhere (self-attention keys, feedback, pools), so
+their features can never change the scores of available models, and they always get a score of -inf.
+
+Cost notes (the router must answer in about a millisecond on CPU): the capsule cross-attention over the raw
+token sequence is evaluated in factorised form (see ``CapsuleExtractor``), the per-dimension input
+standardisation is folded into the projections, attention layers run through ``attend`` (the maths of
+``nn.MultiheadAttention`` without its per-call checks), and every model is handled in one batched tensor op
+(no Python loop over models).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from router.data import RoutingData
+
+
+@dataclass
+class LatentRouterConfig:
+    """Architecture hyper-parameters; the ``use_*`` switches produce the paper's ablations."""
+
+    hidden: int = 96  # paper config uses 48; the released class default is 96
+    n_capsules: int = 7  # C
+    n_layers: int = 2  # H communication layers
+    n_heads: int = 4
+    n_side_tokens: int = 4  # pooled/side features become this many extra query tokens
+    dropout: float = 0.1
+    rho: float = 0.05  # bound of the capsule correction
+    tau_feedback: float = 0.25
+    eps: float = 1e-3  # sigma floor
+    use_pooled: bool = True  # append RoutingData.pooled to the side features
+    use_capsules: bool = True  # False: one mean-pooled query token instead of C capsules
+    use_model_tokens: bool = True  # False: a shared learned token + cost only
+    use_communication: bool = True  # False: H = 0
+    use_pairwise_bias: bool = True
+    use_feedback: bool = True
+    distributional: bool = True  # False: point head trained with MSE
+    bounded_correction: bool = True
+
+    def __post_init__(self) -> None:
+        if self.hidden <= 0 or self.hidden % self.n_heads != 0:
+            raise ValueError(f"LatentRouterConfig.hidden={self.hidden} must be positive and divisible by "
+                             f"n_heads={self.n_heads}")
+        for name in ("n_capsules", "n_heads", "n_side_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LatentRouterConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_layers < 0:
+            raise ValueError(f"LatentRouterConfig.n_layers must be >= 0, got {self.n_layers}")
+        if self.rho < 0 or self.tau_feedback <= 0 or self.eps <= 0:
+            raise ValueError("LatentRouterConfig needs rho >= 0, tau_feedback > 0 and eps > 0")
+
+    @property
+    def effective_layers(self) -> int:
+        return self.n_layers if self.use_communication else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LatentRouterConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"LatentRouterConfig: unknown field(s) {unknown}")
+        return cls(**d)
+
+
+@dataclass
+class InputDims:
+    """Feature sizes the router was built for (checked at every forward and stored in checkpoints)."""
+
+    img_dim: int  # Di, 0 in text-only mode
+    txt_dim: int  # Dq
+    side_dim: int  # S (+ D when the pooled vector is appended)
+    model_feat_dim: int  # P
+
+    @classmethod
+    def from_data(cls, data: RoutingData, cfg: LatentRouterConfig) -> InputDims:
+        img = 0 if data.img_tokens is None else int(data.img_tokens.shape[-1])
+        side = int(data.side.shape[1]) + (int(data.pooled.shape[1]) if cfg.use_pooled else 0)
+        return cls(img, int(data.txt_tokens.shape[-1]), side, int(data.model_feats.shape[-1]))
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def side_input(data: RoutingData, rows: np.ndarray, cfg: LatentRouterConfig) -> np.ndarray:
+    """The per-query vector that becomes the extra side tokens: side features (+ pooled vector)."""
+    parts = [data.side[rows]]
+    if cfg.use_pooled:
+        parts.insert(0, data.pooled[rows])
+    return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+
+
+def _valid_tokens(tokens: np.ndarray, mask: np.ndarray | None, rows: np.ndarray, cap: int = 20_000) -> np.ndarray:
+    """Valid token vectors of ``rows`` (rows evenly strided to about ``cap`` tokens, so statistics stay cheap)."""
+    rows = rows[:: max(1, len(rows) * tokens.shape[1] // cap)]
+    x = tokens[rows]
+    return x.reshape(-1, x.shape[-1]) if mask is None else x[mask[rows]]
+
+
+class FFN(nn.Module):
+    """Linear -> GELU -> dropout -> Linear, called functionally (fewer module calls per forward)."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.p = nn.Linear(d_in, d_hidden), nn.Linear(d_hidden, d_out), dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(F.linear(x, self.fc1.weight, self.fc1.bias), approximate="tanh")
+        if self.training and self.p > 0:
+            h = F.dropout(h, self.p, True)
+        return F.linear(h, self.fc2.weight, self.fc2.bias)
+
+
+def attend(
+    mha: nn.MultiheadAttention,
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    key_ignore: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``mha(q, kv, kv)`` computed functionally from the module's own weights.
+
+    Same maths as ``nn.MultiheadAttention`` (packed in-projection, 1/sqrt(d_head) scaling, dropout on the
+    attention weights, output projection) but without its per-call Python checks, which dominate the cost
+    of a single-query forward. ``bias`` is an additive float mask broadcastable to [B, heads, Lq, Lk];
+    ``key_ignore`` [B, Lk] marks keys to drop (the caller guarantees no row drops every key).
+    """
+    d, h = mha.embed_dim, mha.num_heads
+    b, lq, _ = q.shape
+    lk = kv.shape[1]
+    w, wb = mha.in_proj_weight, mha.in_proj_bias
+    qh = F.linear(q, w[:d], wb[:d]).view(b, lq, h, d // h).transpose(1, 2)
+    k, v = F.linear(kv, w[d:], wb[d:]).view(b, lk, 2, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
+    mask = bias
+    if key_ignore is not None:
+        ign = torch.zeros(b, 1, 1, lk, dtype=q.dtype, device=q.device).masked_fill(
+            key_ignore[:, None, None, :], float("-inf"))
+        mask = ign if mask is None else mask + ign
+    p = mha.dropout if mha.training else 0.0
+    out = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, dropout_p=p)
+    return F.linear(out.transpose(1, 2).reshape(b, lq, d), mha.out_proj.weight, mha.out_proj.bias)
+
+
+class PairwiseBias(nn.Module):
+    """psi([a_i; a_j; a_i - a_j; a_i * a_j]) -> one additive attention bias per head.
+
+    The first linear layer on the concatenation splits into W1 a_i + W2 a_j + W3 (a_i - a_j) + W4 (a_i*a_j),
+    computed as one [K, 2m] projection plus a projection of the [B, K, K, d] products: the same function as a
+    Linear on the concatenation, without materialising the [B, K, K, 4d] input.
+    """
+
+    def __init__(self, d: int, n_heads: int) -> None:
+        super().__init__()
+        m = max(8, d // 4)
+        self.w_ij = nn.Linear(d, 2 * m)  # [W1 + W3; W2 - W3]
+        self.w_prod = nn.Parameter(torch.randn(m, d) / math.sqrt(d))  # W4
+        self.out = nn.Linear(m, n_heads)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:  # a [B, K, d] -> [B, heads, K, K]
+        hi, hj = F.linear(a, self.w_ij.weight, self.w_ij.bias).chunk(2, dim=-1)
+        hid = F.linear(a.unsqueeze(2) * a.unsqueeze(1), self.w_prod) + hi[:, :, None, :] + hj[:, None, :, :]
+        return F.linear(F.gelu(hid, approximate="tanh"), self.out.weight, self.out.bias).permute(0, 3, 1, 2)
+
+
+class CapsuleExtractor(nn.Module):
+    """C learned capsule queries cross-attending to the joint sequence [V; Q; S] (paper eq. r_k^(0)).
+
+    Image and question tokens enter the attention only through linear maps (input projection, then the
+    key/value projections), so the attention is evaluated in factorised form: logits are the raw tokens
+    times a [C*heads, D_in] matrix, and values are projected after the attention-weighted sum. This is the
+    same function as ``nn.MultiheadAttention`` over the projected sequence (``explicit_sequence`` +
+    ``self.attn``; a test checks it) at about half the FLOPs, and the factor matrices are cached in eval.
+    """
+
+    def __init__(self, cfg: LatentRouterConfig, dims: InputDims) -> None:
+        super().__init__()
+        d, t = cfg.hidden, cfg.n_side_tokens
+        self.cfg = cfg
+        self.img_proj = nn.Linear(dims.img_dim, d) if dims.img_dim > 0 else None
+        self.txt_proj = nn.Linear(dims.txt_dim, d)
+        if dims.side_dim > 0:  # low-rank so a wide pooled vector stays cheap
+            self.side_proj: nn.Module | None = FFN(dims.side_dim, d, t * d)
+        else:
+            self.side_proj = None
+            self.side_const = nn.Parameter(torch.randn(t, d) * 0.02)
+        self.type_emb = nn.Parameter(torch.randn(3, d) * 0.02)  # image, text, side
+        # per-dimension standardisation of the inputs with train statistics (set_input_stats); folded into
+        # the projections, so it costs nothing per token
+        for name, dim in (("img", dims.img_dim), ("txt", dims.txt_dim), ("side", dims.side_dim)):
+            self.register_buffer(f"{name}_mean", torch.zeros(dim))
+            self.register_buffer(f"{name}_std", torch.ones(dim))
+        if cfg.use_capsules:
+            self.capsule_q = nn.Parameter(torch.randn(cfg.n_capsules, d) * 0.02)
+            self.attn = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
+        else:
+            self.pool_proj = nn.Linear(d, d)
+        self.norm = nn.LayerNorm(d)
+        self.ffn = FFN(d, 2 * d, d, cfg.dropout)
+        self.norm2 = nn.LayerNorm(d)
+        self._cache: tuple[tuple[int, ...], Any] | None = None
+
+    def _segments(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, bias) of each linear token segment with the input standardisation and the type embedding
+        folded in: W (x - m) / s + b + e = W' x + b'."""
+        segs = []
+        if self.img_proj is not None:
+            segs.append((self.img_proj, self.img_mean, self.img_std, self.type_emb[0]))
+        segs.append((self.txt_proj, self.txt_mean, self.txt_std, self.type_emb[1]))
+        out = []
+        for lin, mean, std, e in segs:
+            w = lin.weight / std
+            out.append((w, lin.bias + e - w @ mean))
+        return out
+
+    def side_tokens(self, side: torch.Tensor, b: int) -> torch.Tensor:
+        t = self.cfg.n_side_tokens
+        if self.side_proj is not None:
+            st = self.side_proj((side - self.side_mean) / self.side_std).view(b, t, -1)
+        else:
+            st = self.side_const.expand(b, t, -1)
+        return st + self.type_emb[2]
+
+    def explicit_sequence(
+        self, inputs: list[tuple[torch.Tensor, torch.Tensor]], side_tok: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projected joint sequence [V; Q; S] and its padding mask (True = ignore)."""
+        seq = [F.linear(x, w, bias) for (w, bias), (x, _) in zip(self._segments(), inputs, strict=True)]
+        b, t = side_tok.shape[:2]
+        ign = [ig for _, ig in inputs] + [torch.zeros(b, t, dtype=torch.bool, device=side_tok.device)]
+        return torch.cat(seq + [side_tok], dim=1), torch.cat(ign, dim=1)
+
+    def _factors(self) -> Any:
+        params = [self.capsule_q, self.attn.in_proj_weight, self.attn.in_proj_bias, self.type_emb]
+        params += [p for p in self.txt_proj.parameters()] + [self.txt_mean, self.txt_std]
+        if self.img_proj is not None:
+            params += [p for p in self.img_proj.parameters()] + [self.img_mean, self.img_std]
+        key = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params)
+        use_cache = not (self.training or torch.is_grad_enabled())
+        if use_cache and self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        d, h, c = self.cfg.hidden, self.cfg.n_heads, self.cfg.n_capsules
+        dh = d // h
+        w, wb = self.attn.in_proj_weight, self.attn.in_proj_bias
+        q = (F.linear(self.capsule_q, w[:d], wb[:d]) * dh**-0.5).view(c, h, dh)
+        g = torch.einsum("chk,hkd->chd", q, w[d : 2 * d].view(h, dh, d)).reshape(c * h, d)
+        gk = torch.einsum("chk,hk->ch", q, wb[d : 2 * d].view(h, dh)).reshape(c * h)
+        wv = w[2 * d :].view(h, dh, d)
+        segs = [(g @ ws, g @ bs + gk, torch.matmul(wv, ws).transpose(1, 2), wv @ bs) for ws, bs in self._segments()]
+        out = (g, gk, wv.transpose(1, 2), segs)
+        if use_cache:
+            self._cache = (key, out)
+        return out
+
+    def forward(self, inputs: list[tuple[torch.Tensor, torch.Tensor]], side_tok: torch.Tensor) -> torch.Tensor:
+        """inputs: per linear segment (raw tokens [B, T, D_in], ignore mask [B, T]); side_tok [B, S, d]."""
+        b = side_tok.shape[0]
+        d, h, c = self.cfg.hidden, self.cfg.n_heads, self.cfg.n_capsules
+        if not self.cfg.use_capsules:
+            seq, ign = self.explicit_sequence(inputs, side_tok)
+            wgt = (~ign).to(seq.dtype).unsqueeze(-1)
+            r = self.norm(self.pool_proj((seq * wgt).sum(1) / wgt.sum(1).clamp_min(1.0))).unsqueeze(1)
+            return self.norm2(r + self.ffn(r))
+        g, gk, wv_t, segs = self._factors()
+        dh = d // h
+        # attention logits laid out [B, C*heads, T] so the softmax runs over the contiguous axis
+        logits = [torch.matmul(u, x.transpose(1, 2)) + const.unsqueeze(-1)
+                  for (x, _), (u, const, _, _) in zip(inputs, segs, strict=True)]
+        logits.append(torch.matmul(g, side_tok.transpose(1, 2)) + gk.unsqueeze(-1))
+        ign = torch.cat([ig for _, ig in inputs] + [side_tok.new_zeros(b, side_tok.shape[1], dtype=torch.bool)], 1)
+        logit = torch.cat(logits, dim=2).masked_fill(ign.unsqueeze(1), float("-inf"))
+        alpha = F.dropout(torch.softmax(logit, dim=-1), self.attn.dropout, self.training)
+        parts = torch.split(alpha, [lg.shape[2] for lg in logits], dim=2)
+
+        def per_head(z: torch.Tensor) -> torch.Tensor:  # [B, C*h, D] -> [h, B*C, D]
+            return z.view(b, c, h, -1).permute(2, 0, 1, 3).reshape(h, b * c, -1)
+
+        # values: attention-weighted raw tokens, then the folded (value o input) projection per head
+        out = torch.bmm(per_head(parts[-1] @ side_tok), wv_t)
+        for (x, _), al, (_, _, m_t, cv) in zip(inputs, parts[:-1], segs, strict=True):
+            out = out + torch.bmm(per_head(al @ x), m_t) + per_head(al.sum(-1, keepdim=True)) * cv.unsqueeze(1)
+        out = out + per_head(alpha.sum(-1, keepdim=True)) * self.attn.in_proj_bias[2 * d :].view(h, 1, dh)
+        out = F.linear(out.view(h, b, c, dh).permute(1, 2, 0, 3).reshape(b, c, d), self.attn.out_proj.weight,
+                       self.attn.out_proj.bias)
+        r = self.norm(self.capsule_q + out)
+        return self.norm2(r + self.ffn(r))
+
+
+class CommunicationLayer(nn.Module):
+    """One round of read (model tokens <- capsules), compare (masked self-attention) and feedback."""
+
+    def __init__(self, cfg: LatentRouterConfig) -> None:
+        super().__init__()
+        d, h, p = cfg.hidden, cfg.n_heads, cfg.dropout
+        self.cfg = cfg
+        self.read = nn.MultiheadAttention(d, h, dropout=p, batch_first=True)
+        self.read_ffn = FFN(3 * d, d, d, p)
+        self.read_norm = nn.LayerNorm(d)
+        self.pair_bias = PairwiseBias(d, h) if cfg.use_pairwise_bias else None
+        self.self_attn = nn.MultiheadAttention(d, h, dropout=p, batch_first=True)
+        self.self_norm = nn.LayerNorm(d)
+        if cfg.use_feedback:
+            self.score_head: nn.Module | None = FFN(d, d // 2, 1)
+            self.feedback = nn.MultiheadAttention(d, h, dropout=p, batch_first=True)
+            self.feedback_norm = nn.LayerNorm(d)
+        else:
+            self.score_head = None
+
+    def forward(
+        self,
+        a: torch.Tensor,  # [B, K, d]
+        r: torch.Tensor,  # [B, C, d]
+        key_ignore: torch.Tensor,  # [B, K] bool, True = unavailable key (never a whole row)
+        key_bias: torch.Tensor,  # [B, 1, 1, K] the same as an additive mask (0 / -inf)
+        avail: torch.Tensor,  # [B, K] bool
+        cost_pen: torch.Tensor,  # [B, K] lambda * cost
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        # (1) model-conditioned read of the capsules: each model token queries the capsules
+        r_hat = attend(self.read, a, r)
+        a_bar = self.read_norm(a + self.read_ffn(torch.cat([a, r_hat, a * r_hat], dim=-1)))
+        # (2) availability-masked comparison with an additive pairwise bias per head
+        bias = self.pair_bias(a_bar) if self.pair_bias is not None else None
+        bias = key_bias if bias is None else bias + key_bias
+        a_next = self.self_norm(a_bar + attend(self.self_attn, a_bar, a_bar, bias))
+        # (3) decision-aware feedback: capsules attend to the models near the decision boundary
+        layer_score = None
+        if self.score_head is not None:
+            layer_score = self.score_head(a_next).squeeze(-1) - cost_pen
+            logits = layer_score.masked_fill(key_ignore, float("-inf"))
+            gap = logits.max(dim=1, keepdim=True).values - logits
+            omega = torch.softmax(-gap / self.cfg.tau_feedback, dim=1)
+            omega = torch.where(avail, omega, torch.zeros_like(omega))
+            kv = omega.unsqueeze(-1) * a_next
+            r = self.feedback_norm(r + attend(self.feedback, r, kv, key_bias))
+        return a_next, r, layer_score
+
+
+class LatentRouter(nn.Module):
+    """Scores every (query, candidate model) pair; see the module docstring."""
+
+    def __init__(self, cfg: LatentRouterConfig, dims: InputDims) -> None:
+        super().__init__()
+        self.cfg, self.dims = cfg, dims
+        d = cfg.hidden
+        self.capsules = CapsuleExtractor(cfg, dims)
+        # model capability tokens a_i^(0) = phi([p_i; c_i]): p_i is the standardised profile (accuracy, latency,
+        # slice and pairwise statistics), c_i the expected cost; no model-ID embedding anywhere
+        if cfg.use_model_tokens:
+            self.phi = FFN(dims.model_feat_dim + 1, d, d)
+        else:
+            self.shared_token = nn.Parameter(torch.randn(d) * 0.02)
+            self.cost_proj = nn.Linear(1, d)
+        self.token_norm = nn.LayerNorm(d)
+        self.layers = nn.ModuleList(CommunicationLayer(cfg) for _ in range(cfg.effective_layers))
+        # heads shared across model tokens
+        self.head = FFN(d, d, 2 if cfg.distributional else 1)
+        self.correction = FFN(2 * d, d // 2, 1) if cfg.bounded_correction else None
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.no_grad()
+    def set_input_stats(self, data: RoutingData, rows: np.ndarray) -> None:
+        """Per-dimension mean/std of image tokens, question tokens and side input over ``rows`` (valid tokens
+        only; rows evenly subsampled to about 20k vectors). Stored as buffers, so they travel with the state
+        dict and the checkpoint."""
+        caps = self.capsules
+
+        def put(name: str, x: np.ndarray) -> None:
+            x = x.astype(np.float32, copy=False)
+            mean, std = x.mean(0, dtype=np.float64), x.std(0, dtype=np.float64)
+            std = np.where(std > 1e-6, std, 1.0)
+            getattr(caps, f"{name}_mean").copy_(torch.as_tensor(mean, dtype=torch.float32))
+            getattr(caps, f"{name}_std").copy_(torch.as_tensor(std, dtype=torch.float32))
+
+        if self.dims.img_dim > 0 and data.img_tokens is not None:
+            put("img", _valid_tokens(data.img_tokens, data.img_mask, rows))
+        put("txt", _valid_tokens(data.txt_tokens, data.txt_mask, rows))
+        if self.dims.side_dim > 0:
+            put("side", side_input(data, rows[:: max(1, len(rows) // 20_000)], self.cfg))
+        caps._cache = None
+
+    def _check(self, name: str, x: torch.Tensor, ndim: tuple[int, ...], last: int | None) -> None:
+        if x.dim() not in ndim:
+            raise ValueError(f"LatentRouter.forward: {name} has shape {tuple(x.shape)}, expected {ndim}-d")
+        if last is not None and x.shape[-1] != last:
+            raise ValueError(f"LatentRouter.forward: {name} has last dimension {x.shape[-1]}, "
+                             f"the router was built for {last}")
+
+    def query_inputs(
+        self,
+        img_tokens: torch.Tensor | None,
+        img_mask: torch.Tensor | None,
+        txt_tokens: torch.Tensor,
+        txt_mask: torch.Tensor,
+        side: torch.Tensor,
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Raw token segments with ignore masks, and the projected side tokens.
+
+        Padded tokens get an attention weight of exactly 0, so they must be finite (the feature store pads
+        with zeros; training checks the whole token arrays once)."""
+        b = txt_tokens.shape[0]
+        segs = []
+        if self.dims.img_dim > 0:
+            if img_tokens is None:  # a text-only query: an empty image segment (same as all tokens masked)
+                img_tokens = txt_tokens.new_zeros(b, 0, self.dims.img_dim)
+                img_mask = None
+            self._check("img_tokens", img_tokens, (3,), self.dims.img_dim)
+            im = torch.ones(img_tokens.shape[:2], dtype=torch.bool, device=img_tokens.device) \
+                if img_mask is None else img_mask.bool()
+            segs.append((img_tokens, ~im))
+        self._check("txt_tokens", txt_tokens, (3,), self.dims.txt_dim)
+        segs.append((txt_tokens, ~txt_mask.bool()))
+        if self.dims.side_dim > 0:
+            self._check("side", side, (2,), self.dims.side_dim)
+        return segs, self.capsules.side_tokens(side, b)
+
+    def _model_tokens(self, model_feats: torch.Tensor, cost: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+        b, k = cost.shape
+        if self.cfg.use_model_tokens:
+            self._check("model_feats", model_feats, (2, 3), self.dims.model_feat_dim)
+            if model_feats.shape[-2] != k or (model_feats.dim() == 3 and model_feats.shape[0] != b):
+                raise ValueError(f"LatentRouter.forward: model_feats has shape {tuple(model_feats.shape)}, "
+                                 f"expected [K={k}, P] or [B={b}, K={k}, P]")
+            mf = model_feats.expand(b, k, -1) if model_feats.dim() == 2 else model_feats
+            x = torch.cat([mf, cost.unsqueeze(-1)], dim=-1)
+            x = torch.where(avail.unsqueeze(-1), x, torch.zeros_like(x))  # masked inputs carry nothing
+            a = self.phi(x)
+        else:
+            a = self.shared_token + self.cost_proj(cost.unsqueeze(-1))
+        return self.token_norm(a)
+
+    def forward(
+        self,
+        img_tokens: torch.Tensor | None,
+        img_mask: torch.Tensor | None,
+        txt_tokens: torch.Tensor,
+        txt_mask: torch.Tensor,
+        side: torch.Tensor,
+        model_feats: torch.Tensor,
+        model_cost: torch.Tensor,
+        avail: torch.Tensor,
+        lam: float | torch.Tensor = 0.0,
+    ) -> dict[str, torch.Tensor]:
+        """Per-model outputs for a batch of queries.
+
+        Shapes: img_tokens [B, Ti, Di] (None in text-only mode), img_mask [B, Ti] bool (True = valid),
+        txt_tokens [B, Tq, Dq], txt_mask [B, Tq], side [B, S] (see ``side_input``), model_feats [K, P] or
+        [B, K, P], model_cost [B, K] expected normalised cost known before answering, avail [B, K] bool,
+        lam a float or [B] tensor. Returns mu, sigma, delta, mu_tilde, score ([B, K]; score is -inf for
+        unavailable models) and layer_scores [B, H, K] (H = 0 when feedback is off).
+        """
+        if model_cost.dim() != 2:
+            raise ValueError(f"LatentRouter.forward: model_cost has shape {tuple(model_cost.shape)}, expected [B, K]")
+        b, k = model_cost.shape
+        if tuple(avail.shape) != (b, k):
+            raise ValueError(f"LatentRouter.forward: avail has shape {tuple(avail.shape)}, expected {(b, k)}")
+        if txt_tokens.shape[0] != b:
+            raise ValueError(f"LatentRouter.forward: batch size of txt_tokens ({txt_tokens.shape[0]}) and "
+                             f"model_cost ({b}) differ")
+        avail = avail.bool()
+        cost = torch.where(avail, model_cost, torch.zeros_like(model_cost))
+        lam_t = torch.as_tensor(lam, dtype=cost.dtype, device=cost.device)
+        cost_pen = (lam_t.reshape(-1, 1) if lam_t.dim() > 0 else lam_t) * cost
+        # a query with no available model attends to everything (its scores are all -inf anyway): no NaN
+        key_ignore = ~avail & avail.any(dim=1, keepdim=True)
+        key_bias = torch.zeros_like(cost).masked_fill(key_ignore, float("-inf"))[:, None, None, :]
+
+        r = self.capsules(*self.query_inputs(img_tokens, img_mask, txt_tokens, txt_mask, side))
+        a = self._model_tokens(model_feats, cost, avail)
+        layer_scores = []
+        for layer in self.layers:
+            a, r, ls = layer(a, r, key_ignore, key_bias, avail, cost_pen)
+            if ls is not None:
+                layer_scores.append(ls)
+
+        out = self.head(a)
+        mu = out[..., 0]
+        sigma = F.softplus(out[..., 1]) + self.cfg.eps if self.cfg.distributional else torch.ones_like(mu)
+        if self.correction is not None:
+            pool = r.mean(dim=1, keepdim=True).expand(b, k, -1)
+            delta = self.cfg.rho * torch.tanh(self.correction(torch.cat([a, pool], dim=-1)).squeeze(-1))
+        else:
+            delta = torch.zeros_like(mu)
+        mu_tilde = mu + delta
+        score = (mu_tilde - cost_pen).masked_fill(~avail, float("-inf"))
+        ls = torch.stack(layer_scores, dim=1) if layer_scores else mu.new_zeros(b, 0, k)
+        return {"mu": mu, "sigma": sigma, "delta": delta, "mu_tilde": mu_tilde, "score": score,
+                "layer_scores": ls}
