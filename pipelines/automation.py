@@ -104,7 +104,7 @@ def new_traces_since_training(warehouse: WarehouseResource) -> tuple[int, float 
              description="Recalibrate profiles weekly; retrain the router when enough new traces exist.")
 def recalibration_schedule(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
     n_new, _ = new_traces_since_training(warehouse)
-    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
+    stamp = context.scheduled_execution_time.isoformat()
     if n_new >= RETRAIN_MIN_NEW_TRACES:
         return dg.RunRequest(run_key=f"retrain:{stamp}", job_name=RETRAIN_JOB,
                              tags={"lrouter/reason": f"{n_new} new traces since the last training"})

@@ -27,12 +27,12 @@ TABLE_ASSETS = {
 }
 
 
-def lineage_records(table: str, limit: int = 20) -> list[dict]:
+def lineage_records(table: str, limit: int = 20, instance=None) -> list[dict]:
     import dagster as dg
 
     if table not in TABLE_ASSETS:
         raise KeyError(f"unknown table {table!r}; known: {sorted(TABLE_ASSETS)}")
-    instance = dg.DagsterInstance.get()
+    instance = instance or dg.DagsterInstance.get()
     key = dg.AssetKey(TABLE_ASSETS[table])
     records = instance.fetch_materializations(key, limit=limit).records
     out = []

@@ -1,0 +1,158 @@
+"""Model-pool lifecycle end to end, in-process: build a small pipeline, add the held-back simulated model
+through the CLI, let the sensor collect and recalibrate, and check the existing router routes to the new
+model without its checkpoint changing. Also: disable, re-add, an unreachable endpoint, the schedule, and
+the routing API."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from collectors.sim_models import HELD_OUT
+from pipelines import cli
+from pipelines.automation import RECALIBRATE_JOB, RETRAIN_JOB, model_pool_sensor, recalibration_schedule
+from router.artifacts import latest_checkpoint_dir
+from warehouse.catalog import run_query
+from warehouse.store import Warehouse
+
+N_QUERIES = 96
+WHEN = datetime.datetime(2026, 11, 30, 3, 0, tzinfo=datetime.UTC)
+SMALL_ROUTER = {"epochs": 3, "hidden": 32, "n_capsules": 4, "patience": 3, "batch_size": 64}
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    home = tmp_path_factory.mktemp("lifecycle")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LROUTER_HOME", str(home))
+    mp.delenv("LROUTER_REGISTRY", raising=False)
+    mp.delenv("OLLAMA_HOST", raising=False)
+    from pipelines.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    assets = {a.key.to_user_string(): a for a in defs.assets}
+    checks = list(defs.asset_checks or [])
+
+    def mat(names, **kw):
+        r = dg.materialize([assets[n] for n in names] + [c for c in checks if any(
+            k.asset_key.to_user_string() in names for k in c.check_keys)], instance=instance, **kw,
+            resources=defs.resources)
+        assert r.success, names
+        return r
+
+    mat(["benchmark_queries", "candidate_models", "data_splits"],
+        run_config={"ops": {"benchmark_queries": {"config": {"n_queries": N_QUERIES, "seed": 3}}}})
+    for m in instance.get_dynamic_partitions("models"):
+        mat(["outcome_traces"], partition_key=m)
+    mat(["warehouse_views", "query_features", "capability_profiles", "latent_router", "current_pool_routing"],
+        run_config={"ops": {"latent_router": {"config": SMALL_ROUTER}}})
+    yield home, instance, defs
+    mp.undo()
+
+
+def _run(defs, instance, job_name, **kw):
+    result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, **kw)
+    assert result.success
+    return result
+
+
+def test_add_model_sensor_collects_recalibrates_and_routes_without_retraining(pipeline, capsys):
+    home, instance, defs = pipeline
+    wh = Warehouse(home / "warehouse")
+    ckpt = latest_checkpoint_dir(wh)
+    weights_before = _digest(ckpt / "model.safetensors")
+
+    # nothing changed yet: the sensor skips
+    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
+    res = model_pool_sensor(ctx)
+    assert not res.run_requests and res.skip_reason
+
+    # add the held-back model through the CLI
+    assert cli.main(["models", "add", HELD_OUT.name, "--backend", "sim", "--price-in",
+                     str(HELD_OUT.price_in_per_mtok), "--price-out", str(HELD_OUT.price_out_per_mtok),
+                     "--params-b", str(HELD_OUT.params_b)]) == 0
+    assert "added" in capsys.readouterr().out
+
+    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=res.cursor)
+    res = model_pool_sensor(ctx)
+    assert [r.partition_key for r in res.run_requests] == [HELD_OUT.name]
+    assert res.dynamic_partitions_requests[0].partition_keys == [HELD_OUT.name]
+    instance.add_dynamic_partitions("models", [HELD_OUT.name])
+    _run(defs, instance, res.run_requests[0].job_name, partition_key=HELD_OUT.name)
+    traces = wh.read_trace_partition(HELD_OUT.name)
+    assert traces.height == N_QUERIES and (traces["status"] == "ok").all()
+
+    # next tick: the collection is done, so the sensor asks for a recalibration (not a retraining)
+    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=res.cursor)
+    res = model_pool_sensor(ctx)
+    assert [r.job_name for r in res.run_requests] == [RECALIBRATE_JOB]
+    _run(defs, instance, RECALIBRATE_JOB)
+
+    profiles = wh.read_table("profiles")
+    assert HELD_OUT.name in profiles["model_id"].to_list()
+    assert latest_checkpoint_dir(wh) == ckpt and _digest(ckpt / "model.safetensors") == weights_before
+    dec = run_query(wh, "select chosen_model, count(*) n, any_value(scores) s from routing_decisions "
+                        "where router = 'LatentRouter (deployed)' group by 1")
+    assert HELD_OUT.name in dec["s"][0], "the new model is scored through its capability token"
+    mats = instance.fetch_materializations(dg.AssetKey("current_pool_routing"), limit=1).records
+    md = mats[0].asset_materialization.metadata
+    assert HELD_OUT.name in md["models_new_since_training"].value
+
+    # the routing API scores the new model too, and a disabled model is masked out at once
+    from router.api import load_router
+
+    image = next(wh.images_dir.glob("*.png"))
+    ranked = load_router(home).route(image, "What word is written in the box?")
+    assert HELD_OUT.name in [r["model_id"] for r in ranked]
+    assert all(np.isfinite(r["quality"]) and r["uncertainty"] > 0 and r["cost_usd"] > 0 for r in ranked)
+    assert ranked == sorted(ranked, key=lambda r: -r["utility"])
+    assert cli.main(["models", "disable", HELD_OUT.name]) == 0
+    ranked = load_router(home).route(image, "What word is written in the box?", lam=0.5)
+    assert HELD_OUT.name not in [r["model_id"] for r in ranked]
+    pool = ranked[-1]["model_id"], ranked[0]["model_id"]
+    sub = load_router(home).route(image, "What word is written in the box?", pool=list(pool))
+    assert {r["model_id"] for r in sub} == set(pool)
+    assert traces.height == wh.read_trace_partition(HELD_OUT.name).height, "disabling loses no traces"
+
+
+def test_readding_and_unreachable_endpoint_are_refused_cleanly(pipeline, capsys):
+    home, _, _ = pipeline
+    registry = (home / "models.yaml").read_bytes()
+    assert cli.main(["models", "add", "simvl-nano:1b", "--backend", "sim"]) == 2
+    assert "already registered and active" in capsys.readouterr().err
+    assert cli.main(["models", "add", "llava:7b", "--backend", "ollama", "--endpoint", "http://127.0.0.1:9"]) == 2
+    assert "unreachable" in capsys.readouterr().err
+    assert cli.main(["models", "add", "x", "--backend", "vllm"]) == 2
+    assert "unknown backend" in capsys.readouterr().err
+    assert (home / "models.yaml").read_bytes() == registry
+
+
+def test_schedule_recalibrates_or_retrains(pipeline, monkeypatch):
+    home, instance, defs = pipeline
+    ctx = dg.build_schedule_context(instance=instance, resources=defs.resources, scheduled_execution_time=WHEN)
+    req = recalibration_schedule(ctx)
+    assert req.job_name == RECALIBRATE_JOB  # few new traces since training
+    monkeypatch.setattr("pipelines.automation.RETRAIN_MIN_NEW_TRACES", 1)
+    wh = Warehouse(home / "warehouse")
+    t = wh.read_trace_partition("simvl-nano:1b")
+    wh.write_trace_partition("simvl-nano:1b", t.with_columns(pl.lit("2999-01-01T00:00:00").alias("collected_at")))
+    req = recalibration_schedule(dg.build_schedule_context(instance=instance, resources=defs.resources, scheduled_execution_time=WHEN))
+    assert req.job_name == RETRAIN_JOB and "new traces" in req.tags["lrouter/reason"]
+
+
+def test_lineage_names_the_run(pipeline, capsys):
+    from pipelines.lineage import lineage_records
+
+    _, instance, _ = pipeline
+    rows = lineage_records("profiles", instance=instance)
+    assert rows and rows[0]["asset"] == "capability_profiles" and rows[0]["run_id"]
+    assert np.all([r["materialized_at"] for r in rows])
