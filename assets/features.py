@@ -33,6 +33,8 @@ class FeaturesConfig(dg.Config):
     clip_arch: str = ""  # set both to use an open_clip checkpoint as the encoder of record
     clip_checkpoint: str = ""
     device: str = "auto"
+    dtype: str = "auto"  # auto = bf16 on CPUs with native bf16, fp16 on CUDA, else fp32
+    num_threads: int = 0  # torch threads for encoding; 0 = leave torch's setting
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[benchmark_queries], code_version="1",
@@ -64,7 +66,8 @@ def query_features(context: dg.AssetExecutionContext, config: FeaturesConfig,
     cfg = FeatureConfig(
         image_batch_size=config.image_batch_size, text_batch_size=config.text_batch_size,
         max_text_tokens=config.max_text_tokens, clip_arch=config.clip_arch or None,
-        clip_checkpoint=config.clip_checkpoint or None, device=config.device,
+        clip_checkpoint=config.clip_checkpoint or None, device=config.device, dtype=config.dtype,
+        num_threads=config.num_threads or None,
     )
     fs: FeatureSet = extract_features(queries, wh.images_dir, wh.features_dir / "cache", cfg)
     fs.save(wh.features_dir / FEATURES_DIR)
@@ -106,7 +109,9 @@ def capability_profiles(context: dg.AssetExecutionContext, warehouse: WarehouseR
                 description="No val/test row fed any profile or normaliser; calibration rows are a subset of train.")
 def profiles_leakage_free(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     wh = warehouse.warehouse()
-    report = leakage_report(wh.read_traces(), wh.read_table("splits"), wh.read_table("profiles"))
+    models = wh.read_table("models").filter(pl.col("active"))
+    report = leakage_report(wh.read_traces(models["model_id"].to_list()), wh.read_table("splits"),
+                            wh.read_table("profiles"), queries=wh.read_table("queries"), models=models)
     return dg.AssetCheckResult(passed=bool(report["passed"]),
                                metadata={k: (json.dumps(v) if not isinstance(v, (int, float, str, bool)) else v)
                                          for k, v in report.items()})
