@@ -262,9 +262,11 @@ def test_missing_image_equals_fully_masked_image() -> None:
 
 def test_text_only_data_and_batch_builder() -> None:
     data = synthetic_routing_data(n=20, k=3, text_only=True)
-    cfg = LatentRouterConfig(hidden=16, n_heads=2)
+    cfg = LatentRouterConfig(hidden=16, n_heads=2, use_pooled=True)
     dims = InputDims.from_data(data, cfg)
     assert dims.img_dim == 0 and dims.side_dim == data.side.shape[1] + data.pooled.shape[1]
+    assert InputDims.from_data(data, LatentRouterConfig(hidden=16, n_heads=2, use_pooled=False)).side_dim == \
+        data.side.shape[1]
     model = LatentRouter(cfg, dims).eval()
     batch = make_batch(data, np.arange(5), cfg, torch.device("cpu"))
     assert batch["img_tokens"] is None

@@ -1,0 +1,93 @@
+"""The evaluation report: baselines vs LatentRouter with the paper's experiments, as tables and plots."""
+
+import time
+
+import dagster as dg
+import polars as pl
+
+from assets.collection import candidate_models, outcome_traces
+from assets.common import SIMULATED_NOTE
+from assets.features import capability_profiles, data_splits, query_features
+from assets.routing import DEPLOYED, latent_router
+from pipelines.resources import WarehouseResource
+from router.evaluation import (
+    EXPERIMENTS,
+    EvalConfig,
+    default_cold_start_model,
+    run_all,
+    warehouse_profile_source,
+)
+from router.pipeline_data import load_inputs, routing_data
+from router.reports import write_report
+from warehouse.catalog import refresh_catalog
+
+GROUP = "evaluation"
+
+
+class EvaluationConfig(dg.Config):
+    preset: str = "demo"  # quick (CI) | demo (pipeline default) | paper (full protocol)
+    seeds: list[int] = [0, 1, 2]
+    experiments: list[str] = []  # empty = all of router.evaluation.EXPERIMENTS
+    cold_start_model: str = ""  # empty = the model best on some task group by the widest margin
+    primary_metric: str = "rank_score"
+
+
+def eval_config(config: EvaluationConfig) -> EvalConfig:
+    presets = {"quick": EvalConfig.quick, "demo": EvalConfig.demo, "paper": EvalConfig.paper}
+    if config.preset not in presets:
+        raise dg.Failure(f"unknown evaluation preset {config.preset!r}; expected {sorted(presets)}")
+    unknown = [e for e in config.experiments if e not in EXPERIMENTS]
+    if unknown:
+        raise dg.Failure(f"unknown experiment(s) {unknown}; known: {list(EXPERIMENTS)}")
+    kw = {"seeds": tuple(config.seeds), "primary_metric": config.primary_metric}
+    if config.experiments:
+        kw["experiments"] = tuple(config.experiments)
+    if config.cold_start_model:
+        kw["cold_start_model"] = config.cold_start_model
+    return presets[config.preset](**kw)
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet", "html"}, code_version="1",
+          deps=[latent_router, query_features, capability_profiles, data_splits, outcome_traces, candidate_models],
+          description="Main table (routers x oriented/cost, 3 seeds, Welch), frontiers, task groups, outcome "
+                      "prediction, ablations, pool changes, cold start, efficiency; Markdown + HTML + PNG.")
+def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig,
+                      warehouse: WarehouseResource) -> dg.MaterializeResult:
+    wh = warehouse.warehouse()
+    inputs = load_inputs(wh)
+    data = routing_data(inputs)
+    cfg = eval_config(config)
+    cold = cfg.cold_start_model or default_cold_start_model(data)
+    t0 = time.perf_counter()
+    out = run_all(data, cfg, run_id=context.run_id, progress=context.log.info,
+                  profile_source=warehouse_profile_source(inputs, cold))
+    seconds = time.perf_counter() - t0
+    results = out.eval_results
+    if wh.has_table("eval_results"):  # keep earlier runs for comparison (run_id tells them apart)
+        old = wh.read_table("eval_results").filter(pl.col("run_id") != context.run_id)
+        results = pl.concat([old, results], how="diagonal_relaxed")
+    wh.write_table("eval_results", results)
+    decisions = out.routing_decisions
+    if wh.has_table("routing_decisions"):  # the deployed router's rows belong to current_pool_routing
+        old = wh.read_table("routing_decisions").filter(pl.col("router") == DEPLOYED)
+        decisions = pl.concat([old, decisions], how="diagonal_relaxed")
+    wh.write_table("routing_decisions", decisions)
+    refresh_catalog(wh)
+    simulated = [m for m, s in zip(data.model_ids, data.simulated, strict=True) if s]
+    notes = [f"evaluation preset {config.preset!r}, seeds {list(cfg.seeds)}, run {context.run_id}",
+             f"wall time {seconds:.0f} s on this machine",
+             f"cold-start model: {cold}"]
+    report = write_report(out, wh.reports_dir / context.run_id, simulated_models=simulated,
+                          text_only=data.text_only, notes=notes)
+    main = out.tables.get("main_table_md")
+    headline = report["headline"]
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.path(str(report["md"])),
+        "report_html": dg.MetadataValue.path(str(report["html"])),
+        "headline": dg.MetadataValue.md((SIMULATED_NOTE + "\n\n" if simulated else "") + headline),
+        "eval_rows": out.eval_results.height,
+        "decision_rows": out.routing_decisions.height,
+        "seconds": seconds,
+        "timings": dg.MetadataValue.json({k: round(v, 2) for k, v in out.timings.items()}),
+        **({"main_table": dg.MetadataValue.md(str(main))} if main is not None else {}),
+    })
