@@ -6,7 +6,6 @@ import dagster as dg
 import polars as pl
 
 from assets.collection import candidate_models, outcome_traces
-from assets.common import SIMULATED_NOTE
 from assets.features import capability_profiles, data_splits, query_features
 from assets.routing import DEPLOYED, latent_router
 from pipelines.resources import WarehouseResource
@@ -18,7 +17,7 @@ from router.evaluation import (
     warehouse_profile_source,
 )
 from router.pipeline_data import load_inputs, routing_data
-from router.reports import write_report
+from router.reports import table1_markdown, write_report
 from warehouse.catalog import refresh_catalog
 
 GROUP = "evaluation"
@@ -79,15 +78,14 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
              f"cold-start model: {cold}"]
     report = write_report(out, wh.reports_dir / context.run_id, simulated_models=simulated,
                           text_only=data.text_only, notes=notes)
-    main = out.tables.get("main_table_md")
-    headline = report["headline"]
+    main = table1_markdown(out)
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.path(str(report["md"])),
         "report_html": dg.MetadataValue.path(str(report["html"])),
-        "headline": dg.MetadataValue.md((SIMULATED_NOTE + "\n\n" if simulated else "") + headline),
+        "headline": dg.MetadataValue.md(report["headline"]),
         "eval_rows": out.eval_results.height,
         "decision_rows": out.routing_decisions.height,
         "seconds": seconds,
         "timings": dg.MetadataValue.json({k: round(v, 2) for k, v in out.timings.items()}),
-        **({"main_table": dg.MetadataValue.md(str(main))} if main is not None else {}),
+        "main_table": dg.MetadataValue.md(main),
     })

@@ -156,3 +156,28 @@ def test_lineage_names_the_run(pipeline, capsys):
     rows = lineage_records("profiles", instance=instance)
     assert rows and rows[0]["asset"] == "capability_profiles" and rows[0]["run_id"]
     assert np.all([r["materialized_at"] for r in rows])
+
+
+def test_evaluation_report_asset_writes_tables_and_report(pipeline):
+    home, instance, defs = pipeline
+    assets = {a.key.to_user_string(): a for a in defs.assets}
+    r = dg.materialize([assets["evaluation_report"]], instance=instance, resources=defs.resources,
+                       run_config={"ops": {"evaluation_report": {"config": {
+                           "preset": "quick", "seeds": [0, 1],
+                           "experiments": ["main_table", "pool_changes", "cold_start"]}}}})
+    assert r.success
+    md = r.asset_materializations_for_node("evaluation_report")[0].metadata
+    report = md["report"].value
+    text = open(report).read()
+    assert "SIMULATED" in text and "LatentRouter" in text and "KNNRouter" in text
+    wh = Warehouse(home / "warehouse")
+    res = run_query(wh, "select router, setting, count(distinct seed) seeds from eval_results "
+                        "where experiment = 'main_table' and seed >= 0 group by 1, 2")
+    routers = set(res["router"].to_list())
+    assert {"LatentRouter", "Oracle", "Strongest", "Cheapest", "Random", "KNNRouter", "KMeansRouter",
+            "MLPMFRouter", "RouteLLM-MF", "VL feature router"} <= routers
+    assert res.filter(pl.col("router") == "LatentRouter")["seeds"].min() == 2
+    p = run_query(wh, "select count(*) n from eval_results where metric like 'welch_p:%'")["n"][0]
+    assert p > 0
+    dec = run_query(wh, "select count(distinct router) n from routing_decisions")["n"][0]
+    assert dec >= 10  # every evaluated router plus the deployed one
