@@ -209,6 +209,9 @@ def _vocab(queries: pl.DataFrame) -> tuple[list[str], list[str], dict[str, tuple
 # ----------------------------------------------------------------------------------------------- profiles
 
 
+Z_CLIP = 5.0  # bound of a standardised profile part
+
+
 def build_profiles(
     traces: pl.DataFrame,
     splits: pl.DataFrame,
@@ -304,7 +307,8 @@ def build_profiles(
     mean = np.concatenate([pool, std_rows[:, len(outcome_names):].mean(axis=0)])
     sd = std_rows.std(axis=0) if len(std_rows) > 1 else np.ones(full.shape[1])
     sd = np.where(sd > 1e-8, sd, 1.0)
-    z = (full - mean[None, :]) / sd[None, :]
+    # clip: with few reference models a tiny std can blow a new model's parts up to |z| ~ 50
+    z = np.clip((full - mean[None, :]) / sd[None, :], -Z_CLIP, Z_CLIP)
 
     n_rows = np.array([per_model[m].height for m in model_ids])
     n_ok = np.array([len(ok_by_model[m]) for m in model_ids])
