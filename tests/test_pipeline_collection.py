@@ -60,6 +60,7 @@ def test_foundation_graph_materializes(home):
                        "from traces group by 1 order by 1")
     assert df.height == 3 and df["n"].to_list() == [40, 40, 40]
     assert df["l"].min() > 0 and df["c"].min() > 0
+    assert run_query(wh, "select bool_and(simulated) s from traces")["s"][0] is True  # labelled in the view
     # the check flags that 5 active models have no traces yet (warn severity, run still succeeds)
     ev = r.get_asset_check_evaluations()[0]
     assert ev.passed is False and ev.metadata["ok_pairs"].value < ev.metadata["expected_pairs"].value

@@ -71,6 +71,14 @@ def _define_views(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> list[str]:
             continue
         con.execute(sql)
         created.append(name)
+    if "traces" in created and "models" in created:
+        # every trace row says whether it came from a simulated model
+        traces = str(wh.root / VIEW_SOURCES["traces"][0]).replace("'", "''")
+        con.execute(
+            "CREATE OR REPLACE VIEW traces AS SELECT t.*, coalesce(m.simulated, false) AS simulated "
+            f"FROM read_parquet('{traces}', union_by_name = true) t "
+            "LEFT JOIN (SELECT model_id, simulated FROM models) m USING (model_id)"
+        )
     return created
 
 
