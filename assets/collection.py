@@ -146,13 +146,19 @@ def outcome_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResour
             "retries": result.stats.retries,
             "backend": label,
             "simulated": model.simulated,
-            "accuracy": float(ok["correct"].mean()) if ok.height else 0.0,
-            "mean_cost_usd": float(ok["cost_usd"].mean()) if ok.height else 0.0,
-            "mean_latency_ms": float(ok["latency_ms"].mean()) if ok.height else 0.0,
+            "accuracy": _mean(ok["correct"].cast(pl.Float64)),
+            "mean_cost_usd": _mean(ok["cost_usd"]),
+            "mean_latency_ms": _mean(ok["latency_ms"]),
             "statuses": dg.MetadataValue.md(md_table(summary)),
         },
         check_results=trace_checks(t, queries["query_id"].to_list()),
     )
+
+
+def _mean(col: pl.Series) -> float:
+    """Mean for metadata; 0.0 when the column is empty or unknown (imported traces may lack latency)."""
+    m = col.mean() if col.len() else None
+    return float(m) if m is not None else 0.0
 
 
 def per_model_summary(traces: pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:

@@ -8,8 +8,10 @@ import polars as pl
 
 from assets.collection import benchmark_queries, candidate_models, outcome_traces
 from assets.common import md_table
+from collectors.ingest import load_imported_embeddings
 from pipelines.resources import WarehouseResource
 from router.features import FeatureConfig, FeatureSet, extract_features
+from router.imported_features import with_imported_embeddings
 from router.profiles import build_profiles, leakage_report
 from router.splits import make_splits
 
@@ -33,6 +35,7 @@ class FeaturesConfig(dg.Config):
     clip_arch: str = ""  # set both to use an open_clip checkpoint as the encoder of record
     clip_checkpoint: str = ""
     device: str = "auto"
+    use_imported_embeddings: bool = True  # an import's precomputed embeddings replace our encoders' output
     dtype: str = "auto"  # auto = bf16 on CPUs with native bf16, fp16 on CUDA, else fp32
     num_threads: int = 0  # torch threads for encoding; 0 = leave torch's setting
 
@@ -70,6 +73,9 @@ def query_features(context: dg.AssetExecutionContext, config: FeaturesConfig,
         num_threads=config.num_threads or None,
     )
     fs: FeatureSet = extract_features(queries, wh.images_dir, wh.features_dir / "cache", cfg)
+    imported = load_imported_embeddings(wh) if config.use_imported_embeddings else None
+    if imported is not None:
+        fs = with_imported_embeddings(fs, *imported)
     fs.save(wh.features_dir / FEATURES_DIR)
     table = fs.to_table()
     wh.write_table("features", table)
