@@ -87,6 +87,7 @@ from collectors.import_validation import (
     unsafe_path_reason,
 )
 from warehouse.schemas import MODELS, QUERIES, TRACE_STATUSES, TRACES, conform
+from warehouse.store import atomic_write_bytes
 
 __all__ = [
     "ANSWER_KINDS",
@@ -281,14 +282,7 @@ def copy_images(image_files: Mapping[str, Path], images_dir: Path | str) -> int:
         if hashlib.sha256(data).hexdigest() != name.split(".", 1)[0]:
             raise ImportValidationError([Issue(str(src), None, None, "image changed since it was imported "
                                                                      "(sha256 no longer matches)")])
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=images_dir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(data, dest)
         copied += 1
     return copied
 

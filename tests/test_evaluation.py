@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from router.data import RoutingData, synthetic_routing_data
 from router.evaluation import (
@@ -32,15 +31,6 @@ from router.evaluation import (
 from router.metrics import lambda_sweep
 from router.training import LatentRouterRouter
 from warehouse.schemas import EVAL_RESULTS, ROUTING_DECISIONS
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train faster on one thread and leave the other core to the rest of the suite."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

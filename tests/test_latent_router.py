@@ -15,15 +15,6 @@ from router.training import make_batch
 DIMS = InputDims(img_dim=16, txt_dim=12, side_dim=10, model_feat_dim=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train faster on one thread, and do not fight the rest of the suite for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(seed: int = 0, dims: InputDims = DIMS, **cfg_kw) -> LatentRouter:
     torch.manual_seed(seed)
     cfg = LatentRouterConfig(**{"hidden": 32, **cfg_kw})

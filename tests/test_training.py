@@ -27,15 +27,6 @@ SMALL = LatentRouterConfig(hidden=32)
 TINY = LatentRouterConfig(hidden=16, n_heads=2, n_capsules=3, n_side_tokens=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train faster on one thread, and do not fight the rest of the suite for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def full_data() -> RoutingData:
     return synthetic_routing_data(n=1200, k=5, seed=0)
