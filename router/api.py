@@ -117,7 +117,14 @@ class RouterService:
                 raise ValueError(f"unknown or inactive model(s) in pool: {unknown}; active: {models}")
         avail = np.array([[m in pool if pool else True for m in models]], dtype=bool)
         row = np.array([data.n - 1])
-        mu, sigma, score = predict(self.model, data, row, lam, avail=avail)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one request: a second thread costs more in sync than it saves (bench/router.py)
+        try:
+            mu, sigma, score = predict(self.model, data, row, lam, avail=avail)
+        finally:
+            torch.set_num_threads(threads)
         scale = float(np.nansum(data.cost_usd) / max(np.nansum(data.cost), 1e-12))
         out = []
         for j, m in enumerate(models):
