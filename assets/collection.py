@@ -24,6 +24,7 @@ class BenchmarkConfig(dg.Config):
     images: str = ""  # image folder of the import, if any
     queries_path: str = ""  # long format: the queries file
     on_error: str = "fail"  # skip bad rows (listed in import_skipped) or refuse the import
+    side_features: list[str] = []  # MMR-Bench: extra columns used as categorical side features
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"}, code_version="1",
@@ -43,7 +44,8 @@ def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig
 
         if config.source not in KIND_TO_FORMAT:
             raise dg.Failure(f"unknown benchmark source {config.source!r}; expected builtin or {list(KIND_TO_FORMAT)}")
-        kw = import_kwargs(config.source, config.images, config.queries_path, "", config.on_error)
+        kw = import_kwargs(config.source, config.images, config.queries_path, "", config.on_error,
+                           config.side_features)
         if config.source == "long" and config.queries_path:
             result = import_long(config.path, config.queries_path, **kw)
         else:

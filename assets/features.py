@@ -11,7 +11,7 @@ from assets.common import md_table
 from collectors.ingest import load_imported_embeddings
 from pipelines.resources import WarehouseResource
 from router.features import FeatureConfig, FeatureSet, extract_features
-from router.imported_features import with_imported_embeddings
+from router.imported_features import declared_side_features, with_imported_embeddings, with_side_features
 from router.profiles import build_profiles, leakage_report
 from router.splits import make_splits
 
@@ -76,6 +76,9 @@ def query_features(context: dg.AssetExecutionContext, config: FeaturesConfig,
     imported = load_imported_embeddings(wh) if config.use_imported_embeddings else None
     if imported is not None:
         fs = with_imported_embeddings(fs, *imported)
+    declared = declared_side_features(queries)
+    if declared is not None:  # an import's categorical columns declared as side features
+        fs = with_side_features(fs, queries["query_id"].to_list(), *declared)
     fs.save(wh.features_dir / FEATURES_DIR)
     table = fs.to_table()
     wh.write_table("features", table)

@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--queries", default="", help="queries file (long format)")
     i.add_argument("--benchmark", default="", help="benchmark name to record")
     i.add_argument("--on-error", choices=["skip", "fail"], default="fail")
+    i.add_argument("--side-features", default="", help="MMR-Bench: comma-separated columns to use as "
+                   "categorical side features")
     i.set_defaults(func=cmd_import)
 
     lin = sub.add_parser("lineage", help="which run and inputs produced a table")

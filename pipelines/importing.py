@@ -11,8 +11,11 @@ from warehouse.store import Warehouse
 KIND_TO_FORMAT = {"mmr-bench": "mmr-bench", "vl-routerbench": "vl-routerbench", "long": "long", "queries": "custom"}
 
 
-def import_kwargs(kind: str, images: str, queries: str, benchmark: str, on_error: str) -> dict:
+def import_kwargs(kind: str, images: str, queries: str, benchmark: str, on_error: str,
+                  side_features: list[str] | None = None) -> dict:
     kw: dict = {"on_error": on_error}
+    if kind == "mmr-bench" and side_features:
+        kw["side_features"] = list(side_features)
     if benchmark:
         kw["benchmark"] = benchmark
     if kind == "mmr-bench" and images:
@@ -32,7 +35,8 @@ def run_import(args, wh: Warehouse, home: Path) -> int:
     from collectors.ingest import apply_import
     from pipelines.cli import _registry_path
 
-    kw = import_kwargs(args.kind, args.images, args.queries, args.benchmark, args.on_error)
+    side = [c for c in (args.side_features or "").split(",") if c]
+    kw = import_kwargs(args.kind, args.images, args.queries, args.benchmark, args.on_error, side)
     try:
         if args.kind == "long" and args.queries:
             result = import_long(args.path, args.queries, **kw)

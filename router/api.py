@@ -60,6 +60,8 @@ class RouterService:
         side, _ = side_features([question], [tg], [ds], np.asarray([enc["image_wh"] if image is not None
                                                                     else (0, 0)]), np.array([image is not None]),
                                 _vocab(fs.side_names, "task_group"), _vocab(fs.side_names, "dataset"))
+        if side.shape[1] < fs.side.shape[1]:  # declared import side features: unknown for a new request
+            side = np.concatenate([side, np.zeros((1, fs.side.shape[1] - side.shape[1]), np.float32)], axis=1)
         txt, txt_mask = _pad(enc["txt_tokens"], fs.txt_tokens.shape[1])
         arrays: dict[str, np.ndarray | None] = {
             "txt_tokens": txt[None], "txt_mask": txt_mask[None], "txt_pooled": enc["txt_pooled"][None],

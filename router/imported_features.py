@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import polars as pl
 
 from router.features import FeatureSet
 
@@ -42,3 +43,37 @@ def with_imported_embeddings(fs: FeatureSet, query_ids: list[str], embeddings: d
         else:
             raise ValueError(f"imported embedding key {key!r}: expected 'text:<encoder>' or 'vision:<encoder>'")
     return out
+
+
+def declared_side_features(queries: pl.DataFrame) -> tuple[list[str], np.ndarray] | None:
+    """One-hot columns for the categorical side features an import declared (``source_meta``).
+
+    Importers list them in ``source_meta["side_features"]`` with values in ``source_meta["columns"]``. The
+    vocabulary is every value seen (features carry no outcome, so this is not a leak); missing values are
+    all-zero. Returns (column names "meta:<name>=<value>", [N, S'] float32) or None when none is declared.
+    """
+    import json
+
+    metas = [json.loads(m) if m else {} for m in queries["source_meta"].fill_null("").to_list()]
+    names = sorted({n for m in metas for n in (m.get("side_features") or [])})
+    if not names:
+        return None
+    values = {n: sorted({str(m.get("columns", {}).get(n)) for m in metas
+                         if m.get("columns", {}).get(n) is not None}) for n in names}
+    cols = [(n, v) for n in names for v in values[n]]
+    pos = {c: i for i, c in enumerate(cols)}
+    out = np.zeros((len(metas), len(cols)), dtype=np.float32)
+    for i, m in enumerate(metas):
+        for n in names:
+            v = m.get("columns", {}).get(n)
+            if v is not None:
+                out[i, pos[(n, str(v))]] = 1.0
+    return [f"meta:{n}={v}" for n, v in cols], out
+
+
+def with_side_features(fs: FeatureSet, query_ids: list[str], names: list[str], values: np.ndarray) -> FeatureSet:
+    """``fs`` with extra side-feature columns appended (rows aligned by query id)."""
+    pos = {q: i for i, q in enumerate(query_ids)}
+    rows = np.array([pos[q] for q in fs.query_ids], dtype=np.int64)
+    return replace(fs, side=np.concatenate([fs.side, values[rows]], axis=1).astype(np.float32),
+                   side_names=[*fs.side_names, *names])

@@ -55,7 +55,8 @@ def _mmr_bench(root, n=40):
         img_dir = d / "images" / ds
         img_dir.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (64, 48), (i * 5 % 255, 90, 200 if i % 2 else 20)).save(img_dir / f"{i}.jpg")
-        row = {"dataset_idx": f"{ds}_{i}", "question": f"What is shown in image {i}?", "answer": "x"}
+        row = {"dataset_idx": f"{ds}_{i}", "question": f"What is shown in image {i}?", "answer": "x",
+               "category": "doc" if i % 4 < 2 else "scene"}
         for j, m in enumerate(models):
             row[f"{m}_correct"] = int(rng.uniform() < (0.8 if (i % 2) == j else 0.3))
             row[f"{m}_cost"] = round(0.001 * (j + 1), 6)
@@ -121,8 +122,14 @@ def test_mmr_bench_import_with_images_runs_the_graph(env):
     tmp, instance, defs = env
     d = _mmr_bench(tmp)
     _run_graph(defs, instance, {"source": "mmr-bench", "path": str(d / "mmr.csv"), "images": str(d / "images"),
-                                "on_error": "skip"}, ["main_table"])
+                                "on_error": "skip", "side_features": ["category"]}, ["main_table"])
     wh = Warehouse(tmp / "home" / "warehouse")
+    from router.features import FeatureSet
+
+    fs = FeatureSet.load(wh.features_dir / "current")
+    cols = [i for i, n in enumerate(fs.side_names) if n.startswith("meta:category=")]
+    assert [fs.side_names[i] for i in cols] == ["meta:category=doc", "meta:category=scene"]
+    assert (fs.side[:, cols].sum(axis=1) == 1).all()  # every query has exactly one declared category
     feats = run_query(wh, "select bool_and(has_image) img, any_value(image_encoder) e from features")
     assert feats["img"][0] is True and "efficientnet" in feats["e"][0]
     tr = run_query(wh, "select model_id, count(*) n, avg(quality) q from traces group by 1 order by 1")
