@@ -61,10 +61,13 @@ class ModelEntry(BaseModel):
         return v
 
 
-def default_registry_path() -> Path:
+def default_registry_path(home: Path | None = None) -> Path:
+    """$LROUTER_REGISTRY if set, else ``<home>/models.yaml`` (home defaults to $LROUTER_HOME or ./data)."""
     from warehouse.store import lrouter_home
 
-    return Path(os.environ.get("LROUTER_REGISTRY", lrouter_home() / "models.yaml"))
+    if os.environ.get("LROUTER_REGISTRY"):
+        return Path(os.environ["LROUTER_REGISTRY"])
+    return Path(home if home is not None else lrouter_home()) / "models.yaml"
 
 
 def default_entries(include_held_out: bool = False) -> list[ModelEntry]:

@@ -10,6 +10,7 @@ The schedule recalibrates from fresh calibration traces and retrains only when e
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -55,10 +56,7 @@ def model_pool_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     active = [e.model_id for e in entries if e.active]
     inactive = {e.model_id for e in entries if not e.active}
     partitions = set(context.instance.get_dynamic_partitions(MODELS_PARTITIONS.name))
-    now = context.instance.get_current_timestamp() if hasattr(context.instance, "get_current_timestamp") else None
-    import time
-
-    now = now or time.time()
+    now = time.time()
     new = [m for m in active if m not in partitions]
     reenabled = [m for m in active if m in partitions and m in state.inactive]
     requests: list[dg.RunRequest] = []

@@ -19,11 +19,9 @@ def _warehouse(args):
 
 
 def _registry_path(home: Path) -> Path:
-    import os
-
     from collectors.registry import default_registry_path
 
-    return default_registry_path() if os.environ.get("LROUTER_REGISTRY") else home / "models.yaml"
+    return default_registry_path(home)
 
 
 def cmd_query(args) -> int:

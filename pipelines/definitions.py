@@ -36,6 +36,13 @@ all_checks = dg.load_asset_checks_from_modules(asset_modules)
 _asset_names = {a.key.to_user_string() for a in all_assets}
 
 
+def assets_with_checks(names: list[str]) -> list:
+    """The named assets and every asset check that targets one of them, ready for ``dg.materialize``."""
+    chosen = [a for a in all_assets if a.key.to_user_string() in names]
+    checks = [c for c in all_checks if any(k.asset_key.to_user_string() in names for k in c.check_keys)]
+    return chosen + checks
+
+
 def resources() -> dict:
     return {
         "warehouse": WarehouseResource(),  # LROUTER_HOME / LROUTER_REGISTRY read from the environment

@@ -13,13 +13,11 @@ import time
 
 import dagster as dg
 
-from pipelines.definitions import all_assets, all_checks, resources
+from pipelines.definitions import all_assets, assets_with_checks, resources
 
 
 def _materialize(selection: list, instance: dg.DagsterInstance, **kw) -> dg.ExecuteInJobResult:
-    chosen = [a for a in all_assets if any(k in selection for k in (a.key.to_user_string(),))]
-    checks = [c for c in all_checks if any(k.asset_key.to_user_string() in selection for k in c.check_keys)]
-    result = dg.materialize(chosen + checks, instance=instance, resources=resources(), **kw)
+    result = dg.materialize(assets_with_checks(selection), instance=instance, resources=resources(), **kw)
     if not result.success:
         raise SystemExit(f"materialization of {selection} failed")
     return result
@@ -41,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         _materialize(["outcome_traces"], instance, partition_key=model_id)
         print(f"[demo] traces of {model_id} in {time.perf_counter() - t1:.0f}s", flush=True)
-    result = _materialize(downstream, instance)
+    _materialize(downstream, instance)
     from warehouse.store import lrouter_home
 
     home = lrouter_home()
@@ -51,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     if reports:
         print(f"[demo] report: {reports[-1]}")
     print("[demo] NOTE: the candidate pool is SIMULATED (built-in Ollama-API simulator).")
-    del result
     return 0
 
 

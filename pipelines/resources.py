@@ -33,11 +33,7 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(self.home_dir() / "warehouse").ensure()
 
     def registry(self) -> Path:
-        if self.registry_path:
-            return Path(self.registry_path)
-        if os.environ.get("LROUTER_REGISTRY"):
-            return default_registry_path()
-        return self.home_dir() / "models.yaml"
+        return Path(self.registry_path) if self.registry_path else default_registry_path(self.home_dir())
 
 
 class OllamaResource(dg.ConfigurableResource):

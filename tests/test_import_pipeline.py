@@ -75,13 +75,10 @@ def env(tmp_path, monkeypatch):
 
 
 def _run_graph(defs, instance, bench_config: dict, eval_experiments: list[str]):
-    assets = {a.key.to_user_string(): a for a in defs.assets}
-    checks = list(defs.asset_checks or [])
+    from pipelines.definitions import assets_with_checks
 
     def mat(names, **kw):
-        r = dg.materialize([assets[n] for n in names] + [c for c in checks if any(
-            k.asset_key.to_user_string() in names for k in c.check_keys)], instance=instance,
-            resources=defs.resources, **kw)
+        r = dg.materialize(assets_with_checks(names), instance=instance, resources=defs.resources, **kw)
         assert r.success, names
         return r
 

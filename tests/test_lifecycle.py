@@ -39,13 +39,10 @@ def pipeline(tmp_path_factory):
     from pipelines.definitions import defs
 
     instance = dg.DagsterInstance.ephemeral()
-    assets = {a.key.to_user_string(): a for a in defs.assets}
-    checks = list(defs.asset_checks or [])
+    from pipelines.definitions import assets_with_checks
 
     def mat(names, **kw):
-        r = dg.materialize([assets[n] for n in names] + [c for c in checks if any(
-            k.asset_key.to_user_string() in names for k in c.check_keys)], instance=instance, **kw,
-            resources=defs.resources)
+        r = dg.materialize(assets_with_checks(names), instance=instance, resources=defs.resources, **kw)
         assert r.success, names
         return r
 
