@@ -33,8 +33,11 @@ validate: install
 dev: install
 	$(VENV)/bin/dagster dev -m pipelines.definitions
 
+# bench/router.py times the router as a service runs it: OpenMP's default wait policy, not PASSIVE
 bench: install
-	for f in bench/*.py; do $(PY) $$f || exit 1; done
+	for f in bench/*.py; do \
+	  if [ $$f = bench/router.py ]; then env -u OMP_WAIT_POLICY $(PY) $$f || exit 1; else $(PY) $$f || exit 1; fi; \
+	done
 
 clean:
 	rm -rf data/

@@ -2,7 +2,12 @@
 
 Runs on synthetic data shaped like the real features (49 image tokens x 320, 32 text tokens x 384, pooled
 1280+384, K=8 models) and prints the figures next to the targets (<= 1M parameters, <= 0.1 ms/query at batch
-256, <= 2 ms p50 for a single query on 2 threads). Usage: ``python bench/router.py [--hidden 96 48]``.
+256, <= 2 ms p50 for a single query on 2 threads). Usage: ``python bench/router.py [--hidden 48 96]``.
+
+OpenMP's wait policy matters a lot here: with ``OMP_WAIT_POLICY=PASSIVE`` (what ``make test`` uses, so idle
+workers do not steal the other core) every one of the ~150 small ops per forward wakes the second thread,
+and two threads end up slower than one. The figures are taken with the policy the process was started with
+(unset = the OpenMP default, as a router service runs); the first line says which.
 """
 
 from __future__ import annotations
@@ -15,11 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-# idle OpenMP workers sleep instead of spinning: on a shared 2-core box spinning workers stall each other
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -82,7 +84,7 @@ def latency(model: LatentRouter, data: RoutingData, threads: int, reps_single: i
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hidden", type=int, nargs="+", default=[96, 48])
+    ap.add_argument("--hidden", type=int, nargs="+", default=[48, 96])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=3)
@@ -90,12 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=300, help="single-query repetitions")
     ap.add_argument("--compile", action="store_true",
                     help="also time torch.compile'd forwards (needs a C++ compiler; minutes of compile time)")
+    ap.add_argument("--home", type=Path, default=None,
+                    help="an LROUTER_HOME with a trained router (after `make demo`): also time RouterService.route "
+                         "end to end (default: $LROUTER_HOME or ./data when it holds one)")
     args = ap.parse_args(argv)
 
     data = real_shaped_data(args.n, args.k)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-          f"train device {device}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"train device {device}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (OpenMP default)')}, "
           f"load average {os.getloadavg()[0]:.2f} (other work on the box skews timings)")
     print(f"data: N={data.n} ({len(data.idx('train'))} train), image tokens {data.img_tokens.shape[1:]}, "
           f"text tokens {data.txt_tokens.shape[1:]}, side {data.side.shape[1]}+pooled {data.pooled.shape[1]}, "
@@ -107,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         res = train_latent_router(data, cfg, TrainConfig(epochs=args.epochs, patience=args.epochs, seed=0))
         secs = [h.seconds for h in res.history]
-        lat = latency(res.model.cpu(), data, args.threads, args.reps, 20)
-        lat1 = latency(res.model, data, 1, args.reps, 20) if args.threads != 1 else lat
+        lat = latency(res.model.cpu(), data, args.threads, args.reps, 50)
+        lat1 = latency(res.model, data, 1, args.reps, 50) if args.threads != 1 else lat
         print(f"\n== LatentRouter hidden={hidden} (C={cfg.n_capsules}, H={cfg.n_layers}, heads={cfg.n_heads})")
         print(f"parameters            {n_params:>10,d}   target <= 1,000,000  {'ok' if n_params <= 1e6 else 'MISSED'}")
         print(f"train s/epoch ({device}) {np.mean(secs):>8.2f}   per epoch: {', '.join(f'{s:.2f}' for s in secs)} "
@@ -129,6 +134,39 @@ def main(argv: list[str] | None = None) -> None:
             print(f"torch.compile ({time.perf_counter() - t0:.0f} s incl. compiling), {args.threads} thread(s): "
                   f"batch 1 p50 {lc['single_p50_ms']:.3f} ms, p99 {lc['single_p99_ms']:.3f} ms; "
                   f"batch 256 {lc['batch256_ms_per_query']:.4f} ms/query")
+    route_api(args.home)
+
+
+def route_api(home: Path | None, calls: int = 30) -> None:
+    """End-to-end ``RouterService.route`` on a real warehouse: encoders + request row + one router forward."""
+    from PIL import Image
+
+    from router.api import load_router
+    from router.artifacts import latest_checkpoint_dir
+    from warehouse.store import Warehouse, lrouter_home
+
+    home = home or lrouter_home()
+    wh = Warehouse(home / "warehouse")
+    if not wh.root.is_dir() or latest_checkpoint_dir(wh) is None:
+        print(f"\n(route API not timed: no trained router under {home}; run `make demo` or pass --home)")
+        return
+    t0 = time.perf_counter()
+    svc = load_router(home)
+    t_load = time.perf_counter() - t0
+    images = sorted(wh.images_dir.glob("*.png"))[:calls]
+    questions = wh.read_table("queries")["question"].to_list()[:calls]
+    t0 = time.perf_counter()
+    svc.route(Image.open(images[0]), questions[0])
+    t_first = time.perf_counter() - t0
+    ts = []
+    for img, q in zip(images, questions, strict=False):
+        t0 = time.perf_counter()
+        svc.route(Image.open(img), q)
+        ts.append(time.perf_counter() - t0)
+    print(f"\n== RouterService.route end to end ({wh.root}, {svc.data.n} stored queries, K={svc.data.k})")
+    print(f"service start {t_load:.2f} s; first request {t_first:.2f} s (encoder weights load); then p50 "
+          f"{1e3 * np.median(ts):.1f} ms, p99 {1e3 * np.percentile(ts, 99):.1f} ms over {len(ts)} requests "
+          "(image + question encoding is most of it)")
 
 
 if __name__ == "__main__":

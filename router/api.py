@@ -1,9 +1,11 @@
 """Route a new request: ``RouterService.route(image, question, pool=None, lam=0.0)``.
 
 Uses the latest trained LatentRouter checkpoint, the same frozen encoders as the features asset, and the
-CURRENT capability profiles and registry: a model added after training is scored through its capability
-token, a disabled model is masked out at once. The request is appended to the warehouse's queries as one
-extra test row, so it goes through exactly the arrays and train-only normalisers the router was trained on.
+CURRENT capability profiles and registry (as of the service's construction): a model added after training
+is scored through its capability token, a disabled model is masked out. The warehouse's routing arrays are
+built once per service; a request becomes one extra row through the very normalisers those arrays were
+built with (train-row side statistics, calibration expected costs, the train cost scale), so it costs an
+encoder pass and one router forward, not a rebuild.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 from PIL import Image
 
 from router.artifacts import latest_checkpoint_dir
 from router.checkpoint import load_checkpoint
-from router.features import FeatureConfig, FeatureSet, encode_single, side_features
+from router.data import RoutingData, normalise_cost
+from router.dataset import PooledNormaliser, Standardiser, calibration_inputs, expected_cost_usd
+from router.features import FeatureConfig, encode_single, side_features
 from router.pipeline_data import WarehouseInputs, load_inputs, routing_data
+from router.threads import torch_threads
 from router.training import predict
 from warehouse.store import Warehouse, lrouter_home
 
@@ -40,6 +44,8 @@ def _pad(x: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class RouterService:
+    """The deployed router of one warehouse; build once, call ``route`` per request."""
+
     def __init__(self, wh: Warehouse, feature_cfg: FeatureConfig | None = None):
         ckpt = latest_checkpoint_dir(wh)
         if ckpt is None:
@@ -50,38 +56,58 @@ class RouterService:
         self.model, self.cfg, self.meta = load_checkpoint(ckpt)
         self.inputs: WarehouseInputs = load_inputs(wh)
         self.feature_cfg = replace(feature_cfg or FeatureConfig(), progress=False)
+        inp, fs = self.inputs, self.inputs.features
+        self.data = routing_data(inp)  # the warehouse's rows: model tokens' features and every normaliser
+        train = self.data.idx("train")
+        self._side = Standardiser.fit(fs.side, train)
+        self._pooled = PooledNormaliser.fit(fs, train)
+        self._calib, self._qmeta = calibration_inputs(inp.queries, inp.traces, inp.splits, self.data.model_ids)
+        self.cost_scale = normalise_cost(self.data.cost_usd, self.data.avail, train)[1]
+        self._exp_cost: dict[tuple[bool, str], np.ndarray] = {}
 
-    def _request_features(self, image: Image.Image | None, question: str, task_group: str | None,
-                          dataset: str | None) -> FeatureSet:
-        fs = self.inputs.features
+    def _expected_cost(self, has_image: bool, task_group: str) -> np.ndarray:
+        """Normalised [K] cost expected before answering for a request of this kind (memoised)."""
+        key = (has_image, task_group)
+        if key not in self._exp_cost:
+            usd = expected_cost_usd(self._calib, self.inputs.models, self._qmeta, has_image, task_group)
+            self._exp_cost[key] = (usd / self.cost_scale).astype(np.float32)
+        return self._exp_cost[key]
+
+    def request_data(self, image: Image.Image | None, question: str, pool: list[str] | None = None,
+                     task_group: str | None = None, dataset: str | None = None) -> RoutingData:
+        """The request as a one-row RoutingData (split ``test``; no outcomes), ``avail`` = the pool."""
+        fs, data = self.inputs.features, self.data
         enc = encode_single(image, question, self.feature_cfg)
-        tg = task_group or "other"
-        ds = dataset or "other"
-        side, _ = side_features([question], [tg], [ds], np.asarray([enc["image_wh"] if image is not None
-                                                                    else (0, 0)]), np.array([image is not None]),
+        tg, ds = task_group or "", dataset or ""
+        has = np.array([image is not None])
+        wh_size = np.asarray([enc["image_wh"] if image is not None else (0, 0)])
+        side, _ = side_features([question], [tg or "other"], [ds or "other"], wh_size, has,
                                 _vocab(fs.side_names, "task_group"), _vocab(fs.side_names, "dataset"))
         if side.shape[1] < fs.side.shape[1]:  # declared import side features: unknown for a new request
             side = np.concatenate([side, np.zeros((1, fs.side.shape[1] - side.shape[1]), np.float32)], axis=1)
         txt, txt_mask = _pad(enc["txt_tokens"], fs.txt_tokens.shape[1])
-        arrays: dict[str, np.ndarray | None] = {
-            "txt_tokens": txt[None], "txt_mask": txt_mask[None], "txt_pooled": enc["txt_pooled"][None],
-            "side": side.astype(np.float32),
-        }
+        img_tokens = img_mask = img_pooled = None
         if fs.img_tokens is not None:
             if image is not None:
-                arrays["img_tokens"] = enc["img_tokens"][None].astype(fs.img_tokens.dtype)
-                arrays["img_mask"] = np.ones((1, fs.img_tokens.shape[1]), dtype=bool)
-                arrays["img_pooled"] = enc["img_pooled"][None].astype(fs.img_pooled.dtype)
+                img_tokens = enc["img_tokens"][None].astype(fs.img_tokens.dtype)
+                img_pooled = enc["img_pooled"][None]
             else:
-                arrays["img_tokens"] = np.zeros((1, *fs.img_tokens.shape[1:]), dtype=fs.img_tokens.dtype)
-                arrays["img_mask"] = np.zeros((1, fs.img_tokens.shape[1]), dtype=bool)
-                arrays["img_pooled"] = np.zeros((1, fs.img_pooled.shape[1]), dtype=fs.img_pooled.dtype)
-        merged = {a: (None if getattr(fs, a) is None else np.concatenate([getattr(fs, a), arrays[a]], axis=0))
-                  for a in FeatureSet.ARRAYS}
-        return FeatureSet(query_ids=[*fs.query_ids, REQUEST_ID], side_names=list(fs.side_names),
-                          image_encoder_id=fs.image_encoder_id, text_encoder_id=fs.text_encoder_id,
-                          image_encoder_version=fs.image_encoder_version,
-                          text_encoder_version=fs.text_encoder_version, **merged)
+                img_tokens = np.zeros((1, *fs.img_tokens.shape[1:]), dtype=fs.img_tokens.dtype)
+                img_pooled = np.zeros((1, fs.img_pooled.shape[1]), dtype=np.float32)
+            img_mask = np.full((1, fs.img_tokens.shape[1]), image is not None)
+        models = data.model_ids
+        if pool:
+            unknown = [m for m in pool if m not in models]
+            if unknown:
+                raise ValueError(f"unknown or inactive model(s) in pool: {unknown}; active: {models}")
+        k = data.k
+        return replace(
+            data, query_ids=[REQUEST_ID], img_tokens=img_tokens, img_mask=img_mask, txt_tokens=txt[None],
+            txt_mask=txt_mask[None], pooled=self._pooled(img_pooled, enc["txt_pooled"][None], side, has),
+            side=self._side(side), quality=np.zeros((1, k), np.float32), cost=np.zeros((1, k), np.float32),
+            cost_usd=np.zeros((1, k)), avail=np.array([[m in pool if pool else True for m in models]]),
+            exp_cost=self._expected_cost(image is not None, tg)[None], split=np.array(["test"], dtype=object),
+            task_group=np.array([tg], dtype=object), dataset=np.array([ds], dtype=object), latency_ms=None)
 
     def route(self, image: str | Path | bytes | Image.Image | None, question: str, pool: list[str] | None = None,
               lam: float = 0.0, task_group: str | None = None, dataset: str | None = None) -> list[dict]:
@@ -100,45 +126,21 @@ class RouterService:
                 except Exception as exc:
                     raise ValueError(f"cannot read image {image if not isinstance(image, bytes) else '<bytes>'}: "
                                      f"{exc}") from exc
-                img = img.convert("RGB")
-        inp = self.inputs
-        features = self._request_features(img, question, task_group, dataset)
-        req_q = {c: None for c in inp.queries.columns}
-        req_q.update(query_id=REQUEST_ID, question=question, task_group=task_group or "", dataset=dataset or "",
-                     image_path="request.png" if img is not None else "", answer="", answer_kind="exact")
-        queries = pl.concat([inp.queries, pl.DataFrame([req_q], schema=inp.queries.schema)], how="vertical")
-        splits = pl.concat([inp.splits, pl.DataFrame([{**{c: None for c in inp.splits.columns},
-                                                      "query_id": REQUEST_ID, "split": "test",
-                                                      "in_calibration": False, "stratum": ""}],
-                                                    schema=inp.splits.schema)], how="vertical")
-        data = routing_data(WarehouseInputs(queries, inp.traces, splits, inp.profiles, inp.models, features))
-        models = data.model_ids
-        if pool:
-            unknown = [m for m in pool if m not in models]
-            if unknown:
-                raise ValueError(f"unknown or inactive model(s) in pool: {unknown}; active: {models}")
-        avail = np.array([[m in pool if pool else True for m in models]], dtype=bool)
-        row = np.array([data.n - 1])
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # one request: a second thread costs more in sync than it saves (bench/router.py)
-        try:
-            mu, sigma, score = predict(self.model, data, row, lam, avail=avail)
-        finally:
-            torch.set_num_threads(threads)
-        scale = float(np.nansum(data.cost_usd) / max(np.nansum(data.cost), 1e-12))
+            img = img.convert("RGB")
+        req = self.request_data(img, question, pool, task_group, dataset)
+        with torch_threads(1):  # one request: a second thread costs more in sync than it saves (bench/router.py)
+            mu, sigma, score = predict(self.model, req, np.array([0]), lam, avail=req.avail)
         out = []
-        for j, m in enumerate(models):
-            if not avail[0, j]:
+        for j, m in enumerate(req.model_ids):
+            if not req.avail[0, j]:
                 continue
             out.append({
                 "model_id": m,
                 "quality": float(mu[0, j]),
                 "uncertainty": float(sigma[0, j]),
-                "cost_usd": float(data.exp_cost[row[0], j] * scale),
+                "cost_usd": float(req.exp_cost[0, j] * self.cost_scale),
                 "utility": float(score[0, j]),
-                "simulated": bool(data.simulated[j]) if data.simulated else False,
+                "simulated": bool(req.simulated[j]) if req.simulated else False,
             })
         return sorted(out, key=lambda r: -r["utility"])
 

@@ -9,6 +9,7 @@ answering (price x calibration mean tokens), never the realised per-sample cost.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -18,19 +19,64 @@ from router.features import FeatureSet
 from router.profiles import calibration_rows, check_traces, latest_attempts, profile_matrix
 
 
+@dataclass(frozen=True)
+class Standardiser:
+    """Per-dimension z-scores with mean/std fitted on some rows (train rows: no leakage); all zeros when
+    fitted on no rows. Kept so a request at routing time is scaled exactly like the training rows."""
+
+    mean: np.ndarray | None
+    std: np.ndarray | None
+
+    @classmethod
+    def fit(cls, x: np.ndarray, fit_rows: np.ndarray) -> Standardiser:
+        if len(fit_rows) == 0:
+            return cls(None, None)
+        sub = x[fit_rows].astype(np.float32)
+        sd = sub.std(axis=0)
+        return cls(sub.mean(axis=0), np.where(sd > 1e-6, sd, 1.0).astype(np.float32))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32)
+        if self.mean is None or self.std is None:
+            return np.zeros_like(x)
+        return (x - self.mean) / self.std
+
+
 def _standardise(x: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
     """Per-dimension z-scores with mean/std from ``fit_rows`` only."""
-    x = x.astype(np.float32)
-    if len(fit_rows) == 0:
-        return np.zeros_like(x)
-    mu = x[fit_rows].mean(axis=0)
-    sd = x[fit_rows].std(axis=0)
-    return (x - mu) / np.where(sd > 1e-6, sd, 1.0)
+    return Standardiser.fit(x, fit_rows)(x)
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(n > 1e-12, n, 1.0)
+
+
+@dataclass(frozen=True)
+class PooledNormaliser:
+    """The train-row statistics of ``pooled_features``, reusable for a request at routing time."""
+
+    img: Standardiser | None
+    txt: Standardiser
+    side: Standardiser
+
+    @classmethod
+    def fit(cls, features: FeatureSet, train_rows: np.ndarray) -> PooledNormaliser:
+        img = None
+        if features.img_pooled is not None:
+            img = Standardiser.fit(features.img_pooled, train_rows[features.has_image[train_rows]])
+        return cls(img, Standardiser.fit(features.txt_pooled, train_rows), Standardiser.fit(features.side, train_rows))
+
+    def __call__(self, img_pooled: np.ndarray | None, txt_pooled: np.ndarray, side: np.ndarray,
+                 has_image: np.ndarray) -> np.ndarray:
+        blocks = []
+        if self.img is not None and img_pooled is not None:
+            img = self.img(img_pooled)
+            img[~has_image] = 0.0
+            blocks.append(_unit_rows(img))
+        blocks.append(_unit_rows(self.txt(txt_pooled)))
+        blocks.append(_unit_rows(self.side(side)))
+        return _unit_rows(np.concatenate(blocks, axis=1)).astype(np.float32)
 
 
 def pooled_features(features: FeatureSet, train_rows: np.ndarray) -> np.ndarray:
@@ -39,16 +85,8 @@ def pooled_features(features: FeatureSet, train_rows: np.ndarray) -> np.ndarray:
     Each block is standardised per dimension, then scaled to unit length per row so no block dominates by
     its width; rows without an image get a zero image block (masked, not a made-up image).
     """
-    blocks = []
-    has = features.has_image
-    if features.img_pooled is not None:
-        img_train = train_rows[has[train_rows]]
-        img = _standardise(features.img_pooled, img_train)
-        img[~has] = 0.0
-        blocks.append(_unit_rows(img))
-    blocks.append(_unit_rows(_standardise(features.txt_pooled, train_rows)))
-    blocks.append(_unit_rows(_standardise(features.side, train_rows)))
-    return _unit_rows(np.concatenate(blocks, axis=1)).astype(np.float32)
+    norm = PooledNormaliser.fit(features, train_rows)
+    return norm(features.img_pooled, features.txt_pooled, features.side, features.has_image)
 
 
 def _expected_cost_usd(
@@ -106,6 +144,29 @@ def _expected_cost_usd(
                 per_combo[c, j] = cost_img.get((m, hi), cost_all.get(m, 0.0))
     pos = {cb: c for c, cb in enumerate(combos)}
     return per_combo[[pos[(bool(h), str(g))] for h, g in zip(has_image, task_group, strict=True)]]
+
+
+def calibration_inputs(
+    queries: pl.DataFrame, traces: pl.DataFrame, splits: pl.DataFrame, model_ids: list[str],
+    calib_limit: Mapping[str, int] | None = None,
+) -> tuple[pl.DataFrame, dict[str, tuple[str, bool]]]:
+    """Calibration traces of ``model_ids`` and each query's (task group, has image): what expected costs
+    are estimated from."""
+    all_q = queries["query_id"].to_list()
+    img_paths = (queries["image_path"].fill_null("").to_list() if "image_path" in queries.columns
+                 else [""] * len(all_q))
+    qmeta = {q: (tg, bool(p.strip())) for q, tg, p in zip(all_q, queries["task_group"].fill_null("").to_list(),
+                                                           img_paths, strict=True)}
+    calib = calibration_rows(traces.filter(pl.col("model_id").is_in(model_ids)), splits, calib_limit)
+    return calib.filter(pl.col("query_id").is_in(list(qmeta))), qmeta
+
+
+def expected_cost_usd(calib: pl.DataFrame, models: pl.DataFrame, qmeta: dict[str, tuple[str, bool]],
+                      has_image: bool, task_group: str) -> np.ndarray:
+    """[K] USD cost expected before answering for one query of this kind (a request at routing time)."""
+    ids = models["model_id"].to_list()
+    return _expected_cost_usd(calib, models, ids, np.array([has_image]), np.array([task_group], dtype=object),
+                              qmeta)[0]
 
 
 def build_routing_data(
@@ -171,15 +232,8 @@ def build_routing_data(
     cost, scale = normalise_cost(cost_usd, avail, train_rows)
 
     # cost known before answering, from calibration rows only, on the same train-only scale
-    has_image = features.has_image
-    all_q = queries["query_id"].to_list()
-    img_paths = (queries["image_path"].fill_null("").to_list() if "image_path" in queries.columns
-                 else [""] * len(all_q))
-    qmeta = {q: (tg, bool(p.strip())) for q, tg, p in zip(all_q, queries["task_group"].fill_null("").to_list(),
-                                                           img_paths, strict=True)}
-    calib = calibration_rows(traces.filter(pl.col("model_id").is_in(model_ids)), splits, calib_limit)
-    calib = calib.filter(pl.col("query_id").is_in(list(qmeta)))
-    exp_cost_usd = _expected_cost_usd(calib, models, model_ids, has_image, task_group, qmeta)
+    calib, qmeta = calibration_inputs(queries, traces, splits, model_ids, calib_limit)
+    exp_cost_usd = _expected_cost_usd(calib, models, model_ids, features.has_image, task_group, qmeta)
     exp_cost = (exp_cost_usd / scale).astype(np.float32)
 
     simulated = (models["simulated"].fill_null(False).to_list() if "simulated" in models.columns

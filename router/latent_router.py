@@ -11,15 +11,18 @@ same weights score any pool, including models unseen at training time (Prop. B.3
 Unavailable models are zeroed at the input and masked everywhere (self-attention keys, feedback, pools), so
 their features can never change the scores of available models, and they always get a score of -inf.
 
-Cost notes (the router must answer in about a millisecond on CPU): the capsule cross-attention over the raw
-token sequence is evaluated in factorised form (see ``CapsuleExtractor``), the per-dimension input
-standardisation is folded into the projections, attention layers run through ``attend`` (the maths of
+Cost notes (targets: ~1 ms for one query and 0.1 ms per query in batches of 256, on 2 CPU cores; see
+bench/router.py): the capsules read a reduced token sequence (the 7x7 image grid average-pooled to 4x4, the
+first 16 question tokens; ``image_token_pool`` / ``max_text_tokens``, 0 = all), their cross-attention is
+evaluated in whichever of two exact forms needs fewer FLOPs (see ``CapsuleExtractor``), the per-dimension
+input standardisation is folded into the projections, attention layers run through ``attend`` (the maths of
 ``nn.MultiheadAttention`` without its per-call checks), and every model is handled in one batched tensor op
 (no Python loop over models).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -31,12 +34,15 @@ from torch import nn
 
 from router.data import RoutingData
 
+# value of each field added after the first release, for configs (checkpoints) that predate it
+LEGACY_VALUES: dict[str, Any] = {"image_token_pool": 0, "max_text_tokens": 0}
+
 
 @dataclass
 class LatentRouterConfig:
     """Architecture hyper-parameters; the ``use_*`` switches produce the paper's ablations."""
 
-    hidden: int = 96  # paper config uses 48; the released class default is 96
+    hidden: int = 48  # the paper's configuration (the released class defaults to 96)
     n_capsules: int = 7  # C
     n_layers: int = 2  # H communication layers
     n_heads: int = 4
@@ -44,6 +50,11 @@ class LatentRouterConfig:
     dropout: float = 0.2  # 0.1 in the release; 0.2 overfits less on ~1k-query benchmarks
     rho: float = 0.05  # bound of the capsule correction
     tau_feedback: float = 0.25
+    # input-token reduction before the capsule attention (its cost is linear in the token count and it is
+    # most of the CPU time): a square s x s image-token grid is average-pooled to image_token_pool^2 tokens
+    # (mask-aware) and only the first max_text_tokens valid question tokens are kept. 0 switches either off
+    image_token_pool: int = 4
+    max_text_tokens: int = 16
     eps: float = 1e-3  # sigma floor
     # append RoutingData.pooled to the side features. On ~1k-query benchmarks use_pooled=False generalises
     # better (the wide pooled vector is an overfitting shortcut; the capsules read the same tokens)
@@ -65,6 +76,8 @@ class LatentRouterConfig:
                 raise ValueError(f"LatentRouterConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_layers < 0:
             raise ValueError(f"LatentRouterConfig.n_layers must be >= 0, got {self.n_layers}")
+        if self.image_token_pool < 0 or self.max_text_tokens < 0:
+            raise ValueError("LatentRouterConfig needs image_token_pool >= 0 and max_text_tokens >= 0 (0 = off)")
         if self.rho < 0 or self.tau_feedback <= 0 or self.eps <= 0:
             raise ValueError("LatentRouterConfig needs rho >= 0, tau_feedback > 0 and eps > 0")
 
@@ -81,7 +94,8 @@ class LatentRouterConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"LatentRouterConfig: unknown field(s) {unknown}")
-        return cls(**d)
+        # checkpoints written before a field existed were trained with its "off" value, not today's default
+        return cls(**{**LEGACY_VALUES, **d})
 
 
 @dataclass
@@ -111,11 +125,82 @@ def side_input(data: RoutingData, rows: np.ndarray, cfg: LatentRouterConfig) -> 
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
 
-def _valid_tokens(tokens: np.ndarray, mask: np.ndarray | None, rows: np.ndarray, cap: int = 20_000) -> np.ndarray:
-    """Valid token vectors of ``rows`` (rows evenly strided to about ``cap`` tokens, so statistics stay cheap)."""
-    rows = rows[:: max(1, len(rows) * tokens.shape[1] // cap)]
-    x = tokens[rows]
-    return x.reshape(-1, x.shape[-1]) if mask is None else x[mask[rows]]
+def adaptive_windows(s: int, p: int) -> list[tuple[int, int]]:
+    """[start, end) windows of 1-d adaptive average pooling from s to p cells (as ``F.adaptive_avg_pool1d``)."""
+    return [((i * s) // p, -((-(i + 1) * s) // p)) for i in range(p)]
+
+
+@functools.cache
+def _uniform_pool(s: int, p: int) -> tuple[int, int, int] | None:
+    """(kernel, stride, padding) of an ``avg_pool2d`` (padding not counted) whose windows equal the adaptive
+    ones, e.g. 7 -> 4 is kernel 3, stride 2, padding 1; None when there is none."""
+    want = adaptive_windows(s, p)
+    for k in range(1, s + 1):
+        for stride in range(1, k + 1):
+            for pad in range(k // 2 + 1):
+                got = [(max(0, i * stride - pad), min(s, i * stride - pad + k)) for i in range(p)]
+                if got == want and (s + 2 * pad - k) // stride + 1 == p:
+                    return k, stride, pad
+    return None
+
+
+def adaptive_pool_matrix(s: int, p: int) -> torch.Tensor:
+    """[p*p, s*s] averaging matrix of 2-d adaptive average pooling over a row-major s x s grid."""
+    m = torch.zeros(p, s)
+    for i, (lo, hi) in enumerate(adaptive_windows(s, p)):
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return torch.kron(m, m)
+
+
+def pool_image_tokens(tokens: torch.Tensor, valid: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask-aware adaptive average pooling of a square s x s token grid [B, s*s, D] (row-major) to
+    [B, size*size, D] with the windows of ``F.adaptive_avg_pool2d``.
+
+    The grid is channels-last already, so when the windows are those of a plain ``avg_pool2d`` (7 -> 4 is)
+    that kernel runs on it without a copy, several times faster on CPU than the adaptive kernel; otherwise
+    one matmul with the pooling matrix. Each output token is the mean of the valid tokens in its cell; a cell
+    without a valid token is masked, so a fully masked image stays fully masked. Non-square grids and grids
+    no larger than size x size pass through."""
+    b, t, dim = tokens.shape
+    s = math.isqrt(t)
+    if size <= 0 or s * s != t or s <= size:
+        return tokens, valid
+    uniform = _uniform_pool(s, size)
+
+    def pool(x: torch.Tensor) -> torch.Tensor:  # [B, s*s, D'] -> [B, size*size, D']
+        if uniform is None:
+            return torch.matmul(adaptive_pool_matrix(s, size).to(x), x)
+        k, stride, pad = uniform
+        grid = x.reshape(b, s, s, x.shape[-1]).permute(0, 3, 1, 2)  # NCHW view of channels-last memory
+        out = F.avg_pool2d(grid, k, stride, pad, count_include_pad=False)
+        return out.permute(0, 2, 3, 1).reshape(b, size * size, x.shape[-1])
+
+    if bool(valid.all()):
+        return pool(tokens), valid.new_ones(b, size * size)
+    m = valid.to(tokens.dtype).unsqueeze(-1)
+    den = pool(m)
+    pooled = pool(tokens * m) / den.clamp_min(1e-6)  # cell means; empty cells are masked below
+    return pooled, den.squeeze(-1) > 0
+
+
+def is_prefix_mask(valid: np.ndarray | torch.Tensor) -> bool:
+    """True when the valid tokens of every row [B, T] come first (the feature store pads at the end)."""
+    return valid.shape[1] < 2 or not bool((valid[:, 1:] & ~valid[:, :-1]).any())
+
+
+def first_valid_tokens(tokens: torch.Tensor, valid: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` valid tokens of every row (order kept, padded with masked tokens) of [B, T, D].
+
+    ``make_batch`` already cuts prefix-padded batches to ``n`` columns while converting to float32, so the
+    slice here is normally a no-op."""
+    b, t, _ = tokens.shape
+    if n <= 0 or t <= n:
+        return tokens, valid
+    if is_prefix_mask(valid):
+        return tokens[:, :n].contiguous(), valid[:, :n]  # contiguous: the projection is then one GEMM
+    order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :n]
+    picked = torch.gather(tokens, 1, order.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+    return picked, torch.gather(valid, 1, order)
 
 
 class FFN(nn.Module):
@@ -132,6 +217,13 @@ class FFN(nn.Module):
         return F.linear(h, self.fc2.weight, self.fc2.bias)
 
 
+def small_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax from plain elementwise ops: on CPU several times faster than ``torch.softmax`` or the fused
+    attention kernel for rows of a few keys (the K models, the C capsules). Every row needs a finite entry."""
+    e = (x - x.amax(dim=dim, keepdim=True)).exp()
+    return e / e.sum(dim=dim, keepdim=True)
+
+
 def attend(
     mha: nn.MultiheadAttention,
     q: torch.Tensor,
@@ -142,23 +234,37 @@ def attend(
     """``mha(q, kv, kv)`` computed functionally from the module's own weights.
 
     Same maths as ``nn.MultiheadAttention`` (packed in-projection, 1/sqrt(d_head) scaling, dropout on the
-    attention weights, output projection) but without its per-call Python checks, which dominate the cost
-    of a single-query forward. ``bias`` is an additive float mask broadcastable to [B, heads, Lq, Lk];
+    attention weights, output projection) without its per-call Python checks, which dominate a single-query
+    forward, and, for large batches of short rows, without the fused CPU kernel, which is slower there.
+    ``bias`` is an additive float mask broadcastable to [B, heads, Lq, Lk];
     ``key_ignore`` [B, Lk] marks keys to drop (the caller guarantees no row drops every key).
     """
     d, h = mha.embed_dim, mha.num_heads
+    dh = d // h
     b, lq, _ = q.shape
     lk = kv.shape[1]
     w, wb = mha.in_proj_weight, mha.in_proj_bias
-    qh = F.linear(q, w[:d], wb[:d]).view(b, lq, h, d // h).transpose(1, 2)
-    k, v = F.linear(kv, w[d:], wb[d:]).view(b, lk, 2, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
+    k, v = F.linear(kv, w[d:], wb[d:]).view(b, lk, 2, h, dh).permute(2, 0, 3, 1, 4).unbind(0)
     mask = bias
     if key_ignore is not None:
         ign = torch.zeros(b, 1, 1, lk, dtype=q.dtype, device=q.device).masked_fill(
             key_ignore[:, None, None, :], float("-inf"))
         mask = ign if mask is None else mask + ign
     p = mha.dropout if mha.training else 0.0
-    out = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, dropout_p=p)
+    if b < 32:  # few rows: one fused call has the least per-op overhead
+        qh = F.linear(q, w[:d], wb[:d]).view(b, lq, h, dh).transpose(1, 2)
+        out = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, dropout_p=p)
+    else:  # large batches of short rows: plain ops are several times faster than the fused CPU kernel
+        scale = dh**-0.5  # folded into the (tiny) query projection instead of a pass over the logits
+        qh = F.linear(q, w[:d] * scale, wb[:d] * scale).view(b, lq, h, dh).transpose(1, 2)
+        if mask is not None and mask.shape == (b, h, lq, lk):  # a full bias is the GEMM's accumulator
+            att = torch.baddbmm(mask.reshape(b * h, lq, lk), qh.reshape(b * h, lq, dh),
+                                k.reshape(b * h, lk, dh).transpose(1, 2)).view(b, h, lq, lk)
+        else:
+            att = torch.matmul(qh, k.transpose(-2, -1))
+            att = att if mask is None else att + mask
+        att = F.dropout(small_softmax(att), p, True) if p > 0 else small_softmax(att)
+        out = torch.matmul(att, v)
     return F.linear(out.transpose(1, 2).reshape(b, lq, d), mha.out_proj.weight, mha.out_proj.bias)
 
 
@@ -178,19 +284,38 @@ class PairwiseBias(nn.Module):
         self.out = nn.Linear(m, n_heads)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:  # a [B, K, d] -> [B, heads, K, K]
+        b, k, d = a.shape
         hi, hj = F.linear(a, self.w_ij.weight, self.w_ij.bias).chunk(2, dim=-1)
-        hid = F.linear(a.unsqueeze(2) * a.unsqueeze(1), self.w_prod) + hi[:, :, None, :] + hj[:, None, :, :]
-        return F.linear(F.gelu(hid, approximate="tanh"), self.out.weight, self.out.bias).permute(0, 3, 1, 2)
+        pair = (hi.unsqueeze(2) + hj.unsqueeze(1)).view(b * k * k, -1)
+        # the pair term is the GEMM's accumulator (addmm): one pass less over the [B*K*K, m] activations
+        hid = torch.addmm(pair, (a.unsqueeze(2) * a.unsqueeze(1)).view(b * k * k, d), self.w_prod.t())
+        out = F.linear(F.gelu(hid, approximate="tanh"), self.out.weight, self.out.bias)
+        return out.view(b, k, k, -1).permute(0, 3, 1, 2)
+
+
+@dataclass
+class _CapsuleFactors:
+    """Folded matrices of the capsule attention (see ``CapsuleExtractor._factors``)."""
+
+    g: torch.Tensor  # [C*h, d] scaled capsule queries times the key projection
+    gk: torch.Tensor  # [C*h] their dot product with the key bias
+    wv_t: torch.Tensor  # [h, d, dh] value projection per head (transposed)
+    raw: list[tuple[torch.Tensor, ...]]  # factorised form, per segment: logit map, logit bias, value map, bias
+    proj: list[tuple[torch.Tensor, torch.Tensor]]  # projected form, per segment: input projection (w, b)
+    z_w: torch.Tensor  # [C*h + d, d] one map to every token's logits and values
+    z_b: torch.Tensor
 
 
 class CapsuleExtractor(nn.Module):
     """C learned capsule queries cross-attending to the joint sequence [V; Q; S] (paper eq. r_k^(0)).
 
     Image and question tokens enter the attention only through linear maps (input projection, then the
-    key/value projections), so the attention is evaluated in factorised form: logits are the raw tokens
-    times a [C*heads, D_in] matrix, and values are projected after the attention-weighted sum. This is the
-    same function as ``nn.MultiheadAttention`` over the projected sequence (``explicit_sequence`` +
-    ``self.attn``; a test checks it) at about half the FLOPs, and the factor matrices are cached in eval.
+    key/value projections), and the capsule queries are fixed, so the attention is evaluated in one of two
+    exact forms, whichever needs fewer FLOPs per token: *factorised* (large hidden sizes: logits are the raw
+    tokens times a [C*heads, D_in] matrix, values are projected after the attention-weighted sum) or
+    *projected* (the paper's 48: one GEMM gives every projected token's logits and values). Both are the same
+    function as ``nn.MultiheadAttention`` over the projected sequence (``explicit_sequence`` + ``self.attn``;
+    a test checks each), and the folded matrices are cached in eval.
     """
 
     def __init__(self, cfg: LatentRouterConfig, dims: InputDims) -> None:
@@ -218,7 +343,7 @@ class CapsuleExtractor(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.ffn = FFN(d, 2 * d, d, cfg.dropout)
         self.norm2 = nn.LayerNorm(d)
-        self._cache: tuple[tuple[int, ...], Any] | None = None
+        self._cache: tuple[tuple[int, ...], _CapsuleFactors] | None = None
 
     def _segments(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(weight, bias) of each linear token segment with the input standardisation and the type embedding
@@ -250,7 +375,8 @@ class CapsuleExtractor(nn.Module):
         ign = [ig for _, ig in inputs] + [torch.zeros(b, t, dtype=torch.bool, device=side_tok.device)]
         return torch.cat(seq + [side_tok], dim=1), torch.cat(ign, dim=1)
 
-    def _factors(self) -> Any:
+    def _factors(self) -> _CapsuleFactors:
+        """The folded matrices of both attention forms; cached in eval (keyed on every weight's version)."""
         params = [self.capsule_q, self.attn.in_proj_weight, self.attn.in_proj_bias, self.type_emb]
         params += [p for p in self.txt_proj.parameters()] + [self.txt_mean, self.txt_std]
         if self.img_proj is not None:
@@ -266,31 +392,27 @@ class CapsuleExtractor(nn.Module):
         g = torch.einsum("chk,hkd->chd", q, w[d : 2 * d].view(h, dh, d)).reshape(c * h, d)
         gk = torch.einsum("chk,hk->ch", q, wb[d : 2 * d].view(h, dh)).reshape(c * h)
         wv = w[2 * d :].view(h, dh, d)
-        segs = [(g @ ws, g @ bs + gk, torch.matmul(wv, ws).transpose(1, 2), wv @ bs) for ws, bs in self._segments()]
-        out = (g, gk, wv.transpose(1, 2), segs)
+        proj = self._segments()
+        out = _CapsuleFactors(
+            g=g, gk=gk, wv_t=wv.transpose(1, 2),
+            raw=[(g @ ws, g @ bs + gk, torch.matmul(wv, ws).transpose(1, 2), wv @ bs) for ws, bs in proj],
+            proj=proj, z_w=torch.cat([g, w[2 * d :]]), z_b=torch.cat([gk, wb[2 * d :]]))
         if use_cache:
             self._cache = (key, out)
         return out
 
-    def forward(self, inputs: list[tuple[torch.Tensor, torch.Tensor]], side_tok: torch.Tensor) -> torch.Tensor:
-        """inputs: per linear segment (raw tokens [B, T, D_in], ignore mask [B, T]); side_tok [B, S, d]."""
+    def _factorised(self, inputs: list[tuple[torch.Tensor, torch.Tensor]], side_tok: torch.Tensor) -> torch.Tensor:
+        """Capsule attention output (before the residual) with logits and values taken on the raw tokens."""
         b = side_tok.shape[0]
         d, h, c = self.cfg.hidden, self.cfg.n_heads, self.cfg.n_capsules
-        if not self.cfg.use_capsules:
-            seq, ign = self.explicit_sequence(inputs, side_tok)
-            wgt = (~ign).to(seq.dtype).unsqueeze(-1)
-            r = self.norm(self.pool_proj((seq * wgt).sum(1) / wgt.sum(1).clamp_min(1.0))).unsqueeze(1)
-            return self.norm2(r + self.ffn(r))
-        g, gk, wv_t, segs = self._factors()
+        fac = self._factors()
+        g, gk, wv_t, segs = fac.g, fac.gk, fac.wv_t, fac.raw
         dh = d // h
-        # attention logits laid out [B, C*heads, T] so the softmax runs over the contiguous axis
-        logits = [torch.matmul(u, x.transpose(1, 2)) + const.unsqueeze(-1)
-                  for (x, _), (u, const, _, _) in zip(inputs, segs, strict=True)]
-        logits.append(torch.matmul(g, side_tok.transpose(1, 2)) + gk.unsqueeze(-1))
-        ign = torch.cat([ig for _, ig in inputs] + [side_tok.new_zeros(b, side_tok.shape[1], dtype=torch.bool)], 1)
-        logit = torch.cat(logits, dim=2).masked_fill(ign.unsqueeze(1), float("-inf"))
-        alpha = F.dropout(torch.softmax(logit, dim=-1), self.attn.dropout, self.training)
-        parts = torch.split(alpha, [lg.shape[2] for lg in logits], dim=2)
+        # logits laid out [B, T, C*heads]: one GEMM per segment; the softmax runs over the token axis
+        logits = [F.linear(x, u, const) for (x, _), (u, const, _, _) in zip(inputs, segs, strict=True)]
+        logits.append(F.linear(side_tok, g, gk))
+        alpha = self._token_softmax(torch.cat(logits, dim=1), self._ignore(inputs, side_tok))  # [B, C*h, T]
+        parts = torch.split(alpha, [lg.shape[1] for lg in logits], dim=2)
 
         def per_head(z: torch.Tensor) -> torch.Tensor:  # [B, C*h, D] -> [h, B*C, D]
             return z.view(b, c, h, -1).permute(2, 0, 1, 3).reshape(h, b * c, -1)
@@ -300,8 +422,53 @@ class CapsuleExtractor(nn.Module):
         for (x, _), al, (_, _, m_t, cv) in zip(inputs, parts[:-1], segs, strict=True):
             out = out + torch.bmm(per_head(al @ x), m_t) + per_head(al.sum(-1, keepdim=True)) * cv.unsqueeze(1)
         out = out + per_head(alpha.sum(-1, keepdim=True)) * self.attn.in_proj_bias[2 * d :].view(h, 1, dh)
-        out = F.linear(out.view(h, b, c, dh).permute(1, 2, 0, 3).reshape(b, c, d), self.attn.out_proj.weight,
-                       self.attn.out_proj.bias)
+        return F.linear(out.view(h, b, c, dh).permute(1, 2, 0, 3).reshape(b, c, d), self.attn.out_proj.weight,
+                        self.attn.out_proj.bias)
+
+    def _projected(self, inputs: list[tuple[torch.Tensor, torch.Tensor]], side_tok: torch.Tensor) -> torch.Tensor:
+        """Capsule attention output (before the residual) on the projected sequence.
+
+        One GEMM gives every token's [C*heads logits | d values]; one batched matmul then sums the values of
+        all heads for every (capsule, head) row, and each row keeps its own head's slice (the diagonal). That
+        spends h x the (tiny) value FLOPs to avoid per-head reshuffles of the token tensors."""
+        b = side_tok.shape[0]
+        d, h, c = self.cfg.hidden, self.cfg.n_heads, self.cfg.n_capsules
+        ch, dh = c * h, d // h
+        fac = self._factors()
+        seq = torch.cat([F.linear(x, w, bias) for (w, bias), (x, _) in zip(fac.proj, inputs, strict=True)]
+                        + [side_tok], dim=1)
+        z = F.linear(seq, fac.z_w, fac.z_b)  # [B, T, C*h + d]
+        alpha = self._token_softmax(z[..., :ch], self._ignore(inputs, side_tok))  # [B, C*h, T]
+        full = torch.bmm(alpha, z[..., ch:])  # [B, C*h, d]: every head's values
+        out = full.view(b, c, h, h, dh).diagonal(dim1=2, dim2=3).transpose(2, 3).reshape(b, c, d)
+        return F.linear(out, self.attn.out_proj.weight, self.attn.out_proj.bias)
+
+    @staticmethod
+    def _ignore(inputs: list[tuple[torch.Tensor, torch.Tensor]], side_tok: torch.Tensor) -> torch.Tensor:
+        """[B, T] ignore mask of the joint sequence (side tokens are always valid)."""
+        side = side_tok.new_zeros(side_tok.shape[:2], dtype=torch.bool)
+        return torch.cat([ig for _, ig in inputs] + [side], dim=1)
+
+    def _token_softmax(self, logit: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
+        """Attention weights [B, C*h, T] from [B, T, C*h] logits (softmax over tokens, ignored ones exactly 0).
+
+        The transpose is free (the masked copy is made anyway) and the softmax then runs over contiguous rows
+        of a few dozen tokens, where the fused kernel is fastest."""
+        alpha = torch.softmax(logit.transpose(1, 2).masked_fill(ignore.unsqueeze(1), float("-inf")), dim=-1)
+        return F.dropout(alpha, self.attn.dropout, self.training)
+
+    def forward(self, inputs: list[tuple[torch.Tensor, torch.Tensor]], side_tok: torch.Tensor) -> torch.Tensor:
+        """inputs: per linear segment (raw tokens [B, T, D_in], ignore mask [B, T]); side_tok [B, S, d]."""
+        if not self.cfg.use_capsules:
+            seq, ign = self.explicit_sequence(inputs, side_tok)
+            wgt = (~ign).to(seq.dtype).unsqueeze(-1)
+            r = self.norm(self.pool_proj((seq * wgt).sum(1) / wgt.sum(1).clamp_min(1.0))).unsqueeze(1)
+            return self.norm2(r + self.ffn(r))
+        # factorised form when it needs fewer FLOPs per token (2*C*h*D_in vs D_in*d + d*(C*h + d), D_in >= d)
+        if 2 * self.cfg.n_capsules * self.cfg.n_heads <= self.cfg.hidden:
+            out = self._factorised(inputs, side_tok)
+        else:
+            out = self._projected(inputs, side_tok)
         r = self.norm(self.capsule_q + out)
         return self.norm2(r + self.ffn(r))
 
@@ -381,9 +548,9 @@ class LatentRouter(nn.Module):
 
     @torch.no_grad()
     def set_input_stats(self, data: RoutingData, rows: np.ndarray) -> None:
-        """Per-dimension mean/std of image tokens, question tokens and side input over ``rows`` (valid tokens
-        only; rows evenly subsampled to about 20k vectors). Stored as buffers, so they travel with the state
-        dict and the checkpoint."""
+        """Per-dimension mean/std of image tokens, question tokens and side input over ``rows``: the valid
+        tokens the capsules read (after pooling / truncation), rows evenly subsampled to about 20k vectors.
+        Stored as buffers, so they travel with the state dict and the checkpoint."""
         caps = self.capsules
 
         def put(name: str, x: np.ndarray) -> None:
@@ -393,12 +560,25 @@ class LatentRouter(nn.Module):
             getattr(caps, f"{name}_mean").copy_(torch.as_tensor(mean, dtype=torch.float32))
             getattr(caps, f"{name}_std").copy_(torch.as_tensor(std, dtype=torch.float32))
 
+        def reduced(tokens: np.ndarray, mask: np.ndarray | None, is_img: bool) -> np.ndarray:
+            sub = rows[:: max(1, len(rows) * tokens.shape[1] // 20_000)]
+            x = torch.as_tensor(np.asarray(tokens[sub], dtype=np.float32))
+            m = torch.ones(x.shape[:2], dtype=torch.bool) if mask is None else torch.as_tensor(mask[sub]).bool()
+            x, m = self._reduce(x, m, is_img)
+            return x[m].numpy()
+
         if self.dims.img_dim > 0 and data.img_tokens is not None:
-            put("img", _valid_tokens(data.img_tokens, data.img_mask, rows))
-        put("txt", _valid_tokens(data.txt_tokens, data.txt_mask, rows))
+            put("img", reduced(data.img_tokens, data.img_mask, True))
+        put("txt", reduced(data.txt_tokens, data.txt_mask, False))
         if self.dims.side_dim > 0:
             put("side", side_input(data, rows[:: max(1, len(rows) // 20_000)], self.cfg))
         caps._cache = None
+
+    def _reduce(self, tokens: torch.Tensor, valid: torch.Tensor, is_img: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The configured input-token reduction of one segment (valid = True for real tokens)."""
+        if is_img:
+            return pool_image_tokens(tokens, valid, self.cfg.image_token_pool)
+        return first_valid_tokens(tokens, valid, self.cfg.max_text_tokens)
 
     def _check(self, name: str, x: torch.Tensor, ndim: tuple[int, ...], last: int | None) -> None:
         if x.dim() not in ndim:
@@ -428,9 +608,11 @@ class LatentRouter(nn.Module):
             self._check("img_tokens", img_tokens, (3,), self.dims.img_dim)
             im = torch.ones(img_tokens.shape[:2], dtype=torch.bool, device=img_tokens.device) \
                 if img_mask is None else img_mask.bool()
+            img_tokens, im = self._reduce(img_tokens, im, True)
             segs.append((img_tokens, ~im))
         self._check("txt_tokens", txt_tokens, (3,), self.dims.txt_dim)
-        segs.append((txt_tokens, ~txt_mask.bool()))
+        txt_tokens, tm = self._reduce(txt_tokens, txt_mask.bool(), False)
+        segs.append((txt_tokens, ~tm))
         if self.dims.side_dim > 0:
             self._check("side", side, (2,), self.dims.side_dim)
         return segs, self.capsules.side_tokens(side, b)

@@ -643,7 +643,8 @@ def write_report(
                  fmt(r["latency_ms_single_p50"], 3)] for r in ef.iter_rows(named=True)]
         doc.table(["Router", f"Avg primary ({pm_label}) ↑", "Size (M numbers) ↓",
                    f"ms/query, batch {ef['batch'][0]} ↓", "ms, single query p50 ↓"], rows,
-                  "Latency of `select` at λ=0 (forward pass + argmax, no MLLM call) on this machine; KNN / KMeans "
+                  "Latency of `select` at λ=0 (batch building + forward pass + argmax, no MLLM call) on one CPU thread "
+                  "of this machine, as the routing API serves a request; KNN / KMeans "
                   "size counts stored numbers. " + sim_note)
         if "efficiency" in plots:
             doc.img(plots["efficiency"].name, "Latency vs primary metric (marker size ~ log parameters).")

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from router.base import Router
 from router.data import RoutingData
-from router.latent_router import InputDims, LatentRouter, LatentRouterConfig, side_input
+from router.latent_router import InputDims, LatentRouter, LatentRouterConfig, is_prefix_mask, side_input
+from router.threads import torch_threads
 
 
 @dataclass
@@ -129,11 +130,15 @@ def make_batch(
     if av.shape != (len(rows), data.k):
         raise ValueError(f"avail has shape {av.shape}, expected {(len(rows), data.k)} (rows x models)")
     use_img = data.img_tokens is not None and not data.text_only
+    txt, txt_mask = data.txt_tokens[rows], data.txt_mask[rows]
+    n = cfg.max_text_tokens
+    if 0 < n < txt_mask.shape[1] and is_prefix_mask(txt_mask):  # the model keeps the first n tokens only
+        txt, txt_mask = txt[:, :n], txt_mask[:, :n]
     return {
         "img_tokens": t(data.img_tokens[rows]) if use_img else None,
         "img_mask": t(data.img_mask[rows], torch.bool) if use_img and data.img_mask is not None else None,
-        "txt_tokens": t(data.txt_tokens[rows]),
-        "txt_mask": t(data.txt_mask[rows], torch.bool),
+        "txt_tokens": t(txt),
+        "txt_mask": t(txt_mask, torch.bool),
         "side": t(side_input(data, rows, cfg)),
         "model_feats": t(data.model_feats),
         "model_cost": t(data.exp_cost[rows]),
@@ -280,13 +285,8 @@ def train_latent_router(
 ) -> TrainResult:
     """Train on ``data.idx('train')``, early-stop on ``data.idx('val')`` (train rows when there is none)."""
     mc, tc = model_cfg or LatentRouterConfig(), train_cfg or TrainConfig()
-    threads = torch.get_num_threads()
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
-    try:
+    with torch_threads(tc.num_threads):
         return _train(data, mc, tc, progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress: bool) -> TrainResult:

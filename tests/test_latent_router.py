@@ -7,9 +7,18 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from router.data import synthetic_routing_data
-from router.latent_router import InputDims, LatentRouter, LatentRouterConfig, attend
+from router.latent_router import (
+    InputDims,
+    LatentRouter,
+    LatentRouterConfig,
+    adaptive_windows,
+    attend,
+    first_valid_tokens,
+    pool_image_tokens,
+)
 from router.training import make_batch
 
 DIMS = InputDims(img_dim=16, txt_dim=12, side_dim=10, model_feat_dim=5)
@@ -48,15 +57,18 @@ def _inputs(b: int = 4, k: int = 6, seed: int = 1, dims: InputDims = DIMS) -> di
 
 def test_default_size_is_about_one_million_parameters_or_fewer() -> None:
     # shaped like the real features: 320-d image tokens, 384-d text tokens, pooled (1280+384) + side
-    model = LatentRouter(LatentRouterConfig(), InputDims(320, 384, 1280 + 384 + 12, 30))
+    dims = InputDims(320, 384, 1280 + 384 + 12, 30)
+    model = LatentRouter(LatentRouterConfig(), dims)
+    assert model.cfg.hidden == 48  # the paper's configuration
     n = model.n_parameters()
-    assert 200_000 < n <= 1_000_000
-    small = LatentRouter(LatentRouterConfig(hidden=48), InputDims(320, 384, 1280 + 384 + 12, 30))
-    assert small.n_parameters() < n
+    assert 100_000 < n <= 1_000_000
+    wide = LatentRouter(LatentRouterConfig(hidden=96), dims)  # the released class default stays under 1M too
+    assert n < wide.n_parameters() <= 1_000_000
 
 
-def test_factorised_capsule_attention_equals_multihead_attention() -> None:
-    model = _model()
+@pytest.mark.parametrize("hidden", [32, 64])  # 2*C*heads = 56: 32 runs the projected form, 64 the factorised
+def test_capsule_attention_equals_multihead_attention(hidden: int) -> None:
+    model = _model(hidden=hidden)
     caps = model.capsules
     x = _inputs()
     with torch.no_grad():
@@ -79,18 +91,100 @@ def test_factorised_capsule_attention_equals_multihead_attention() -> None:
         assert not torch.allclose(caps(segs, side_tok), r, atol=1e-4)
 
 
-def test_attend_equals_multihead_attention_with_bias_and_mask() -> None:
+@pytest.mark.parametrize(("s", "p"), [(7, 4), (7, 3), (6, 4), (8, 3), (5, 2)])
+def test_image_token_pooling_matches_adaptive_avg_pool(s: int, p: int) -> None:
+    g = torch.Generator().manual_seed(s * 10 + p)
+    x = torch.randn(3, s * s, 5, generator=g)
+    ref = F.adaptive_avg_pool2d(x.view(3, s, s, 5).permute(0, 3, 1, 2), p).permute(0, 2, 3, 1).reshape(3, p * p, 5)
+    got, valid = pool_image_tokens(x, torch.ones(3, s * s, dtype=torch.bool), p)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+    assert valid.shape == (3, p * p) and valid.all()
+    # with a mask: each cell is the mean of its valid tokens, a cell without one is masked
+    mask = torch.rand(3, s * s, generator=g) > 0.6
+    mask[2] = False  # no image at all stays no image
+    got, valid = pool_image_tokens(x, mask, p)
+    wins = adaptive_windows(s, p)
+    for b in range(3):
+        for i, (r0, r1) in enumerate(wins):
+            for j, (c0, c1) in enumerate(wins):
+                cell = [r * s + c for r in range(r0, r1) for c in range(c0, c1) if mask[b, r * s + c]]
+                assert bool(valid[b, i * p + j]) == bool(cell)
+                if cell:
+                    torch.testing.assert_close(got[b, i * p + j], x[b, cell].mean(0), atol=1e-5, rtol=1e-5)
+    assert not valid[2].any()
+    # grids that are not square, or already small, pass through untouched
+    for t in (8, 4):
+        y, v = pool_image_tokens(x[:, :t], mask[:, :t], 2 if t == 4 else p)
+        assert y is x[:, :t] or torch.equal(y, x[:, :t])
+        assert torch.equal(v, mask[:, :t])
+
+
+def test_first_valid_tokens_keeps_order_and_handles_inner_padding() -> None:
+    x = torch.arange(2 * 6, dtype=torch.float32).view(2, 6, 1)
+    valid = torch.tensor([[True, False, True, True, False, True], [False, False, True, False, False, False]])
+    got, v = first_valid_tokens(x, valid, 3)
+    assert got[0, :, 0].tolist() == [0.0, 2.0, 3.0] and v[0].all()
+    assert got[1, 0, 0].item() == 8.0 and v[1].tolist() == [True, False, False]
+    prefix = torch.tensor([[True] * 4 + [False] * 2, [True] * 2 + [False] * 4])
+    got, v = first_valid_tokens(x, prefix, 3)
+    assert torch.equal(got, x[:, :3]) and torch.equal(v, prefix[:, :3])
+    assert first_valid_tokens(x, valid, 0)[0] is x  # 0 = keep every token
+
+
+def test_token_reduction_is_what_the_capsules_read() -> None:
+    """A 4x4 image grid pooled to 2x2 and the first 3 question tokens give the same scores as feeding the
+    reduced tokens to the same weights with the reduction off; make_batch's early cut changes nothing."""
+    dims = InputDims(img_dim=16, txt_dim=12, side_dim=10, model_feat_dim=5)
+    model = _model(dims=dims, image_token_pool=2, max_text_tokens=3)
+    off = LatentRouter(dataclasses.replace(model.cfg, image_token_pool=0, max_text_tokens=0), dims).eval()
+    off.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(5)
+    x = dict(_inputs(), img_tokens=torch.randn(4, 16, 16, generator=g), img_mask=torch.ones(4, 16, dtype=torch.bool))
+    x["txt_mask"] = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] * 2 + [False] * 4, [True] * 6])
+    pooled = F.adaptive_avg_pool2d(x["img_tokens"].view(4, 4, 4, 16).permute(0, 3, 1, 2), 2)
+    reduced = dict(x, img_tokens=pooled.permute(0, 2, 3, 1).reshape(4, 4, 16), img_mask=torch.ones(4, 4, dtype=torch.bool),
+                   txt_tokens=x["txt_tokens"][:, :3], txt_mask=x["txt_mask"][:, :3])
+    with torch.no_grad():
+        out, ref, full = model(**x), off(**reduced), off(**x)
+    torch.testing.assert_close(out["score"], ref["score"], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out["mu_tilde"], full["mu_tilde"], atol=1e-4)  # the reduction is not a no-op
+
+    data = synthetic_routing_data(n=30, k=3, seed=2, ti=16, di=16, tq=8, dq=12)
+    data.txt_mask[:, 5:] = False
+    cfg = dataclasses.replace(model.cfg, max_text_tokens=4)
+    batch = make_batch(data, np.arange(6), cfg, torch.device("cpu"))
+    assert batch["txt_tokens"].shape[1] == 4  # cut while converting: the model gets what it will read
+    net = LatentRouter(cfg, InputDims.from_data(data, cfg)).eval()
+    whole = dict(batch, txt_tokens=torch.as_tensor(data.txt_tokens[:6], dtype=torch.float32),
+                 txt_mask=torch.as_tensor(data.txt_mask[:6]))
+    with torch.no_grad():
+        torch.testing.assert_close(net(**batch)["score"], net(**whole)["score"], atol=1e-6, rtol=1e-6)
+
+
+def test_configs_from_before_token_reduction_load_with_it_off() -> None:
+    old = {k: v for k, v in LatentRouterConfig().to_dict().items() if k not in ("image_token_pool", "max_text_tokens")}
+    cfg = LatentRouterConfig.from_dict(old)
+    assert (cfg.image_token_pool, cfg.max_text_tokens) == (0, 0)
+    assert LatentRouterConfig.from_dict(LatentRouterConfig().to_dict()) == LatentRouterConfig()
+    with pytest.raises(ValueError, match="image_token_pool"):
+        LatentRouterConfig(image_token_pool=-1)
+
+
+@pytest.mark.parametrize("b", [3, 40])  # below 32 rows the fused kernel runs, from 32 the plain-op path
+@pytest.mark.parametrize("full_bias", [True, False])
+def test_attend_equals_multihead_attention_with_bias_and_mask(b: int, full_bias: bool) -> None:
     torch.manual_seed(0)
     mha = torch.nn.MultiheadAttention(32, 4, batch_first=True).eval()
-    q, kv = torch.randn(3, 5, 32), torch.randn(3, 7, 32)
-    ignore = torch.rand(3, 7) > 0.5
+    q, kv = torch.randn(b, 5, 32), torch.randn(b, 7, 32)
+    ignore = torch.rand(b, 7) > 0.5
     ignore[:, 2] = False
-    bias = torch.randn(3, 4, 5, 7)
+    bias = torch.randn(b, 4, 5, 7) if full_bias else torch.randn(b, 1, 1, 7)
     with torch.no_grad():
         got = attend(mha, q, kv, bias, ignore)
-        full = bias.masked_fill(ignore[:, None, None, :], float("-inf")).reshape(12, 5, 7)
+        full = bias.expand(b, 4, 5, 7).masked_fill(ignore[:, None, None, :], float("-inf")).reshape(b * 4, 5, 7)
         ref, _ = mha(q, kv, kv, attn_mask=full)
-    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(attend(mha, q, kv), mha(q, kv, kv)[0], atol=1e-5, rtol=1e-5)
 
 
 def test_permutation_equivariance_prop_b3() -> None:

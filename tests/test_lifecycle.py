@@ -178,3 +178,54 @@ def test_evaluation_report_asset_writes_tables_and_report(pipeline):
     assert p > 0
     dec = run_query(wh, "select count(distinct router) n from routing_decisions")["n"][0]
     assert dec >= 10  # every evaluated router plus the deployed one
+
+
+def test_routing_api_request_row_equals_rebuilding_the_warehouse_arrays(pipeline):
+    """The service builds the warehouse arrays once and turns a request into one row with the stored
+    normalisers; that row must be exactly what appending the request to the tables and rebuilding gives."""
+    import dataclasses
+
+    from PIL import Image
+
+    from router.api import REQUEST_ID, _vocab, load_router
+    from router.features import FeatureSet, encode_single, side_features
+    from router.pipeline_data import WarehouseInputs, routing_data
+    from router.training import predict
+
+    home, _, _ = pipeline
+    svc = load_router(home)
+    inp, fs = svc.inputs, svc.inputs.features
+    image = Image.open(next(svc.wh.images_dir.glob("*.png"))).convert("RGB")
+    for img, question, tg in ((image, "What is the value of the largest bar?", "chart"),
+                              (None, "Which word is longest: cat, giraffe, ox?", None)):
+        fast = svc.request_data(img, question, task_group=tg)
+        enc = encode_single(img, question, svc.feature_cfg)
+        row = {"txt_tokens": fast.txt_tokens.astype(fs.txt_tokens.dtype), "txt_mask": fast.txt_mask,
+               "txt_pooled": enc["txt_pooled"][None], "img_tokens": fast.img_tokens, "img_mask": fast.img_mask,
+               "img_pooled": (enc["img_pooled"][None] if img is not None
+                              else np.zeros((1, fs.img_pooled.shape[1]), fs.img_pooled.dtype))}
+        # raw side features, as the features asset computes them for a stored query
+        side, _ = side_features([question], [tg or "other"], ["other"],
+                                np.asarray([img.size if img is not None else (0, 0)]), np.array([img is not None]),
+                                _vocab(fs.side_names, "task_group"), _vocab(fs.side_names, "dataset"))
+        row["side"] = np.concatenate([side, np.zeros((1, fs.side.shape[1] - side.shape[1]), np.float32)], axis=1)
+        merged = {a: np.concatenate([getattr(fs, a), row[a].astype(getattr(fs, a).dtype)]) for a in FeatureSet.ARRAYS}
+        features = dataclasses.replace(fs, query_ids=[*fs.query_ids, REQUEST_ID], **merged)
+        q = {c: None for c in inp.queries.columns} | {"query_id": REQUEST_ID, "question": question,
+                                                        "task_group": tg or "", "dataset": "",
+                                                        "image_path": "r.png" if img is not None else ""}
+        s = {c: None for c in inp.splits.columns} | {"query_id": REQUEST_ID, "split": "test",
+                                                       "in_calibration": False, "stratum": ""}
+        full = routing_data(WarehouseInputs(
+            pl.concat([inp.queries, pl.DataFrame([q], schema=inp.queries.schema)]), inp.traces,
+            pl.concat([inp.splits, pl.DataFrame([s], schema=inp.splits.schema)]), inp.profiles, inp.models, features))
+        last = np.array([full.n - 1])
+        for name in ("side", "pooled", "exp_cost", "txt_tokens", "txt_mask", "img_tokens", "img_mask"):
+            np.testing.assert_allclose(np.asarray(getattr(fast, name), np.float64),
+                                       np.asarray(getattr(full, name)[last], np.float64), rtol=1e-6, atol=1e-6,
+                                       err_msg=name)
+        np.testing.assert_array_equal(fast.model_feats, full.model_feats)
+        assert fast.avail.all()  # the request has no traces: availability is the pool, not trace coverage
+        for a, b in zip(predict(svc.model, fast, np.array([0]), 0.3, avail=fast.avail),
+                        predict(svc.model, full, last, 0.3, avail=fast.avail), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
