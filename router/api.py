@@ -1,8 +1,8 @@
 """Route a new request: ``RouterService.route(image, question, pool=None, lam=0.0)``.
 
 Uses the latest trained LatentRouter checkpoint, the same frozen encoders as the features asset, and the
-CURRENT capability profiles and registry (as of the service's construction): a model added after training
-is scored through its capability token, a disabled model is masked out. The warehouse's routing arrays are
+CURRENT capability profiles and registry: a model added after training is scored through its capability
+token, a disabled model is masked out (a long-lived service notices both before its next request). The warehouse's routing arrays are
 built once per service; a request becomes one extra row through the very normalisers those arrays were
 built with (train-row side statistics, calibration expected costs, the train cost scale), so it costs an
 encoder pass and one router forward, not a rebuild.
@@ -22,7 +22,7 @@ from router.checkpoint import load_checkpoint
 from router.data import RoutingData, normalise_cost
 from router.dataset import PooledNormaliser, Standardiser, calibration_inputs, expected_cost_usd
 from router.features import FeatureConfig, encode_single, side_features
-from router.pipeline_data import WarehouseInputs, load_inputs, routing_data
+from router.pipeline_data import FEATURES_DIR, WarehouseInputs, load_inputs, routing_data
 from router.threads import torch_threads
 from router.training import predict
 from warehouse.store import Warehouse, lrouter_home
@@ -44,18 +44,37 @@ def _pad(x: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class RouterService:
-    """The deployed router of one warehouse; build once, call ``route`` per request."""
+    """The deployed router of one warehouse; build once, call ``route`` per request.
 
-    def __init__(self, wh: Warehouse, feature_cfg: FeatureConfig | None = None):
-        ckpt = latest_checkpoint_dir(wh)
-        if ckpt is None:
-            raise FileNotFoundError(f"no trained router in {wh.artifacts_dir}; run `make demo` or materialize "
-                                    "latent_router first")
+    A long-lived service stays current: before each request it compares the checkpoint pointer and the
+    files of the tables it was built from (every warehouse write is an atomic rename, so a change shows in
+    the file's mtime/size) and rebuilds when anything moved: a retrained router, recalibrated profiles, a
+    disabled or added model. ``auto_refresh=False`` pins the snapshot.
+    """
+
+    def __init__(self, wh: Warehouse, feature_cfg: FeatureConfig | None = None, auto_refresh: bool = True):
         self.wh = wh
+        self.feature_cfg = replace(feature_cfg or FeatureConfig(), progress=False)
+        self.auto_refresh = auto_refresh
+        self._build()
+
+    def _sources(self) -> tuple:
+        """What the service is built from: the checkpoint in use and (path, mtime, size) of its input files."""
+        ckpt = latest_checkpoint_dir(self.wh)
+        files = [self.wh.table_path(n) for n in ("models", "profiles", "splits", "queries")]
+        files += sorted((self.wh.features_dir / FEATURES_DIR).glob("*"))
+        stats = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
+        return (str(ckpt), stats)
+
+    def _build(self) -> None:
+        self.sources = self._sources()
+        ckpt = latest_checkpoint_dir(self.wh)
+        if ckpt is None:
+            raise FileNotFoundError(f"no trained router in {self.wh.artifacts_dir}; run `make demo` or "
+                                    "materialize latent_router first")
         self.checkpoint = ckpt
         self.model, self.cfg, self.meta = load_checkpoint(ckpt)
-        self.inputs: WarehouseInputs = load_inputs(wh)
-        self.feature_cfg = replace(feature_cfg or FeatureConfig(), progress=False)
+        self.inputs: WarehouseInputs = load_inputs(self.wh)
         inp, fs = self.inputs, self.inputs.features
         self.data = routing_data(inp)  # the warehouse's rows: model tokens' features and every normaliser
         train = self.data.idx("train")
@@ -64,6 +83,13 @@ class RouterService:
         self._calib, self._qmeta = calibration_inputs(inp.queries, inp.traces, inp.splits, self.data.model_ids)
         self.cost_scale = normalise_cost(self.data.cost_usd, self.data.avail, train)[1]
         self._exp_cost: dict[tuple[bool, str], np.ndarray] = {}
+
+    def refresh(self) -> bool:
+        """Rebuild if the checkpoint or an input table changed since the last build; True when it did."""
+        if self._sources() == self.sources:
+            return False
+        self._build()
+        return True
 
     def _expected_cost(self, has_image: bool, task_group: str) -> np.ndarray:
         """Normalised [K] cost expected before answering for a request of this kind (memoised)."""
@@ -127,6 +153,8 @@ class RouterService:
                     raise ValueError(f"cannot read image {image if not isinstance(image, bytes) else '<bytes>'}: "
                                      f"{exc}") from exc
             img = img.convert("RGB")
+        if self.auto_refresh:
+            self.refresh()
         req = self.request_data(img, question, pool, task_group, dataset)
         with torch_threads(1):  # one request: a second thread costs more in sync than it saves (bench/router.py)
             mu, sigma, score = predict(self.model, req, np.array([0]), lam, avail=req.avail)

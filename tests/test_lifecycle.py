@@ -229,3 +229,27 @@ def test_routing_api_request_row_equals_rebuilding_the_warehouse_arrays(pipeline
         for a, b in zip(predict(svc.model, fast, np.array([0]), 0.3, avail=fast.avail),
                         predict(svc.model, full, last, 0.3, avail=fast.avail), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_long_lived_routing_service_follows_the_registry(pipeline):
+    """A service built once sees a model disabled (and re-enabled) before its next request, without
+    being rebuilt by hand; with auto_refresh off it keeps its snapshot."""
+    from router.api import load_router
+
+    home, _, _ = pipeline
+    svc = load_router(home)
+    pinned = load_router(home)
+    pinned.auto_refresh = False
+    wh = Warehouse(home / "warehouse")
+    image = next(wh.images_dir.glob("*.png"))
+    name = "simvl-nano:1b"
+    assert name in [r["model_id"] for r in svc.route(image, "What word is written in the box?")]
+    assert not svc.refresh()  # nothing changed: no rebuild
+    try:
+        assert cli.main(["models", "disable", name]) == 0
+        ranked = svc.route(image, "What word is written in the box?")
+        assert name not in [r["model_id"] for r in ranked] and len(ranked) >= 1
+        assert name in [r["model_id"] for r in pinned.route(image, "What word is written in the box?")]
+    finally:
+        assert cli.main(["models", "add", name, "--backend", "sim"]) == 0
+    assert name in [r["model_id"] for r in svc.route(image, "What word is written in the box?")]
