@@ -21,7 +21,7 @@ from router.artifacts import latest_checkpoint_dir
 from router.checkpoint import load_checkpoint
 from router.data import RoutingData, normalise_cost
 from router.dataset import PooledNormaliser, Standardiser, calibration_inputs, expected_cost_usd
-from router.features import FeatureConfig, encode_single, side_features
+from router.features import FeatureConfig, encode_single, load_encoders, side_features
 from router.pipeline_data import FEATURES_DIR, WarehouseInputs, load_inputs, routing_data
 from router.threads import torch_threads
 from router.training import predict
@@ -103,7 +103,16 @@ class RouterService:
                      task_group: str | None = None, dataset: str | None = None) -> RoutingData:
         """The request as a one-row RoutingData (split ``test``; no outcomes), ``avail`` = the pool."""
         fs, data = self.inputs.features, self.data
-        enc = encode_single(image, question, self.feature_cfg)
+        encoders = load_encoders(self.feature_cfg)  # memoised; weights load on first use
+        stored = [(fs.text_encoder_id, encoders.text.encoder_id, "question")]
+        if image is not None and fs.image_encoder_id is not None:
+            stored.append((fs.image_encoder_id, encoders.image.encoder_id, "image"))
+        for have, got, what in stored:
+            if have != got:
+                raise ValueError(f"the router was trained on {what} features from {have!r} but requests are "
+                                 f"encoded with {got!r}; route with the FeatureConfig the features asset used "
+                                 "(imported embeddings cannot encode new requests)")
+        enc = encode_single(image, question, self.feature_cfg, encoders)
         tg, ds = task_group or "", dataset or ""
         has = np.array([image is not None])
         wh_size = np.asarray([enc["image_wh"] if image is not None else (0, 0)])

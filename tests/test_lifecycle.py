@@ -253,3 +253,17 @@ def test_long_lived_routing_service_follows_the_registry(pipeline):
     finally:
         assert cli.main(["models", "add", name, "--backend", "sim"]) == 0
     assert name in [r["model_id"] for r in svc.route(image, "What word is written in the box?")]
+
+
+def test_routing_api_refuses_requests_from_another_encoder(pipeline):
+    import dataclasses
+
+    from router.api import load_router
+
+    home, _, _ = pipeline
+    svc = load_router(home)
+    svc.auto_refresh = False
+    svc.inputs = dataclasses.replace(svc.inputs, features=dataclasses.replace(svc.inputs.features,
+                                                                              text_encoder_id="imported:vlrb"))
+    with pytest.raises(ValueError, match="question features from 'imported:vlrb'"):
+        svc.route(None, "What word is written in the box?")
