@@ -109,6 +109,7 @@ def latent_router(context: dg.AssetExecutionContext, config: LatentRouterTrainCo
         "strongest_model": strongest,
         "strongest_test_quality": test_strongest,
         "checkpoint": dg.MetadataValue.path(str(ckpt)),
+        "model_config": dg.MetadataValue.json(result.model_cfg.to_dict()),
         "training_curve": dg.MetadataValue.md(md_table(curve)),
         "models": ", ".join(data.model_ids),
     })

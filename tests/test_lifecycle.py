@@ -267,3 +267,20 @@ def test_routing_api_refuses_requests_from_another_encoder(pipeline):
                                                                               text_encoder_id="imported:vlrb"))
     with pytest.raises(ValueError, match="question features from 'imported:vlrb'"):
         svc.route(None, "What word is written in the box?")
+
+
+def test_latent_router_asset_records_what_was_trained(pipeline):
+    from router.checkpoint import load_checkpoint
+
+    home, instance, _ = pipeline
+    rec = instance.fetch_materializations(dg.AssetKey("latent_router"), limit=1).records[0]
+    md = rec.asset_materialization.metadata
+    ckpt = md["checkpoint"].value
+    model, cfg, meta = load_checkpoint(ckpt)
+    assert md["parameters"].value == model.n_parameters() <= 1_000_000
+    assert md["model_config"].value["hidden"] == 32 == cfg.hidden  # the run config reached the model
+    assert md["model_config"].value["image_token_pool"] == cfg.image_token_pool == 4
+    assert md["seconds_per_epoch"].value > 0 and np.isfinite(md["val_utility"].value)
+    curve = md["training_curve"].value
+    assert curve.count("\n") >= 3 and "val_utility" in curve  # header, rule and one row per epoch
+    assert md["test_quality_lambda0"].value == pytest.approx(meta["test_quality_lambda0"])
