@@ -125,6 +125,12 @@ def side_input(data: RoutingData, rows: np.ndarray, cfg: LatentRouterConfig) -> 
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
 
+def _graph_capture() -> bool:
+    """True while torch.export / torch.compile / torch.jit.trace records the forward: branches on tensor
+    values must then take their general path (it is also correct for the special case)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def adaptive_windows(s: int, p: int) -> list[tuple[int, int]]:
     """[start, end) windows of 1-d adaptive average pooling from s to p cells (as ``F.adaptive_avg_pool1d``)."""
     return [((i * s) // p, -((-(i + 1) * s) // p)) for i in range(p)]
@@ -175,7 +181,7 @@ def pool_image_tokens(tokens: torch.Tensor, valid: torch.Tensor, size: int) -> t
         out = F.avg_pool2d(grid, k, stride, pad, count_include_pad=False)
         return out.permute(0, 2, 3, 1).reshape(b, size * size, x.shape[-1])
 
-    if bool(valid.all()):
+    if not _graph_capture() and bool(valid.all()):  # a captured graph must not bake in one request's mask
         return pool(tokens), valid.new_ones(b, size * size)
     m = valid.to(tokens.dtype).unsqueeze(-1)
     den = pool(m)
@@ -196,7 +202,7 @@ def first_valid_tokens(tokens: torch.Tensor, valid: torch.Tensor, n: int) -> tup
     b, t, _ = tokens.shape
     if n <= 0 or t <= n:
         return tokens, valid
-    if is_prefix_mask(valid):
+    if not _graph_capture() and is_prefix_mask(valid):
         return tokens[:, :n].contiguous(), valid[:, :n]  # contiguous: the projection is then one GEMM
     order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :n]
     picked = torch.gather(tokens, 1, order.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
@@ -377,14 +383,16 @@ class CapsuleExtractor(nn.Module):
 
     def _factors(self) -> _CapsuleFactors:
         """The folded matrices of both attention forms; cached in eval (keyed on every weight's version)."""
-        params = [self.capsule_q, self.attn.in_proj_weight, self.attn.in_proj_bias, self.type_emb]
-        params += [p for p in self.txt_proj.parameters()] + [self.txt_mean, self.txt_std]
-        if self.img_proj is not None:
-            params += [p for p in self.img_proj.parameters()] + [self.img_mean, self.img_std]
-        key = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params)
-        use_cache = not (self.training or torch.is_grad_enabled())
-        if use_cache and self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
+        use_cache = not (self.training or torch.is_grad_enabled() or _graph_capture())
+        key: tuple[int, ...] = ()
+        if use_cache:
+            params = [self.capsule_q, self.attn.in_proj_weight, self.attn.in_proj_bias, self.type_emb]
+            params += [p for p in self.txt_proj.parameters()] + [self.txt_mean, self.txt_std]
+            if self.img_proj is not None:
+                params += [p for p in self.img_proj.parameters()] + [self.img_mean, self.img_std]
+            key = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params)
+            if self._cache is not None and self._cache[0] == key:
+                return self._cache[1]
         d, h, c = self.cfg.hidden, self.cfg.n_heads, self.cfg.n_capsules
         dh = d // h
         w, wb = self.attn.in_proj_weight, self.attn.in_proj_bias

@@ -161,6 +161,26 @@ def test_token_reduction_is_what_the_capsules_read() -> None:
         torch.testing.assert_close(net(**batch)["score"], net(**whole)["score"], atol=1e-6, rtol=1e-6)
 
 
+def test_graph_capture_takes_the_general_token_paths_with_the_same_result(monkeypatch) -> None:
+    """Under torch.compile / export / jit tracing the token reduction must not branch on tensor values (a
+    captured graph would bake one request's mask in); its general path must give the fast path's result."""
+    import router.latent_router as lr
+
+    model = _model(dims=InputDims(img_dim=16, txt_dim=12, side_dim=10, model_feat_dim=5), image_token_pool=2,
+                   max_text_tokens=3)
+    g = torch.Generator().manual_seed(7)
+    x = dict(_inputs(), img_tokens=torch.randn(4, 16, 16, generator=g), img_mask=torch.ones(4, 16, dtype=torch.bool),
+             txt_mask=torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] * 2 + [False] * 4, [True] * 6]))
+    no_img = dict(x, img_mask=torch.zeros(4, 16, dtype=torch.bool))
+    with torch.no_grad():
+        fast = [model(**x)["score"], model(**no_img)["score"]]
+        monkeypatch.setattr(lr, "_graph_capture", lambda: True)
+        general = [model(**x)["score"], model(**no_img)["score"]]
+    for a, b in zip(fast, general, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(fast[0], fast[1], atol=1e-4)  # the image matters, so both paths were exercised
+
+
 def test_configs_from_before_token_reduction_load_with_it_off() -> None:
     old = {k: v for k, v in LatentRouterConfig().to_dict().items() if k not in ("image_token_pool", "max_text_tokens")}
     cfg = LatentRouterConfig.from_dict(old)
