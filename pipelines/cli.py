@@ -143,6 +143,25 @@ def cmd_route(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from router.api import load_router
+    from router.server import make_server
+
+    service = load_router(home=_warehouse(args)[1])
+    service.warm_up()  # load the encoders now, not on the first request
+    server = make_server(service, host=args.host, port=args.port)
+    host, port = server.server_address[:2]
+    print(f"routing on http://{host}:{port}  (POST /route, GET /health); checkpoint {service.checkpoint.name}; "
+          f"models: {', '.join(service.data.model_ids)}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_import(args) -> int:
     from pipelines.importing import run_import
 
@@ -189,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pool", default="", help="comma-separated subset of models")
     r.add_argument("--format", choices=["table", "json"], default="table")
     r.set_defaults(func=cmd_route)
+
+    sv = sub.add_parser("serve", help="answer routing requests over HTTP (POST /route, GET /health)")
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    sv.add_argument("--port", type=int, default=8787)
+    sv.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("sim-serve", help="serve the simulated pool over Ollama's HTTP API")
     s.add_argument("--port", type=int, default=11434)

@@ -144,6 +144,10 @@ class RouterService:
             exp_cost=self._expected_cost(image is not None, tg)[None], split=np.array(["test"], dtype=object),
             task_group=np.array([tg], dtype=object), dataset=np.array([ds], dtype=object), latency_ms=None)
 
+    def warm_up(self) -> None:
+        """Route one synthetic image+question so the encoders' weights are loaded before real traffic."""
+        self.route(Image.new("RGB", (64, 64), (128, 128, 128)), "warm up")
+
     def route(self, image: str | Path | bytes | Image.Image | None, question: str, pool: list[str] | None = None,
               lam: float = 0.0, task_group: str | None = None, dataset: str | None = None) -> list[dict]:
         """Ranked candidate models with predicted quality, uncertainty, expected cost and utility."""

@@ -284,3 +284,60 @@ def test_latent_router_asset_records_what_was_trained(pipeline):
     curve = md["training_curve"].value
     assert curve.count("\n") >= 3 and "val_utility" in curve  # header, rule and one row per epoch
     assert md["test_quality_lambda0"].value == pytest.approx(meta["test_quality_lambda0"])
+
+
+def test_http_routing_server_answers_like_the_service(pipeline):
+    import base64
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from router.api import load_router
+    from router.server import make_server
+
+    home, _, _ = pipeline
+    svc = load_router(home)
+    svc.warm_up()  # what `lrouter serve` does before it listens
+    server = make_server(svc, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(payload) -> tuple[int, dict]:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        req = urllib.request.Request(url + "/route", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    try:
+        image = next((home / "warehouse" / "images").glob("*.png"))
+        question = "What word is written in the box?"
+        status, out = post({"question": question, "image_b64": base64.b64encode(image.read_bytes()).decode(),
+                            "lambda": 0.3, "pool": ["simvl-ultra:72b", "simdoc-ocr:4b"]})
+        assert status == 200
+        expected = svc.route(image, question, lam=0.3, pool=["simvl-ultra:72b", "simdoc-ocr:4b"])
+        assert [r["model_id"] for r in out["ranked"]] == [r["model_id"] for r in expected]
+        assert out["ranked"][0]["utility"] == pytest.approx(expected[0]["utility"], abs=1e-6)
+        assert out["chosen_model"] == expected[0]["model_id"]
+        with urllib.request.urlopen(url + "/health", timeout=60) as resp:
+            health = json.loads(resp.read())
+        assert health["status"] == "ok" and "simvl-ultra:72b" in health["models"]
+        # bad input: 400 naming the problem, and the server keeps serving
+        assert post({"image_b64": "aGVsbG8="}) == (400, {"error": "field 'question' must be a non-empty string"})
+        status, err = post({"question": "q?", "image_b64": "not base64!"})
+        assert status == 400 and "image_b64" in err["error"]
+        status, err = post({"question": "q?", "image_b64": base64.b64encode(b"not an image").decode()})
+        assert status == 400 and "cannot read image" in err["error"]
+        status, err = post({"question": "q?", "pool": ["no-such-model"]})
+        assert status == 400 and "no-such-model" in err["error"]
+        status, err = post({"question": "q?", "lambda": -1})
+        assert status == 400 and "lambda" in err["error"]
+        status, err = post(b"{not json")
+        assert status == 400 and "JSON" in err["error"]
+        assert post({"question": "Which is larger, 3 or 5?"})[0] == 200  # text-only request
+    finally:
+        server.shutdown()
+        server.server_close()
