@@ -67,22 +67,27 @@ class RouterService:
         return (str(ckpt), stats)
 
     def _build(self) -> None:
-        self.sources = self._sources()
+        """Load everything into locals, then swap it in: a failed rebuild leaves the last good state (and is
+        retried on the next request, since ``sources`` still names the old files)."""
+        sources = self._sources()  # taken first: a change during the build triggers another one next time
         ckpt = latest_checkpoint_dir(self.wh)
         if ckpt is None:
             raise FileNotFoundError(f"no trained router in {self.wh.artifacts_dir}; run `make demo` or "
                                     "materialize latent_router first")
-        self.checkpoint = ckpt
-        self.model, self.cfg, self.meta = load_checkpoint(ckpt)
-        self.inputs: WarehouseInputs = load_inputs(self.wh)
-        inp, fs = self.inputs, self.inputs.features
-        self.data = routing_data(inp)  # the warehouse's rows: model tokens' features and every normaliser
-        train = self.data.idx("train")
-        self._side = Standardiser.fit(fs.side, train)
-        self._pooled = PooledNormaliser.fit(fs, train)
-        self._calib, self._qmeta = calibration_inputs(inp.queries, inp.traces, inp.splits, self.data.model_ids)
-        self.cost_scale = normalise_cost(self.data.cost_usd, self.data.avail, train)[1]
+        model, cfg, meta = load_checkpoint(ckpt)
+        inp = load_inputs(self.wh)
+        data = routing_data(inp)  # the warehouse's rows: model tokens' features and every normaliser
+        train = data.idx("train")
+        calib, qmeta = calibration_inputs(inp.queries, inp.traces, inp.splits, data.model_ids)
+        self.checkpoint, self.model, self.cfg, self.meta = ckpt, model, cfg, meta
+        self.inputs: WarehouseInputs = inp
+        self.data = data
+        self._side = Standardiser.fit(inp.features.side, train)
+        self._pooled = PooledNormaliser.fit(inp.features, train)
+        self._calib, self._qmeta = calib, qmeta
+        self.cost_scale = normalise_cost(data.cost_usd, data.avail, train)[1]
         self._exp_cost: dict[tuple[bool, str], np.ndarray] = {}
+        self.sources = sources
 
     def refresh(self) -> bool:
         """Rebuild if the checkpoint or an input table changed since the last build; True when it did."""
