@@ -990,7 +990,7 @@ def cold_start(ctx: EvalContext) -> ExperimentResult:
 def efficiency(ctx: EvalContext) -> ExperimentResult:
     """Parameters (stored numbers for KNN / KMeans) and router-side latency of every learned router.
 
-    Latency is ``select`` at lambda 0 (forward pass + argmax, no MLLM call) on ``LATENCY_THREADS`` CPU
+    Latency is ``select`` at lambda 0 (batch building, forward pass, argmax; no MLLM call) on ``LATENCY_THREADS`` CPU
     thread(s), as the routing API serves a request: ms per query at batch ``latency_batch`` (median of
     repeats) and the p50 of ``latency_single_calls`` single-query calls; seed ``seeds[0]``, oriented fits.
     Also the router's mean primary metric over seeds.
