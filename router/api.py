@@ -2,10 +2,10 @@
 
 Uses the latest trained LatentRouter checkpoint, the same frozen encoders as the features asset, and the
 CURRENT capability profiles and registry: a model added after training is scored through its capability
-token, a disabled model is masked out (a long-lived service notices both before its next request). The warehouse's routing arrays are
-built once per service; a request becomes one extra row through the very normalisers those arrays were
-built with (train-row side statistics, calibration expected costs, the train cost scale), so it costs an
-encoder pass and one router forward, not a rebuild.
+token, a disabled model is masked out (a long-lived service notices both before its next request). The
+warehouse's routing arrays are built once per service; a request becomes one extra row through the very
+normalisers those arrays were built with (train-row side statistics, calibration expected costs, the train
+cost scale), so it costs an encoder pass and one router forward, not a rebuild.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from PIL import Image
 
 from router.artifacts import latest_checkpoint_dir
 from router.checkpoint import load_checkpoint
-from router.data import RoutingData, normalise_cost
-from router.dataset import PooledNormaliser, Standardiser, calibration_inputs, expected_cost_usd
+from router.data import RoutingData
+from router.dataset import build_routing_data_and_normalisers, expected_cost_usd
 from router.features import FeatureConfig, encode_single, load_encoders, side_features
-from router.pipeline_data import FEATURES_DIR, WarehouseInputs, load_inputs, routing_data
+from router.pipeline_data import FEATURES_DIR, WarehouseInputs, load_inputs
 from router.threads import torch_threads
 from router.training import predict
 from warehouse.store import Warehouse, lrouter_home
@@ -76,16 +76,12 @@ class RouterService:
                                     "materialize latent_router first")
         model, cfg, meta = load_checkpoint(ckpt)
         inp = load_inputs(self.wh)
-        data = routing_data(inp)  # the warehouse's rows: model tokens' features and every normaliser
-        train = data.idx("train")
-        calib, qmeta = calibration_inputs(inp.queries, inp.traces, inp.splits, data.model_ids)
+        # the warehouse's rows (model tokens' features) and the normalisers they were built with
+        data, norms = build_routing_data_and_normalisers(inp.queries, inp.traces, inp.splits, inp.profiles,
+                                                         inp.features, inp.models)
         self.checkpoint, self.model, self.cfg, self.meta = ckpt, model, cfg, meta
         self.inputs: WarehouseInputs = inp
-        self.data = data
-        self._side = Standardiser.fit(inp.features.side, train)
-        self._pooled = PooledNormaliser.fit(inp.features, train)
-        self._calib, self._qmeta = calib, qmeta
-        self.cost_scale = normalise_cost(data.cost_usd, data.avail, train)[1]
+        self.data, self.norms = data, norms
         self._exp_cost: dict[tuple[bool, str], np.ndarray] = {}
         self.sources = sources
 
@@ -100,14 +96,18 @@ class RouterService:
         """Normalised [K] cost expected before answering for a request of this kind (memoised)."""
         key = (has_image, task_group)
         if key not in self._exp_cost:
-            usd = expected_cost_usd(self._calib, self.inputs.models, self._qmeta, has_image, task_group)
-            self._exp_cost[key] = (usd / self.cost_scale).astype(np.float32)
+            usd = expected_cost_usd(self.norms.calib, self.inputs.models, self.norms.qmeta, has_image, task_group)
+            self._exp_cost[key] = (usd / self.norms.cost_scale).astype(np.float32)
         return self._exp_cost[key]
 
     def request_data(self, image: Image.Image | None, question: str, pool: list[str] | None = None,
                      task_group: str | None = None, dataset: str | None = None) -> RoutingData:
         """The request as a one-row RoutingData (split ``test``; no outcomes), ``avail`` = the pool."""
         fs, data = self.inputs.features, self.data
+        models = data.model_ids
+        unknown = [m for m in pool or [] if m not in models]
+        if unknown:  # before any encoder work
+            raise ValueError(f"unknown or inactive model(s) in pool: {unknown}; active: {models}")
         encoders = load_encoders(self.feature_cfg)  # memoised; weights load on first use
         stored = [(fs.text_encoder_id, encoders.text.encoder_id, "question")]
         if image is not None and fs.image_encoder_id is not None:
@@ -135,16 +135,11 @@ class RouterService:
                 img_tokens = np.zeros((1, *fs.img_tokens.shape[1:]), dtype=fs.img_tokens.dtype)
                 img_pooled = np.zeros((1, fs.img_pooled.shape[1]), dtype=np.float32)
             img_mask = np.full((1, fs.img_tokens.shape[1]), image is not None)
-        models = data.model_ids
-        if pool:
-            unknown = [m for m in pool if m not in models]
-            if unknown:
-                raise ValueError(f"unknown or inactive model(s) in pool: {unknown}; active: {models}")
         k = data.k
         return replace(
             data, query_ids=[REQUEST_ID], img_tokens=img_tokens, img_mask=img_mask, txt_tokens=txt[None],
-            txt_mask=txt_mask[None], pooled=self._pooled(img_pooled, enc["txt_pooled"][None], side, has),
-            side=self._side(side), quality=np.zeros((1, k), np.float32), cost=np.zeros((1, k), np.float32),
+            txt_mask=txt_mask[None], pooled=self.norms.pooled(img_pooled, enc["txt_pooled"][None], side, has),
+            side=self.norms.side(side), quality=np.zeros((1, k), np.float32), cost=np.zeros((1, k), np.float32),
             cost_usd=np.zeros((1, k)), avail=np.array([[m in pool if pool else True for m in models]]),
             exp_cost=self._expected_cost(image is not None, tg)[None], split=np.array(["test"], dtype=object),
             task_group=np.array([tg], dtype=object), dataset=np.array([ds], dtype=object), latency_ms=None)
@@ -184,7 +179,7 @@ class RouterService:
                 "model_id": m,
                 "quality": float(mu[0, j]),
                 "uncertainty": float(sigma[0, j]),
-                "cost_usd": float(req.exp_cost[0, j] * self.cost_scale),
+                "cost_usd": float(req.exp_cost[0, j] * self.norms.cost_scale),
                 "utility": float(score[0, j]),
                 "simulated": bool(req.simulated[j]) if req.simulated else False,
             })

@@ -42,11 +42,6 @@ class Standardiser:
         return (x - self.mean) / self.std
 
 
-def _standardise(x: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
-    """Per-dimension z-scores with mean/std from ``fit_rows`` only."""
-    return Standardiser.fit(x, fit_rows)(x)
-
-
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(n > 1e-12, n, 1.0)
@@ -54,7 +49,9 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PooledNormaliser:
-    """The train-row statistics of ``pooled_features``, reusable for a request at routing time."""
+    """``RoutingData.pooled``: the L2-normalised concat of per-block standardised image, text and side vectors
+    (train statistics). Each block is scaled to unit length per row so no block dominates by its width; rows
+    without an image get a zero image block (masked, not a made-up image)."""
 
     img: Standardiser | None
     txt: Standardiser
@@ -77,16 +74,6 @@ class PooledNormaliser:
         blocks.append(_unit_rows(self.txt(txt_pooled)))
         blocks.append(_unit_rows(self.side(side)))
         return _unit_rows(np.concatenate(blocks, axis=1)).astype(np.float32)
-
-
-def pooled_features(features: FeatureSet, train_rows: np.ndarray) -> np.ndarray:
-    """L2-normalised concat of per-block standardised image, text and side vectors (train statistics).
-
-    Each block is standardised per dimension, then scaled to unit length per row so no block dominates by
-    its width; rows without an image get a zero image block (masked, not a made-up image).
-    """
-    norm = PooledNormaliser.fit(features, train_rows)
-    return norm(features.img_pooled, features.txt_pooled, features.side, features.has_image)
 
 
 def _expected_cost_usd(
@@ -169,6 +156,19 @@ def expected_cost_usd(calib: pl.DataFrame, models: pl.DataFrame, qmeta: dict[str
                               qmeta)[0]
 
 
+@dataclass(frozen=True)
+class QueryNormalisers:
+    """Everything ``build_routing_data`` fitted on train / calibration rows that a NEW query needs to become
+    a row of the same arrays (the routing API): side and pooled standardisers, the calibration traces that
+    expected costs come from, and the train cost scale."""
+
+    side: Standardiser
+    pooled: PooledNormaliser
+    calib: pl.DataFrame
+    qmeta: dict[str, tuple[str, bool]]
+    cost_scale: float
+
+
 def build_routing_data(
     queries: pl.DataFrame,
     traces: pl.DataFrame,
@@ -183,6 +183,19 @@ def build_routing_data(
     ``calib_limit`` must match the one the profiles were built with (cold start), so the expected cost of a
     held-out model is estimated from the same few calibration rows.
     """
+    return build_routing_data_and_normalisers(queries, traces, splits, profiles, features, models, calib_limit)[0]
+
+
+def build_routing_data_and_normalisers(
+    queries: pl.DataFrame,
+    traces: pl.DataFrame,
+    splits: pl.DataFrame,
+    profiles: pl.DataFrame,
+    features: FeatureSet,
+    models: pl.DataFrame,
+    calib_limit: Mapping[str, int] | None = None,
+) -> tuple[RoutingData, QueryNormalisers]:
+    """``build_routing_data`` plus the normalisers it fitted, for routing new queries the same way."""
     check_traces(traces)
     for c in ("query_id", "task_group", "dataset"):
         if c not in queries.columns:
@@ -235,18 +248,20 @@ def build_routing_data(
     calib, qmeta = calibration_inputs(queries, traces, splits, model_ids, calib_limit)
     exp_cost_usd = _expected_cost_usd(calib, models, model_ids, features.has_image, task_group, qmeta)
     exp_cost = (exp_cost_usd / scale).astype(np.float32)
+    pooled = PooledNormaliser.fit(features, train_rows)  # its side block is the side standardiser too
+    norms = QueryNormalisers(side=pooled.side, pooled=pooled, calib=calib, qmeta=qmeta, cost_scale=float(scale))
 
     simulated = (models["simulated"].fill_null(False).to_list() if "simulated" in models.columns
                  else [False] * len(model_ids))
-    return RoutingData(
+    data = RoutingData(
         query_ids=query_ids,
         model_ids=model_ids,
         img_tokens=features.img_tokens,
         img_mask=features.img_mask,
         txt_tokens=features.txt_tokens,
         txt_mask=features.txt_mask,
-        pooled=pooled_features(features, train_rows),
-        side=_standardise(features.side, train_rows),
+        pooled=norms.pooled(features.img_pooled, features.txt_pooled, features.side, features.has_image),
+        side=norms.side(features.side),
         quality=quality,
         cost=cost,
         cost_usd=cost_usd,
@@ -261,3 +276,4 @@ def build_routing_data(
         text_only=features.img_tokens is None,
         latency_ms=latency,
     )
+    return data, norms

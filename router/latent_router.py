@@ -150,8 +150,10 @@ def _uniform_pool(s: int, p: int) -> tuple[int, int, int] | None:
     return None
 
 
+@functools.cache
 def adaptive_pool_matrix(s: int, p: int) -> torch.Tensor:
-    """[p*p, s*s] averaging matrix of 2-d adaptive average pooling over a row-major s x s grid."""
+    """[p*p, s*s] averaging matrix of 2-d adaptive average pooling over a row-major s x s grid (memoised;
+    callers move a copy to their device)."""
     m = torch.zeros(p, s)
     for i, (lo, hi) in enumerate(adaptive_windows(s, p)):
         m[i, lo:hi] = 1.0 / (hi - lo)
@@ -223,11 +225,12 @@ class FFN(nn.Module):
         return F.linear(h, self.fc2.weight, self.fc2.bias)
 
 
-def small_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Softmax from plain elementwise ops: on CPU several times faster than ``torch.softmax`` or the fused
-    attention kernel for rows of a few keys (the K models, the C capsules). Every row needs a finite entry."""
-    e = (x - x.amax(dim=dim, keepdim=True)).exp()
-    return e / e.sum(dim=dim, keepdim=True)
+def small_softmax(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis from plain elementwise ops: on CPU several times faster than
+    ``torch.softmax`` or the fused attention kernel for rows of a few keys (the K models, the C capsules).
+    Every row needs a finite entry."""
+    e = (x - x.amax(dim=-1, keepdim=True)).exp()
+    return e / e.sum(dim=-1, keepdim=True)
 
 
 def attend(
@@ -373,13 +376,14 @@ class CapsuleExtractor(nn.Module):
         return st + self.type_emb[2]
 
     def explicit_sequence(
-        self, inputs: list[tuple[torch.Tensor, torch.Tensor]], side_tok: torch.Tensor
+        self, inputs: list[tuple[torch.Tensor, torch.Tensor]], side_tok: torch.Tensor,
+        proj: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The projected joint sequence [V; Q; S] and its padding mask (True = ignore)."""
-        seq = [F.linear(x, w, bias) for (w, bias), (x, _) in zip(self._segments(), inputs, strict=True)]
-        b, t = side_tok.shape[:2]
-        ign = [ig for _, ig in inputs] + [torch.zeros(b, t, dtype=torch.bool, device=side_tok.device)]
-        return torch.cat(seq + [side_tok], dim=1), torch.cat(ign, dim=1)
+        """The projected joint sequence [V; Q; S] and its padding mask (True = ignore); ``proj`` are the
+        folded segment projections when the caller has them (``_factors().proj``)."""
+        proj = self._segments() if proj is None else proj
+        seq = [F.linear(x, w, bias) for (w, bias), (x, _) in zip(proj, inputs, strict=True)]
+        return torch.cat(seq + [side_tok], dim=1), self._ignore(inputs, side_tok)
 
     def _factors(self) -> _CapsuleFactors:
         """The folded matrices of both attention forms; cached in eval (keyed on every weight's version)."""
@@ -443,10 +447,9 @@ class CapsuleExtractor(nn.Module):
         d, h, c = self.cfg.hidden, self.cfg.n_heads, self.cfg.n_capsules
         ch, dh = c * h, d // h
         fac = self._factors()
-        seq = torch.cat([F.linear(x, w, bias) for (w, bias), (x, _) in zip(fac.proj, inputs, strict=True)]
-                        + [side_tok], dim=1)
+        seq, ignore = self.explicit_sequence(inputs, side_tok, fac.proj)
         z = F.linear(seq, fac.z_w, fac.z_b)  # [B, T, C*h + d]
-        alpha = self._token_softmax(z[..., :ch], self._ignore(inputs, side_tok))  # [B, C*h, T]
+        alpha = self._token_softmax(z[..., :ch], ignore)  # [B, C*h, T]
         full = torch.bmm(alpha, z[..., ch:])  # [B, C*h, d]: every head's values
         out = full.view(b, c, h, h, dh).diagonal(dim1=2, dim2=3).transpose(2, 3).reshape(b, c, d)
         return F.linear(out, self.attn.out_proj.weight, self.attn.out_proj.bias)
