@@ -6,10 +6,10 @@ import dagster as dg
 import polars as pl
 
 from assets.common import MODELS_PARTITIONS, SIMULATED_NOTE, md_table
-from collectors.benchmark import generate_benchmark
-from collectors.checkpoint import collect_partition
+from assets.resources import OllamaResource, WarehouseResource
+from collectors.benchmark.generator import generate_benchmark
+from collectors.collection.resume import collect_partition
 from collectors.registry import ensure_registry, models_table
-from pipelines.resources import OllamaResource, WarehouseResource
 from warehouse.catalog import refresh_catalog
 from warehouse.schemas import QUERIES, TRACES
 
@@ -38,8 +38,8 @@ def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig
         wh.write_table("queries", df)
         extra["seed"] = config.seed
     else:
-        from collectors.importers import import_benchmark, import_long
-        from collectors.ingest import apply_import
+        from collectors.importing.formats import import_benchmark, import_long
+        from collectors.importing.ingest import apply_import
         from pipelines.importing import KIND_TO_FORMAT, import_kwargs
 
         if config.source not in KIND_TO_FORMAT:
@@ -126,8 +126,8 @@ def outcome_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         splits = wh.read_table("splits")
         first = splits.filter(pl.col("in_calibration"))["query_id"].to_list()
     if model.backend == "import":  # imported outcomes: nothing to call, just re-check the partition
-        from collectors.checkpoint import PartitionResult
-        from collectors.collector import CallStats
+        from collectors.collection.client import CallStats
+        from collectors.collection.resume import PartitionResult
 
         result = PartitionResult(traces=wh.read_trace_partition(model_id), stats=CallStats(), attempted=0,
                                  resumed_rows=0)

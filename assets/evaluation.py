@@ -7,17 +7,17 @@ import polars as pl
 
 from assets.collection import candidate_models, outcome_traces
 from assets.features import capability_profiles, data_splits, query_features
+from assets.resources import WarehouseResource
 from assets.routing import DEPLOYED, latent_router
-from pipelines.resources import WarehouseResource
-from router.evaluation import (
+from router.data.warehouse_inputs import load_inputs, routing_data
+from router.evaluation.experiments import (
     EXPERIMENTS,
     EvalConfig,
     default_cold_start_model,
     run_all,
     warehouse_profile_source,
 )
-from router.pipeline_data import load_inputs, routing_data
-from router.reports import table1_markdown, write_report
+from router.evaluation.reports import table1_markdown, write_report
 from warehouse.catalog import refresh_catalog
 
 GROUP = "evaluation"
@@ -26,7 +26,7 @@ GROUP = "evaluation"
 class EvaluationConfig(dg.Config):
     preset: str = "demo"  # quick (CI) | demo (pipeline default) | paper (full protocol)
     seeds: list[int] = [0, 1, 2]
-    experiments: list[str] = []  # empty = all of router.evaluation.EXPERIMENTS
+    experiments: list[str] = []  # empty = all of router.evaluation.experiments.EXPERIMENTS
     cold_start_model: str = ""  # empty = the model best on some task group by the widest margin
     primary_metric: str = "rank_score"
 

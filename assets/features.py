@@ -8,12 +8,12 @@ import polars as pl
 
 from assets.collection import benchmark_queries, candidate_models, outcome_traces
 from assets.common import md_table
-from collectors.ingest import load_imported_embeddings
-from pipelines.resources import WarehouseResource
-from router.features import FeatureConfig, FeatureSet, extract_features
-from router.imported_features import declared_side_features, with_imported_embeddings, with_side_features
-from router.profiles import build_profiles, leakage_report
-from router.splits import make_splits
+from assets.resources import WarehouseResource
+from collectors.importing.ingest import load_imported_embeddings
+from router.data.profiles import build_profiles, leakage_report
+from router.data.splits import make_splits
+from router.features.encoders import FeatureConfig, FeatureSet, extract_features
+from router.features.imported import declared_side_features, with_imported_embeddings, with_side_features
 
 GROUP = "features"
 FEATURES_DIR = "current"

@@ -10,12 +10,12 @@ import polars as pl
 from assets.collection import candidate_models, outcome_traces
 from assets.common import SIMULATED_NOTE, md_table
 from assets.features import capability_profiles, data_splits, query_features
-from pipelines.resources import WarehouseResource
-from router.artifacts import latest_checkpoint_dir, new_checkpoint_dir, publish
-from router.checkpoint import load_checkpoint, meta_from_data, save_checkpoint
-from router.latent_router import LatentRouterConfig
-from router.pipeline_data import load_inputs, routing_data, strongest_on
-from router.training import TrainConfig, predict, train_latent_router
+from assets.resources import WarehouseResource
+from router.data.warehouse_inputs import load_inputs, routing_data, strongest_on
+from router.models.latent_router.model import LatentRouterConfig
+from router.training.artifacts import latest_checkpoint_dir, new_checkpoint_dir, publish
+from router.training.checkpoint import load_checkpoint, meta_from_data, save_checkpoint
+from router.training.trainer import TrainConfig, predict, train_latent_router
 from warehouse.schemas import ROUTING_DECISIONS
 
 GROUP = "routing"

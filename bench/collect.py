@@ -22,10 +22,10 @@ import numpy as np
 import polars as pl
 from PIL import Image, ImageDraw
 
-from collectors.collector import CollectConfig, collect_model
+from collectors.collection.client import CollectConfig, collect_model
 from collectors.registry import ModelEntry
-from collectors.sim_models import DEFAULT_POOL, SimModelSpec
-from collectors.sim_server import FaultConfig, SimServer
+from collectors.simulator.pool import DEFAULT_POOL, SimModelSpec
+from collectors.simulator.server import FaultConfig, SimServer
 from warehouse.schemas import QUERIES, conform
 
 CALL_LATENCY_S = 0.2

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import polars as pl
 
-from collectors.checkpoint import collect_partition
-from collectors.collector import CollectConfig
+from collectors.collection.client import CollectConfig
+from collectors.collection.resume import collect_partition
 from collectors.registry import ModelEntry
-from collectors.sim_models import DEFAULT_POOL
-from collectors.sim_server import FAULT_KINDS, FaultConfig, SimServer
+from collectors.simulator.pool import DEFAULT_POOL
+from collectors.simulator.server import FAULT_KINDS, FaultConfig, SimServer
 from warehouse.store import Warehouse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -23,7 +23,7 @@ import polars as pl  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from router.features import FeatureConfig, extract_features, load_encoders  # noqa: E402
+from router.features.encoders import FeatureConfig, extract_features, load_encoders  # noqa: E402
 
 WORDS = ("what", "is", "the", "value", "of", "largest", "bar", "in", "chart", "read", "text", "shown", "image",
          "how", "many", "objects", "are", "there", "solve", "for", "x", "total", "difference", "between", "blue")

@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from router.data import RoutingData, synthetic_routing_data  # noqa: E402
-from router.latent_router import InputDims, LatentRouter, LatentRouterConfig  # noqa: E402
-from router.training import TrainConfig, make_batch, train_latent_router  # noqa: E402
+from router.data.routing_data import RoutingData, synthetic_routing_data  # noqa: E402
+from router.models.latent_router.model import InputDims, LatentRouter, LatentRouterConfig  # noqa: E402
+from router.training.trainer import TrainConfig, make_batch, train_latent_router  # noqa: E402
 
 
 def real_shaped_data(n: int, k: int, seed: int = 0) -> RoutingData:
@@ -141,8 +141,8 @@ def route_api(home: Path | None, calls: int = 30) -> None:
     """End-to-end ``RouterService.route`` on a real warehouse: encoders + request row + one router forward."""
     from PIL import Image
 
-    from router.api import load_router
-    from router.artifacts import latest_checkpoint_dir
+    from router.serving.service import load_router
+    from router.training.artifacts import latest_checkpoint_dir
     from warehouse.store import Warehouse, lrouter_home
 
     home = home or lrouter_home()

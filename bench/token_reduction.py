@@ -15,10 +15,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from router.artifacts import latest_checkpoint_dir  # noqa: E402
-from router.latent_router import LatentRouterConfig  # noqa: E402
-from router.pipeline_data import load_inputs, routing_data  # noqa: E402
-from router.training import TrainConfig, predict, train_latent_router  # noqa: E402
+from router.data.warehouse_inputs import load_inputs, routing_data  # noqa: E402
+from router.models.latent_router.model import LatentRouterConfig  # noqa: E402
+from router.training.artifacts import latest_checkpoint_dir  # noqa: E402
+from router.training.trainer import TrainConfig, predict, train_latent_router  # noqa: E402
 from warehouse.store import Warehouse, lrouter_home  # noqa: E402
 
 VARIANTS = {

@@ -17,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from warehouse.schemas import MODELS, conform
 from warehouse.store import atomic_write_bytes
-
-BACKENDS = ("ollama", "sim", "import")
+from warehouse.vocabulary import BACKENDS
 
 
 class RegistryError(ValueError):
@@ -72,8 +71,7 @@ def default_registry_path(home: Path | None = None) -> Path:
 
 def default_entries(include_held_out: bool = False) -> list[ModelEntry]:
     """The simulated default pool (8 models; the held-out 9th only when asked)."""
-    from collectors import sim_models
-
+    from collectors.simulator import pool as sim_models
     specs = list(sim_models.DEFAULT_POOL) + ([sim_models.HELD_OUT] if include_held_out else [])
     stamp = "2026-01-01T00:00:00+00:00"  # fixed so the default registry is reproducible
     return [

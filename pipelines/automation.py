@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from assets.common import MODELS_PARTITIONS
+from assets.resources import WarehouseResource
 from collectors.registry import ensure_registry
-from pipelines.resources import WarehouseResource
 
 COLLECT_JOB = "collect_traces_job"
 RECALIBRATE_JOB = "recalibrate_job"
@@ -84,7 +84,7 @@ def new_traces_since_training(warehouse: WarehouseResource) -> tuple[int, float 
     """Trace rows collected after the latest router checkpoint (all rows when there is none)."""
     import polars as pl
 
-    from router.artifacts import latest_checkpoint_time
+    from router.training.artifacts import latest_checkpoint_time
 
     wh = warehouse.warehouse()
     trained_at = latest_checkpoint_time(wh)

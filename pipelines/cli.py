@@ -55,7 +55,7 @@ def check_endpoint(entry) -> None:
     from collectors.registry import RegistryError
 
     if entry.backend == "sim" and not entry.endpoint:
-        from collectors.sim_models import ALL_MODELS
+        from collectors.simulator.pool import ALL_MODELS
 
         names = list(ALL_MODELS)
         if entry.model_id not in names:
@@ -120,7 +120,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_sim_serve(args) -> int:
-    from collectors.sim_server import serve_forever
+    from collectors.simulator.server import serve_forever
 
     serve_forever(port=args.port, host=args.host, answer_key=Path(args.answer_key) if args.answer_key else None,
                   time_scale=args.time_scale, seed=args.seed, include_held_out=args.include_held_out)
@@ -128,7 +128,7 @@ def cmd_sim_serve(args) -> int:
 
 
 def cmd_route(args) -> int:
-    from router.api import load_router
+    from router.serving.service import load_router
 
     router = load_router(home=_warehouse(args)[1])
     pool = [p for p in args.pool.split(",") if p] if args.pool else None
@@ -144,8 +144,8 @@ def cmd_route(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from router.api import load_router
-    from router.server import make_server
+    from router.serving.http import make_server
+    from router.serving.service import load_router
 
     service = load_router(home=_warehouse(args)[1])
     service.warm_up()  # load the encoders now, not on the first request

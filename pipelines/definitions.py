@@ -7,13 +7,13 @@ checks it in CI.
 import dagster as dg
 
 from assets import collection, features, routing
+from assets.resources import OllamaResource, WarehouseResource
 from pipelines.automation import (
     RECALIBRATE_JOB,
     RETRAIN_JOB,
     model_pool_sensor,
     recalibration_schedule,
 )
-from pipelines.resources import OllamaResource, WarehouseResource
 
 
 def _evaluation_module():

@@ -30,9 +30,9 @@ def import_kwargs(kind: str, images: str, queries: str, benchmark: str, on_error
 
 
 def run_import(args, wh: Warehouse, home: Path) -> int:
-    from collectors.import_validation import ImportValidationError
-    from collectors.importers import import_benchmark, import_long
-    from collectors.ingest import apply_import
+    from collectors.importing.formats import import_benchmark, import_long
+    from collectors.importing.ingest import apply_import
+    from collectors.importing.validation import ImportValidationError
     from pipelines.cli import _registry_path
 
     side = [c for c in (args.side_features or "").split(",") if c]

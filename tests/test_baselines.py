@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from router import baselines as B
-from router.data import RoutingData, synthetic_routing_data
-from router.metrics import evaluate_router, route_outcomes
+from router.data.routing_data import RoutingData, synthetic_routing_data
+from router.evaluation.metrics import evaluate_router, route_outcomes
+from router.models.baselines import families as B
 
 SEEDS = (0, 1, 2)
 N = 400

@@ -15,8 +15,7 @@ import polars as pl
 import pytest
 from PIL import Image, ImageDraw
 
-from collectors import sim_models as sm
-from collectors.benchmark import (
+from collectors.benchmark.generator import (
     DATASETS,
     MAX_SIDE,
     MIN_SIDE,
@@ -33,6 +32,7 @@ from collectors.benchmark import (
     visual_from_params,
 )
 from collectors.scoring import is_correct, score_answer
+from collectors.simulator import pool as sm
 from warehouse.schemas import QUERIES
 
 N, SEED = 48, 7

@@ -19,19 +19,19 @@ import polars as pl
 import pytest
 from PIL import Image, ImageDraw
 
-from collectors import checkpoint as ckpt_mod
-from collectors.checkpoint import TraceCheckpoint, collect_partition
-from collectors.collector import (
+from collectors.collection import resume as ckpt_mod
+from collectors.collection.client import (
     DEFAULT_PROMPT,
     MAX_QUESTION_CHARS,
     CollectConfig,
     collect_model,
     estimate_text_tokens,
 )
+from collectors.collection.resume import TraceCheckpoint, collect_partition
 from collectors.registry import ModelEntry
 from collectors.scoring import is_correct, score_answer
-from collectors.sim_models import DEFAULT_POOL, SimModelSpec, answer_for
-from collectors.sim_server import SimServer
+from collectors.simulator.pool import DEFAULT_POOL, SimModelSpec, answer_for
+from collectors.simulator.server import SimServer
 from warehouse.schemas import QUERIES, TRACES, conform
 from warehouse.store import Warehouse
 
@@ -350,7 +350,7 @@ def test_resume_from_staging_written_by_a_partial_collection(wh: Warehouse, key2
 
 
 def test_failed_pairs_are_retried_on_the_next_run_unless_told_not_to(wh: Warehouse, key20: pl.DataFrame) -> None:
-    from collectors.sim_server import FaultConfig
+    from collectors.simulator.server import FaultConfig
 
     q = key20.head(8)
     with served(key20, faults=FaultConfig(down_models={NANO.name})) as server:

@@ -19,11 +19,11 @@ import polars as pl
 import pytest
 from PIL import Image, ImageDraw
 
-from collectors.checkpoint import TraceCheckpoint, collect_partition
-from collectors.collector import CollectConfig, collect_model
+from collectors.collection.client import CollectConfig, collect_model
+from collectors.collection.resume import TraceCheckpoint, collect_partition
 from collectors.registry import ModelEntry
-from collectors.sim_models import DEFAULT_POOL, SimModelSpec
-from collectors.sim_server import FaultConfig, SimServer, _Handler
+from collectors.simulator.pool import DEFAULT_POOL, SimModelSpec
+from collectors.simulator.server import FaultConfig, SimServer, _Handler
 from warehouse.schemas import QUERIES, conform
 from warehouse.store import Warehouse
 

@@ -6,11 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from router.data import RoutingData
-from router.dataset import build_routing_data
-from router.features import FeatureSet
-from router.profiles import build_profiles, calibration_rows, profile_matrix
-from router.splits import make_splits
+from router.data.build import build_routing_data
+from router.data.profiles import build_profiles, calibration_rows, profile_matrix
+from router.data.routing_data import RoutingData
+from router.data.splits import make_splits
+from router.features.encoders import FeatureSet
 from warehouse.schemas import MODELS, QUERIES, TRACES, conform
 
 GROUPS = ("ocr", "chart", "math", "general")

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from router.data import RoutingData, synthetic_routing_data
-from router.evaluation import (
+from router.data.routing_data import RoutingData, synthetic_routing_data
+from router.evaluation.experiments import (
     EXPERIMENTS,
     LATENT,
     ORACLE,
@@ -28,8 +28,8 @@ from router.evaluation import (
     run_all,
     run_experiments,
 )
-from router.metrics import lambda_sweep
-from router.training import LatentRouterRouter
+from router.evaluation.metrics import lambda_sweep
+from router.training.trainer import LatentRouterRouter
 from warehouse.schemas import EVAL_RESULTS, ROUTING_DECISIONS
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from router.features import (
+from router.features.encoders import (
     EfficientNetLite0Encoder,
     FeatureConfig,
     FeatureSet,

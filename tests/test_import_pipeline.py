@@ -121,7 +121,7 @@ def test_mmr_bench_import_with_images_runs_the_graph(env):
     _run_graph(defs, instance, {"source": "mmr-bench", "path": str(d / "mmr.csv"), "images": str(d / "images"),
                                 "on_error": "skip", "side_features": ["category"]}, ["main_table"])
     wh = Warehouse(tmp / "home" / "warehouse")
-    from router.features import FeatureSet
+    from router.features.encoders import FeatureSet
 
     fs = FeatureSet.load(wh.features_dir / "current")
     cols = [i for i, n in enumerate(fs.side_names) if n.startswith("meta:category=")]

@@ -13,8 +13,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from collectors.import_validation import ImportValidationError
-from collectors.importers import (
+from collectors.importing.formats import (
     export_long,
     import_benchmark,
     import_custom_queries,
@@ -26,6 +25,7 @@ from collectors.importers import (
     query_id_for,
     task_group_for,
 )
+from collectors.importing.validation import ImportValidationError
 from warehouse.schemas import MODELS, QUERIES, TRACES
 
 AT = "2026-01-01T00:00:00+00:00"

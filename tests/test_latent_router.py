@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from router.data import synthetic_routing_data
-from router.latent_router import (
+from router.data.routing_data import synthetic_routing_data
+from router.models.latent_router.model import (
     InputDims,
     LatentRouter,
     LatentRouterConfig,
@@ -19,7 +19,7 @@ from router.latent_router import (
     first_valid_tokens,
     pool_image_tokens,
 )
-from router.training import make_batch
+from router.training.trainer import make_batch
 
 DIMS = InputDims(img_dim=16, txt_dim=12, side_dim=10, model_feat_dim=5)
 
@@ -164,7 +164,7 @@ def test_token_reduction_is_what_the_capsules_read() -> None:
 def test_graph_capture_takes_the_general_token_paths_with_the_same_result(monkeypatch) -> None:
     """Under torch.compile / export / jit tracing the token reduction must not branch on tensor values (a
     captured graph would bake one request's mask in); its general path must give the fast path's result."""
-    import router.latent_router as lr
+    import router.models.latent_router.model as lr
 
     model = _model(dims=InputDims(img_dim=16, txt_dim=12, side_dim=10, model_feat_dim=5), image_token_pool=2,
                    max_text_tokens=3)

@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from collectors.sim_models import HELD_OUT
+from collectors.simulator.pool import HELD_OUT
 from pipelines import cli
 from pipelines.automation import RECALIBRATE_JOB, RETRAIN_JOB, model_pool_sensor, recalibration_schedule
-from router.artifacts import latest_checkpoint_dir
+from router.training.artifacts import latest_checkpoint_dir
 from warehouse.catalog import run_query
 from warehouse.store import Warehouse
 
@@ -105,7 +105,7 @@ def test_add_model_sensor_collects_recalibrates_and_routes_without_retraining(pi
     assert HELD_OUT.name in md["models_new_since_training"].value
 
     # the routing API scores the new model too, and a disabled model is masked out at once
-    from router.api import load_router
+    from router.serving.service import load_router
 
     image = next(wh.images_dir.glob("*.png"))
     ranked = load_router(home).route(image, "What word is written in the box?")
@@ -187,10 +187,10 @@ def test_routing_api_request_row_equals_rebuilding_the_warehouse_arrays(pipeline
 
     from PIL import Image
 
-    from router.api import REQUEST_ID, _vocab, load_router
-    from router.features import FeatureSet, encode_single, side_features
-    from router.pipeline_data import WarehouseInputs, routing_data
-    from router.training import predict
+    from router.data.warehouse_inputs import WarehouseInputs, routing_data
+    from router.features.encoders import FeatureSet, encode_single, side_features
+    from router.serving.service import REQUEST_ID, _vocab, load_router
+    from router.training.trainer import predict
 
     home, _, _ = pipeline
     svc = load_router(home)
@@ -234,7 +234,7 @@ def test_routing_api_request_row_equals_rebuilding_the_warehouse_arrays(pipeline
 def test_long_lived_routing_service_follows_the_registry(pipeline):
     """A service built once sees a model disabled (and re-enabled) before its next request, without
     being rebuilt by hand; with auto_refresh off it keeps its snapshot."""
-    from router.api import load_router
+    from router.serving.service import load_router
 
     home, _, _ = pipeline
     svc = load_router(home)
@@ -258,7 +258,7 @@ def test_long_lived_routing_service_follows_the_registry(pipeline):
 def test_routing_api_refuses_requests_from_another_encoder(pipeline):
     import dataclasses
 
-    from router.api import load_router
+    from router.serving.service import load_router
 
     home, _, _ = pipeline
     svc = load_router(home)
@@ -270,7 +270,7 @@ def test_routing_api_refuses_requests_from_another_encoder(pipeline):
 
 
 def test_latent_router_asset_records_what_was_trained(pipeline):
-    from router.checkpoint import load_checkpoint
+    from router.training.checkpoint import load_checkpoint
 
     home, instance, _ = pipeline
     rec = instance.fetch_materializations(dg.AssetKey("latent_router"), limit=1).records[0]
@@ -293,8 +293,8 @@ def test_http_routing_server_answers_like_the_service(pipeline):
     import urllib.error
     import urllib.request
 
-    from router.api import load_router
-    from router.server import make_server
+    from router.serving.http import make_server
+    from router.serving.service import load_router
 
     home, _, _ = pipeline
     svc = load_router(home)

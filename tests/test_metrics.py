@@ -1,4 +1,4 @@
-"""Hand-computed checks of every evaluation metric in router.metrics."""
+"""Hand-computed checks of every evaluation metric in router.evaluation.metrics."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from router import metrics as M
-from router.base import Router
-from router.data import RoutingData, synthetic_routing_data
+from router.data.routing_data import RoutingData, synthetic_routing_data
+from router.evaluation import metrics as M
+from router.models.base import Router
 
 
 def tiny(quality, cost, cost_usd=None, avail=None, groups=None) -> RoutingData:

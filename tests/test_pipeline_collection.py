@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from assets import collection
-from pipelines.resources import OllamaResource, WarehouseResource
+from assets.resources import OllamaResource, WarehouseResource
 from warehouse.catalog import run_query
 from warehouse.store import Warehouse
 

@@ -10,9 +10,16 @@ import polars as pl
 import pytest
 import torch
 
-from router.data import synthetic_routing_data
-from router.evaluation import LATENT, ROUTERS, EvalConfig, EvalOutput, run_all
-from router.reports import PLOTS, fmt_pm, md_table, table1_markdown, verdict_sentences, write_report
+from router.data.routing_data import synthetic_routing_data
+from router.evaluation.experiments import LATENT, ROUTERS, EvalConfig, EvalOutput, run_all
+from router.evaluation.reports import (
+    PLOTS,
+    fmt_pm,
+    md_table,
+    table1_markdown,
+    verdict_sentences,
+    write_report,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -22,8 +22,8 @@ import polars as pl
 import pytest
 from PIL import Image, ImageDraw
 
-from collectors import sim_models as sm
-from collectors.sim_server import FAULT_KINDS, AnswerKey, FaultConfig, SimServer, serve_forever
+from collectors.simulator import pool as sm
+from collectors.simulator.server import FAULT_KINDS, AnswerKey, FaultConfig, SimServer, serve_forever
 from warehouse.schemas import MODELS
 
 CLEAN = dict.fromkeys(sm.VISUAL_FACTORS, 0.0)

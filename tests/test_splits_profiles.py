@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from router.profiles import (
+from router.data.profiles import (
     BASE_PARTS,
     PAIRWISE_PARTS,
     build_profiles,
@@ -16,7 +16,7 @@ from router.profiles import (
     leakage_report,
     profile_matrix,
 )
-from router.splits import make_splits
+from router.data.splits import make_splits
 from warehouse.schemas import MODELS, QUERIES, SPLITS, TRACES, conform
 
 GROUPS = ("ocr", "chart", "math", "general")

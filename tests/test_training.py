@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import router.training as training
-from router.checkpoint import load_checkpoint, meta_from_data, save_checkpoint
-from router.data import RoutingData, synthetic_routing_data
-from router.latent_router import LatentRouterConfig
-from router.training import (
+import router.training.trainer as training
+from router.data.routing_data import RoutingData, synthetic_routing_data
+from router.models.latent_router.model import LatentRouterConfig
+from router.training.checkpoint import load_checkpoint, meta_from_data, save_checkpoint
+from router.training.trainer import (
     LatentRouterRouter,
     TrainConfig,
     TrainResult,

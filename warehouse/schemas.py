@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from warehouse.vocabulary import TABLE_NAMES
+
 QUERIES = {
     "query_id": pl.String,  # stable hash of benchmark + source id
     "benchmark": pl.String,  # e.g. "builtin", "mmr-bench", "vl-routerbench", "custom"
@@ -36,8 +38,6 @@ MODELS = {
     "simulated": pl.Boolean,
     "description": pl.String,
 }
-
-TRACE_STATUSES = ("ok", "error", "timeout", "skipped")
 
 TRACES = {
     "query_id": pl.String,
@@ -90,14 +90,9 @@ ROUTING_DECISIONS = {
     "scores": pl.String,  # JSON {model_id: score}
 }
 
-TABLES: dict[str, dict[str, pl.DataType]] = {
-    "queries": QUERIES,
-    "models": MODELS,
-    "traces": TRACES,
-    "splits": SPLITS,
-    "eval_results": EVAL_RESULTS,
-    "routing_decisions": ROUTING_DECISIONS,
-}
+TABLES: dict[str, dict[str, pl.DataType]] = dict(
+    zip(TABLE_NAMES, (QUERIES, MODELS, TRACES, SPLITS, EVAL_RESULTS, ROUTING_DECISIONS), strict=True)
+)
 
 
 def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:

@@ -1,0 +1,191 @@
+"""Route a new request: ``RouterService.route(image, question, pool=None, lam=0.0)``.
+
+Uses the latest trained LatentRouter checkpoint, the same frozen encoders as the features asset, and the
+CURRENT capability profiles and registry: a model added after training is scored through its capability
+token, a disabled model is masked out (a long-lived service notices both before its next request). The
+warehouse's routing arrays are built once per service; a request becomes one extra row through the very
+normalisers those arrays were built with (train-row side statistics, calibration expected costs, the train
+cost scale), so it costs an encoder pass and one router forward, not a rebuild.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from router.data.build import build_routing_data_and_normalisers, expected_cost_usd
+from router.data.routing_data import RoutingData
+from router.data.warehouse_inputs import FEATURES_DIR, WarehouseInputs, load_inputs
+from router.features.encoders import FeatureConfig, encode_single, load_encoders, side_features
+from router.threads import torch_threads
+from router.training.artifacts import latest_checkpoint_dir
+from router.training.checkpoint import load_checkpoint
+from router.training.trainer import predict
+from warehouse.store import Warehouse, lrouter_home
+
+REQUEST_ID = "__request__"
+
+
+def _vocab(side_names: list[str], prefix: str) -> list[str]:
+    return [n.split("=", 1)[1] for n in side_names if n.startswith(prefix + "=") and n != f"{prefix}=other"]
+
+
+def _pad(x: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    out = np.zeros((length, x.shape[1]), dtype=np.float16)
+    n = min(length, x.shape[0])
+    out[:n] = x[:n]
+    mask = np.zeros(length, dtype=bool)
+    mask[:n] = True
+    return out, mask
+
+
+class RouterService:
+    """The deployed router of one warehouse; build once, call ``route`` per request.
+
+    A long-lived service stays current: before each request it compares the checkpoint pointer and the
+    files of the tables it was built from (every warehouse write is an atomic rename, so a change shows in
+    the file's mtime/size) and rebuilds when anything moved: a retrained router, recalibrated profiles, a
+    disabled or added model. ``auto_refresh=False`` pins the snapshot.
+    """
+
+    def __init__(self, wh: Warehouse, feature_cfg: FeatureConfig | None = None, auto_refresh: bool = True):
+        self.wh = wh
+        self.feature_cfg = replace(feature_cfg or FeatureConfig(), progress=False)
+        self.auto_refresh = auto_refresh
+        self._build()
+
+    def _sources(self) -> tuple:
+        """What the service is built from: the checkpoint in use and (path, mtime, size) of its input files."""
+        ckpt = latest_checkpoint_dir(self.wh)
+        files = [self.wh.table_path(n) for n in ("models", "profiles", "splits", "queries")]
+        files += sorted((self.wh.features_dir / FEATURES_DIR).glob("*"))
+        stats = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
+        return (str(ckpt), stats)
+
+    def _build(self) -> None:
+        """Load everything into locals, then swap it in: a failed rebuild leaves the last good state (and is
+        retried on the next request, since ``sources`` still names the old files)."""
+        sources = self._sources()  # taken first: a change during the build triggers another one next time
+        ckpt = latest_checkpoint_dir(self.wh)
+        if ckpt is None:
+            raise FileNotFoundError(f"no trained router in {self.wh.artifacts_dir}; run `make demo` or "
+                                    "materialize latent_router first")
+        model, cfg, meta = load_checkpoint(ckpt)
+        inp = load_inputs(self.wh)
+        # the warehouse's rows (model tokens' features) and the normalisers they were built with
+        data, norms = build_routing_data_and_normalisers(inp.queries, inp.traces, inp.splits, inp.profiles,
+                                                         inp.features, inp.models)
+        self.checkpoint, self.model, self.cfg, self.meta = ckpt, model, cfg, meta
+        self.inputs: WarehouseInputs = inp
+        self.data, self.norms = data, norms
+        self._exp_cost: dict[tuple[bool, str], np.ndarray] = {}
+        self.sources = sources
+
+    def refresh(self) -> bool:
+        """Rebuild if the checkpoint or an input table changed since the last build; True when it did."""
+        if self._sources() == self.sources:
+            return False
+        self._build()
+        return True
+
+    def _expected_cost(self, has_image: bool, task_group: str) -> np.ndarray:
+        """Normalised [K] cost expected before answering for a request of this kind (memoised)."""
+        key = (has_image, task_group)
+        if key not in self._exp_cost:
+            usd = expected_cost_usd(self.norms.calib, self.inputs.models, self.norms.qmeta, has_image, task_group)
+            self._exp_cost[key] = (usd / self.norms.cost_scale).astype(np.float32)
+        return self._exp_cost[key]
+
+    def request_data(self, image: Image.Image | None, question: str, pool: list[str] | None = None,
+                     task_group: str | None = None, dataset: str | None = None) -> RoutingData:
+        """The request as a one-row RoutingData (split ``test``; no outcomes), ``avail`` = the pool."""
+        fs, data = self.inputs.features, self.data
+        models = data.model_ids
+        unknown = [m for m in pool or [] if m not in models]
+        if unknown:  # before any encoder work
+            raise ValueError(f"unknown or inactive model(s) in pool: {unknown}; active: {models}")
+        encoders = load_encoders(self.feature_cfg)  # memoised; weights load on first use
+        stored = [(fs.text_encoder_id, encoders.text.encoder_id, "question")]
+        if image is not None and fs.image_encoder_id is not None:
+            stored.append((fs.image_encoder_id, encoders.image.encoder_id, "image"))
+        for have, got, what in stored:
+            if have != got:
+                raise ValueError(f"the router was trained on {what} features from {have!r} but requests are "
+                                 f"encoded with {got!r}; route with the FeatureConfig the features asset used "
+                                 "(imported embeddings cannot encode new requests)")
+        enc = encode_single(image, question, self.feature_cfg, encoders)
+        tg, ds = task_group or "", dataset or ""
+        has = np.array([image is not None])
+        wh_size = np.asarray([enc["image_wh"] if image is not None else (0, 0)])
+        side, _ = side_features([question], [tg or "other"], [ds or "other"], wh_size, has,
+                                _vocab(fs.side_names, "task_group"), _vocab(fs.side_names, "dataset"))
+        if side.shape[1] < fs.side.shape[1]:  # declared import side features: unknown for a new request
+            side = np.concatenate([side, np.zeros((1, fs.side.shape[1] - side.shape[1]), np.float32)], axis=1)
+        txt, txt_mask = _pad(enc["txt_tokens"], fs.txt_tokens.shape[1])
+        img_tokens = img_mask = img_pooled = None
+        if fs.img_tokens is not None:
+            if image is not None:
+                img_tokens = enc["img_tokens"][None].astype(fs.img_tokens.dtype)
+                img_pooled = enc["img_pooled"][None]
+            else:
+                img_tokens = np.zeros((1, *fs.img_tokens.shape[1:]), dtype=fs.img_tokens.dtype)
+                img_pooled = np.zeros((1, fs.img_pooled.shape[1]), dtype=np.float32)
+            img_mask = np.full((1, fs.img_tokens.shape[1]), image is not None)
+        k = data.k
+        return replace(
+            data, query_ids=[REQUEST_ID], img_tokens=img_tokens, img_mask=img_mask, txt_tokens=txt[None],
+            txt_mask=txt_mask[None], pooled=self.norms.pooled(img_pooled, enc["txt_pooled"][None], side, has),
+            side=self.norms.side(side), quality=np.zeros((1, k), np.float32), cost=np.zeros((1, k), np.float32),
+            cost_usd=np.zeros((1, k)), avail=np.array([[m in pool if pool else True for m in models]]),
+            exp_cost=self._expected_cost(image is not None, tg)[None], split=np.array(["test"], dtype=object),
+            task_group=np.array([tg], dtype=object), dataset=np.array([ds], dtype=object), latency_ms=None)
+
+    def warm_up(self) -> None:
+        """Route one synthetic image+question so the encoders' weights are loaded before real traffic."""
+        self.route(Image.new("RGB", (64, 64), (128, 128, 128)), "warm up")
+
+    def route(self, image: str | Path | bytes | Image.Image | None, question: str, pool: list[str] | None = None,
+              lam: float = 0.0, task_group: str | None = None, dataset: str | None = None) -> list[dict]:
+        """Ranked candidate models with predicted quality, uncertainty, expected cost and utility."""
+        if not question or not question.strip():
+            raise ValueError("question is empty")
+        img = None
+        if image is not None:
+            if isinstance(image, Image.Image):
+                img = image
+            else:
+                raw = image if isinstance(image, bytes) else Path(image).read_bytes()
+                try:
+                    img = Image.open(io.BytesIO(raw))
+                    img.load()
+                except Exception as exc:
+                    raise ValueError(f"cannot read image {image if not isinstance(image, bytes) else '<bytes>'}: "
+                                     f"{exc}") from exc
+            img = img.convert("RGB")
+        if self.auto_refresh:
+            self.refresh()
+        req = self.request_data(img, question, pool, task_group, dataset)
+        with torch_threads(1):  # one request: a second thread costs more in sync than it saves (bench/router.py)
+            mu, sigma, score = predict(self.model, req, np.array([0]), lam, avail=req.avail)
+        out = []
+        for j, m in enumerate(req.model_ids):
+            if not req.avail[0, j]:
+                continue
+            out.append({
+                "model_id": m,
+                "quality": float(mu[0, j]),
+                "uncertainty": float(sigma[0, j]),
+                "cost_usd": float(req.exp_cost[0, j] * self.norms.cost_scale),
+                "utility": float(score[0, j]),
+                "simulated": bool(req.simulated[j]) if req.simulated else False,
+            })
+        return sorted(out, key=lambda r: -r["utility"])
+
+
+def load_router(home: Path | None = None) -> RouterService:
+    home = Path(home) if home is not None else lrouter_home()
+    return RouterService(Warehouse(home / "warehouse"))
