@@ -6,12 +6,14 @@ import dagster as dg
 import polars as pl
 
 from assets.common import MODELS_PARTITIONS, SIMULATED_NOTE, md_table
+from assets.io_manager import table_metadata
 from assets.resources import OllamaResource, WarehouseResource
 from collectors.benchmark.generator import generate_benchmark
 from collectors.collection.resume import collect_partition
 from collectors.registry import ensure_registry, models_table
 from warehouse.catalog import refresh_catalog
 from warehouse.schemas import QUERIES, TRACES
+from warehouse.vocabulary import TRACE_STATUSES
 
 GROUP = "collection"
 
@@ -25,9 +27,10 @@ class BenchmarkConfig(dg.Config):
     queries_path: str = ""  # long format: the queries file
     on_error: str = "fail"  # skip bad rows (listed in import_skipped) or refuse the import
     side_features: list[str] = []  # MMR-Bench: extra columns used as categorical side features
+    replace: bool = False  # drop queries/traces/models not in the import (default: merge, keep them)
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"}, code_version="1",
+@dg.asset(group_name=GROUP, kinds={"parquet"}, code_version="1", metadata=table_metadata("queries"),
           description="Built-in benchmark of rendered image+question queries with exact ground truth.")
 def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig,
                       warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -38,7 +41,7 @@ def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig
         wh.write_table("queries", df)
         extra["seed"] = config.seed
     else:
-        from collectors.importing.formats import import_benchmark, import_long
+        from collectors.importing import import_benchmark, import_long
         from collectors.importing.ingest import apply_import
         from pipelines.importing import KIND_TO_FORMAT, import_kwargs
 
@@ -50,7 +53,8 @@ def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig
             result = import_long(config.path, config.queries_path, **kw)
         else:
             result = import_benchmark(config.path, KIND_TO_FORMAT[config.source], **kw)
-        summary = apply_import(wh, result, warehouse.registry())
+        summary = apply_import(wh, result, warehouse.registry(), replace=config.replace,
+                               announce=context.log.warning)
         df = result.queries
         extra = {"import": dg.MetadataValue.md(result.report_markdown()), "text_only": result.text_only,
                  "skipped_rows": summary["skipped"]}
@@ -64,25 +68,30 @@ def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig
     })
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"},
+@dg.asset(group_name=GROUP, kinds={"parquet"}, metadata=table_metadata("models"),
           description="Candidate models from the registry file (models.yaml); mirrors it into the models table.")
-def candidate_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    wh = warehouse.warehouse()
+def candidate_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.Output[pl.DataFrame]:
     entries = ensure_registry(warehouse.registry())
     table = models_table(entries)
-    wh.write_table("models", table)
     active = [e.model_id for e in entries if e.active]
     context.instance.add_dynamic_partitions(MODELS_PARTITIONS.name, active)
     view = table.select("model_id", "backend", "price_in_per_mtok", "price_out_per_mtok", "params_b", "active",
                         "simulated")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": table.height,
+    return dg.Output(table, metadata={
         "active": len(active),
         "models": dg.MetadataValue.md(SIMULATED_NOTE + "\n\n" + md_table(view)),
     })
 
 
-def trace_checks(traces: pl.DataFrame, query_ids: list[str]) -> list[dg.AssetCheckResult]:
+TRACE_CHECKS = {
+    "schema": "The partition has every declared traces column and only known statuses.",
+    "quality_in_unit_interval": "Every ok row's quality is in [0, 1].",
+    "one_row_per_query": "At most one row per query (the latest attempt is kept).",
+    "every_query_covered": "Every benchmark query has a row (ok, error, timeout or skipped).",
+}
+
+
+def trace_checks(traces: pl.DataFrame, query_ids: list[str], partition: str) -> list[dg.AssetCheckResult]:
     """Checks on one model's partition: schema, quality range, one row per query, every query covered."""
     missing_cols = [c for c in TRACES if c not in traces.columns]
     ok = traces.filter(pl.col("status") == "ok")
@@ -90,15 +99,15 @@ def trace_checks(traces: pl.DataFrame, query_ids: list[str]) -> list[dg.AssetChe
     dupes = traces.height - traces.select("query_id").n_unique() if traces.height else 0
     covered = set(traces["query_id"].to_list())
     uncovered = [q for q in query_ids if q not in covered]
-    bad_status = traces.filter(~pl.col("status").is_in(["ok", "error", "timeout", "skipped"])).height
+    bad_status = traces.filter(~pl.col("status").is_in(list(TRACE_STATUSES))).height
     return [
         dg.AssetCheckResult(check_name="schema", passed=not missing_cols and bad_status == 0,
-                            metadata={"missing_columns": str(missing_cols), "bad_status_rows": bad_status}),
+                            metadata={"partition": partition, "missing_columns": str(missing_cols), "bad_status_rows": bad_status}),
         dg.AssetCheckResult(check_name="quality_in_unit_interval", passed=bad_q == 0,
-                            metadata={"violations": bad_q}),
-        dg.AssetCheckResult(check_name="one_row_per_query", passed=dupes == 0, metadata={"duplicates": dupes}),
+                            metadata={"partition": partition, "violations": bad_q}),
+        dg.AssetCheckResult(check_name="one_row_per_query", passed=dupes == 0, metadata={"partition": partition, "duplicates": dupes}),
         dg.AssetCheckResult(check_name="every_query_covered", passed=not uncovered,
-                            metadata={"uncovered": len(uncovered), "example": str(uncovered[:3])}),
+                            metadata={"partition": partition, "uncovered": len(uncovered), "example": str(uncovered[:3])}),
     ]
 
 
@@ -106,13 +115,14 @@ def trace_checks(traces: pl.DataFrame, query_ids: list[str]) -> list[dg.AssetChe
     group_name=GROUP,
     kinds={"parquet"},
     partitions_def=MODELS_PARTITIONS,
-    deps=[benchmark_queries, candidate_models],
+    deps=[candidate_models],  # the registry entry of the partition's model
+    metadata=table_metadata("traces"),
     pool="model_calls",
-    check_specs=[dg.AssetCheckSpec(name, asset="outcome_traces") for name in
-                 ("schema", "quality_in_unit_interval", "one_row_per_query", "every_query_covered")],
+    check_specs=[dg.AssetCheckSpec(name, asset="outcome_traces", description=text)
+                 for name, text in TRACE_CHECKS.items()],
     description="Outcome traces of one candidate model on every benchmark query (resumable, idempotent).",
 )
-def outcome_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+def outcome_traces(context: dg.AssetExecutionContext, benchmark_queries: pl.DataFrame, warehouse: WarehouseResource,
                    ollama: OllamaResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
     model_id = context.partition_key
@@ -120,7 +130,7 @@ def outcome_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     if model_id not in entries:
         raise dg.Failure(f"model {model_id!r} is not in the registry {warehouse.registry()}")
     model = entries[model_id]
-    queries = wh.read_table("queries")
+    queries = benchmark_queries
     first = None
     if wh.has_table("splits"):  # calibration rows first, so a new model's profile is usable early
         splits = wh.read_table("splits")
@@ -135,7 +145,7 @@ def outcome_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     else:
         with ollama.endpoint(model, queries) as (url, label):
             result = collect_partition(wh, model, queries, url, ollama.collect_config(), run_id=context.run_id,
-                                       first=first, headers=ollama.headers())
+                                       first=first, headers=ollama.headers(model))
     t = result.traces
     ok = t.filter(pl.col("status") == "ok")
     summary = t.group_by("status").len().sort("status")
@@ -153,7 +163,7 @@ def outcome_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResour
             "mean_latency_ms": _mean(ok["latency_ms"]),
             "statuses": dg.MetadataValue.md(md_table(summary)),
         },
-        check_results=trace_checks(t, queries["query_id"].to_list()),
+        check_results=trace_checks(t, queries["query_id"].to_list(), model_id),
     )
 
 
@@ -180,30 +190,31 @@ def per_model_summary(traces: pl.DataFrame, models: pl.DataFrame) -> pl.DataFram
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[outcome_traces, benchmark_queries, candidate_models],
-          pool="duckdb_catalog",
+@dg.asset(group_name=GROUP, kinds={"duckdb"}, pool="duckdb_catalog",
           description="DuckDB catalog (warehouse.duckdb) with one view per table; per-model summary.")
-def warehouse_views(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    wh = warehouse.warehouse()
-    views = refresh_catalog(wh)
-    traces = wh.read_traces()
-    models = wh.read_table("models")
-    summary = per_model_summary(traces, models) if traces.height else pl.DataFrame()
+def warehouse_views(context: dg.AssetExecutionContext, outcome_traces: pl.DataFrame, benchmark_queries: pl.DataFrame,
+                    candidate_models: pl.DataFrame, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    views = refresh_catalog(warehouse.warehouse())
+    traces = outcome_traces
+    summary = per_model_summary(traces, candidate_models) if traces.height else pl.DataFrame()
     return dg.MaterializeResult(metadata={
         "views": ", ".join(views),
         "trace_rows": traces.height,
+        "queries": benchmark_queries.height,
         "per_model": dg.MetadataValue.md(SIMULATED_NOTE + "\n\n" + md_table(summary)),
     })
 
 
-@dg.asset_check(asset=warehouse_views, description="Every active model has exactly one ok row per query.")
-def all_pairs_collected(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    wh = warehouse.warehouse()
-    queries = wh.read_table("queries")
-    models = wh.read_table("models").filter(pl.col("active"))
-    traces = wh.read_traces(models["model_id"].to_list())
+@dg.asset_check(asset=warehouse_views, description="Every active model has exactly one ok row per query.",
+                additional_ins={"outcome_traces": dg.AssetIn("outcome_traces"),
+                                "benchmark_queries": dg.AssetIn("benchmark_queries"),
+                                "candidate_models": dg.AssetIn("candidate_models")})
+def all_pairs_collected(outcome_traces: pl.DataFrame, benchmark_queries: pl.DataFrame,
+                        candidate_models: pl.DataFrame) -> dg.AssetCheckResult:
+    models = candidate_models.filter(pl.col("active"))
+    traces = outcome_traces.filter(pl.col("model_id").is_in(models["model_id"].implode()))
     ok = traces.filter(pl.col("status") == "ok")
-    expected = queries.height * models.height
+    expected = benchmark_queries.height * models.height
     dupes = ok.height - ok.select("query_id", "model_id").n_unique() if ok.height else 0
     return dg.AssetCheckResult(
         passed=ok.height == expected and dupes == 0,

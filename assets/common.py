@@ -1,4 +1,4 @@
-"""Small helpers shared by the asset modules: Markdown tables and run ids."""
+"""Small helpers shared by the asset modules: the model partitions, the simulated-pool note, Markdown tables."""
 
 from __future__ import annotations
 
@@ -22,6 +22,3 @@ def md_table(df: pl.DataFrame, float_fmt: str = "{:.4g}", max_rows: int = 60) ->
         lines.append(f"\n_{df.height - max_rows} more rows_")
     return "\n".join(lines)
 
-
-def run_id_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
-    return context.run_id

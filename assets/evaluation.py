@@ -8,16 +8,14 @@ import polars as pl
 from assets.collection import candidate_models, outcome_traces
 from assets.features import capability_profiles, data_splits, query_features
 from assets.resources import WarehouseResource
-from assets.routing import DEPLOYED, latent_router
+from assets.routing import latent_router
 from router.data.warehouse_inputs import load_inputs, routing_data
-from router.evaluation.experiments import (
-    EXPERIMENTS,
-    EvalConfig,
-    default_cold_start_model,
-    run_all,
-    warehouse_profile_source,
-)
-from router.evaluation.reports import table1_markdown, write_report
+from router.evaluation.config import EXPERIMENTS, EvalConfig
+from router.evaluation.decisions import merge_decisions
+from router.evaluation.experiments import run_all
+from router.evaluation.profile_sources import default_cold_start_model, warehouse_profile_source
+from router.evaluation.reports.report import write_report
+from router.evaluation.reports.tables import table1_markdown
 from warehouse.catalog import refresh_catalog
 
 GROUP = "evaluation"
@@ -26,7 +24,7 @@ GROUP = "evaluation"
 class EvaluationConfig(dg.Config):
     preset: str = "demo"  # quick (CI) | demo (pipeline default) | paper (full protocol)
     seeds: list[int] = [0, 1, 2]
-    experiments: list[str] = []  # empty = all of router.evaluation.experiments.EXPERIMENTS
+    experiments: list[str] = []  # empty = all of router.evaluation.config.EXPERIMENTS
     cold_start_model: str = ""  # empty = the model best on some task group by the widest margin
     primary_metric: str = "rank_score"
 
@@ -66,11 +64,9 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         old = wh.read_table("eval_results").filter(pl.col("run_id") != context.run_id)
         results = pl.concat([old, results], how="diagonal_relaxed")
     wh.write_table("eval_results", results)
-    decisions = out.routing_decisions
-    if wh.has_table("routing_decisions"):  # the deployed router's rows belong to current_pool_routing
-        old = wh.read_table("routing_decisions").filter(pl.col("router") == DEPLOYED)
-        decisions = pl.concat([old, decisions], how="diagonal_relaxed")
-    wh.write_table("routing_decisions", decisions)
+    # replaces the evaluated routers' rows; the deployed router's rows belong to current_pool_routing
+    old = wh.read_table("routing_decisions") if wh.has_table("routing_decisions") else None
+    wh.write_table("routing_decisions", merge_decisions(old, out.routing_decisions))
     refresh_catalog(wh)
     simulated = [m for m, s in zip(data.model_ids, data.simulated, strict=True) if s]
     notes = [f"evaluation preset {config.preset!r}, seeds {list(cfg.seeds)}, run {context.run_id}",

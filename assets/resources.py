@@ -55,16 +55,20 @@ class OllamaResource(dg.ConfigurableResource):
         return CollectConfig(concurrency=self.concurrency, timeout_s=self.timeout_s,
                              max_retries=self.max_retries, seed=self.sim_seed, progress=progress)
 
-    def headers(self) -> dict[str, str]:
-        """Read the key from the environment at call time, so it never sits in run config or metadata."""
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+    def headers(self, model: ModelEntry) -> dict[str, str]:
+        """The bearer token for ``model``'s server only: its own ``api_key_env`` when the registry names one,
+        else the default key, and that only for models served by the default host (a model with its own
+        ``endpoint`` never receives the default host's key). Read at call time, so it never sits in run
+        config, metadata or logs."""
+        env = model.api_key_env or ("" if model.endpoint else self.api_key_env)
+        key = os.environ.get(env, "") if env else ""
         return {"authorization": f"Bearer {key}"} if key else {}
 
     @contextmanager
     def endpoint(self, model: ModelEntry, answer_key: pl.DataFrame) -> Iterator[tuple[str, str]]:
         """Yield (url, label) for the model; starts the simulator when the model is simulated."""
         if model.backend == "sim" and not model.endpoint and self.embedded_simulator:
-            from collectors.simulator.pool import ALL_MODELS
+            from collectors.simulator.specs import ALL_MODELS
             from collectors.simulator.server import SimServer
 
             with SimServer(answer_key=answer_key, models=list(ALL_MODELS.values()), seed=self.sim_seed,

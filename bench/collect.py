@@ -24,8 +24,9 @@ from PIL import Image, ImageDraw
 
 from collectors.collection.client import CollectConfig, collect_model
 from collectors.registry import ModelEntry
-from collectors.simulator.pool import DEFAULT_POOL, SimModelSpec
-from collectors.simulator.server import FaultConfig, SimServer
+from collectors.simulator.faults import FaultConfig
+from collectors.simulator.server import SimServer
+from collectors.simulator.specs import DEFAULT_POOL, SimModelSpec
 from warehouse.schemas import QUERIES, conform
 
 CALL_LATENCY_S = 0.2

@@ -32,8 +32,9 @@ import polars as pl
 from collectors.collection.client import CollectConfig
 from collectors.collection.resume import collect_partition
 from collectors.registry import ModelEntry
-from collectors.simulator.pool import DEFAULT_POOL
-from collectors.simulator.server import FAULT_KINDS, FaultConfig, SimServer
+from collectors.simulator.faults import FAULT_KINDS, FaultConfig
+from collectors.simulator.server import SimServer
+from collectors.simulator.specs import DEFAULT_POOL
 from warehouse.store import Warehouse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

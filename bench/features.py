@@ -23,7 +23,9 @@ import polars as pl  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from router.features.encoders import FeatureConfig, extract_features, load_encoders  # noqa: E402
+from router.features.config import FeatureConfig  # noqa: E402
+from router.features.encoders import load_encoders  # noqa: E402
+from router.features.extract import extract_features  # noqa: E402
 
 WORDS = ("what", "is", "the", "value", "of", "largest", "bar", "in", "chart", "read", "text", "shown", "image",
          "how", "many", "objects", "are", "there", "solve", "for", "x", "total", "difference", "between", "blue")

@@ -71,7 +71,7 @@ def generate(folder: Path, n: int, k: int, dim: int, seed: int = 0) -> None:
 def measure(folder: Path, repeats: int) -> dict:
     """Import ``repeats`` times (time each), then once more under tracemalloc; runs in a child process."""
     sys.path.insert(0, str(ROOT))
-    from collectors.importing.formats import import_vl_routerbench
+    from collectors.importing import import_vl_routerbench
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []

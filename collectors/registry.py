@@ -30,6 +30,7 @@ class ModelEntry(BaseModel):
     model_id: str = Field(min_length=1, max_length=200)
     backend: str = "ollama"
     endpoint: str = ""  # "" = the pipeline's configured Ollama host (or the embedded simulator for sim)
+    api_key_env: str = ""  # environment variable with this model's bearer token ("" = none for an own endpoint)
     price_in_per_mtok: float = Field(default=0.0, ge=0.0)
     price_out_per_mtok: float = Field(default=0.0, ge=0.0)
     params_b: float | None = Field(default=None, gt=0.0)
@@ -71,8 +72,9 @@ def default_registry_path(home: Path | None = None) -> Path:
 
 def default_entries(include_held_out: bool = False) -> list[ModelEntry]:
     """The simulated default pool (8 models; the held-out 9th only when asked)."""
-    from collectors.simulator import pool as sim_models
-    specs = list(sim_models.DEFAULT_POOL) + ([sim_models.HELD_OUT] if include_held_out else [])
+    from collectors.simulator.specs import DEFAULT_POOL, HELD_OUT
+
+    specs = list(DEFAULT_POOL) + ([HELD_OUT] if include_held_out else [])
     stamp = "2026-01-01T00:00:00+00:00"  # fixed so the default registry is reproducible
     return [
         ModelEntry(

@@ -19,7 +19,8 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
-ANSWER_KINDS: tuple[str, ...] = ("exact", "numeric", "choice", "text")
+from warehouse.vocabulary import ANSWER_KINDS
+
 ANLS_CORRECT = 0.5  # a ``text`` answer counts as correct from this ANLS on
 
 _NUMBER_WORDS: dict[str, str] = {

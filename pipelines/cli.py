@@ -18,6 +18,19 @@ def _warehouse(args):
     return Warehouse(home / "warehouse"), home
 
 
+def ensure_dagster_home() -> Path:
+    """The Dagster instance the CLI uses: $DAGSTER_HOME, else the project's own (the folder holding its
+    dagster.yaml, as `make` sets it), so `lrouter run` / `lineage` see the same runs as the UI."""
+    import os
+
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"])
+    project = Path(__file__).resolve().parents[1]
+    home = project if (project / "dagster.yaml").exists() else Path.cwd()
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
 def _registry_path(home: Path) -> Path:
     from collectors.registry import default_registry_path
 
@@ -25,26 +38,42 @@ def _registry_path(home: Path) -> Path:
 
 
 def cmd_query(args) -> int:
+    """Read-only SQL with a row cap, a timeout and Ctrl-C; exit 2 refused, 1 failed, 3 timed out, 130 Ctrl-C."""
+    import os
+
     import polars as pl
 
-    from warehouse.catalog import QueryRefused, run_query
+    from warehouse.catalog import QueryRefused, query_rows
+    from warehouse.query import QueryInterrupted, QueryTimeout, to_csv, to_json
 
     wh, _ = _warehouse(args)
     try:
-        df = run_query(wh, args.sql)
+        res = query_rows(wh, args.sql, max_rows=args.max_rows or None, timeout_s=args.timeout or None)
     except QueryRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
+    except QueryTimeout as exc:
+        print(exc, file=sys.stderr)
+        return 3
+    except QueryInterrupted:
+        print("query interrupted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # a second Ctrl-C: DuckDB may still be running, leave without waiting
+        print("query interrupted", file=sys.stderr, flush=True)
+        os._exit(130)
     except Exception as exc:  # duckdb errors: show the message, not a traceback
         print(f"query failed: {exc}", file=sys.stderr)
         return 1
     if args.format == "csv":
-        sys.stdout.write(df.write_csv())
+        sys.stdout.write(to_csv(res.table))
     elif args.format == "json":
-        sys.stdout.write(df.write_json() + "\n")
+        sys.stdout.write(to_json(res.table) + "\n")
     else:
-        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
-            print(df)
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+            print(pl.from_arrow(res.table))
+    sys.stdout.flush()
+    if res.truncated:
+        print(f"(truncated at {res.max_rows:,} rows; use --max-rows)", file=sys.stderr)
     return 0
 
 
@@ -55,7 +84,7 @@ def check_endpoint(entry) -> None:
     from collectors.registry import RegistryError
 
     if entry.backend == "sim" and not entry.endpoint:
-        from collectors.simulator.pool import ALL_MODELS
+        from collectors.simulator.specs import ALL_MODELS
 
         names = list(ALL_MODELS)
         if entry.model_id not in names:
@@ -91,6 +120,7 @@ def cmd_models(args) -> int:
         if args.models_cmd == "add":
             entry = ModelEntry(
                 model_id=args.name, backend=args.backend, endpoint=args.endpoint or "",
+                api_key_env=args.api_key_env or "",
                 price_in_per_mtok=args.price_in, price_out_per_mtok=args.price_out, params_b=args.params_b,
                 simulated=args.backend == "sim", description=args.description or "",
             )
@@ -145,20 +175,26 @@ def cmd_route(args) -> int:
 
 def cmd_serve(args) -> int:
     from router.serving.http import make_server
+    from router.serving.limits import limits_from_args, run_server
     from router.serving.service import load_router
 
+    try:
+        limits = limits_from_args(args)  # checked before the (slow) service build
+    except ValueError as exc:
+        print(f"lrouter serve: {exc}", file=sys.stderr)
+        return 2
     service = load_router(home=_warehouse(args)[1])
     service.warm_up()  # load the encoders now, not on the first request
-    server = make_server(service, host=args.host, port=args.port)
-    host, port = server.server_address[:2]
-    print(f"routing on http://{host}:{port}  (POST /route, GET /health); checkpoint {service.checkpoint.name}; "
-          f"models: {', '.join(service.data.model_ids)}", flush=True)
+    server = make_server(service, host=args.host, port=args.port, limits=limits)
+
+    def started(port: int) -> None:
+        print(f"routing on http://{args.host}:{port}  (POST /route, GET /health); checkpoint "
+              f"{service.checkpoint.name}; models: {', '.join(service.data.model_ids)}", flush=True)
+
     try:
-        server.serve_forever()
+        run_server(server, started)
     except KeyboardInterrupt:
         pass
-    finally:
-        server.server_close()
     return 0
 
 
@@ -171,7 +207,29 @@ def cmd_import(args) -> int:
 def cmd_lineage(args) -> int:
     from pipelines.lineage import print_lineage
 
+    ensure_dagster_home()
     return print_lineage(args.table, *_warehouse(args))
+
+
+def cmd_run(args) -> int:
+    """Launch stages as named jobs in-process on the project's Dagster instance."""
+    import os
+
+    import dagster as dg
+
+    from pipelines.runner import RunOptions, StageFailed, run_stage
+
+    if getattr(args, "home", None):
+        os.environ["LROUTER_HOME"] = str(Path(args.home).resolve())
+    opts = RunOptions(n_queries=args.queries, seed=args.seed, models=tuple(args.model), preset=args.preset)
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        try:
+            run_stage(args.stage, instance, opts)
+        except (StageFailed, ValueError) as exc:
+            print(f"lrouter run: {exc}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="read-only SQL over the warehouse views (DuckDB)")
     q.add_argument("sql")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    q.add_argument("--max-rows", type=int, default=50)
+    q.add_argument("--max-rows", type=int, default=10_000, help="stop after N rows (default 10,000; 0: no cap)")
+    q.add_argument("--timeout", type=float, default=300.0, help="interrupt after SECONDS (default 300; 0: none)")
     q.set_defaults(func=cmd_query)
 
     m = sub.add_parser("models", help="manage the candidate model registry")
@@ -191,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--backend", default="ollama", help="ollama | sim")
     add.add_argument("--endpoint", default="", help="server URL (default: $OLLAMA_HOST / embedded simulator)")
+    add.add_argument("--api-key-env", default="",
+                     help="environment variable holding this model's bearer token (default: none for an own "
+                          "--endpoint; $OLLAMA_API_KEY for models on the default host)")
     add.add_argument("--price-in", type=float, default=0.0, help="USD per million input tokens")
     add.add_argument("--price-out", type=float, default=0.0, help="USD per million output tokens")
     add.add_argument("--params-b", type=float, default=None, help="parameters in billions")
@@ -212,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="answer routing requests over HTTP (POST /route, GET /health)")
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     sv.add_argument("--port", type=int, default=8787)
+    from router.serving.limits import add_limit_arguments
+
+    add_limit_arguments(sv)  # --max-body-bytes, --max-question-chars, --max-image-pixels, --request-timeout, ...
     sv.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("sim-serve", help="serve the simulated pool over Ollama's HTTP API")
@@ -230,9 +295,24 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--queries", default="", help="queries file (long format)")
     i.add_argument("--benchmark", default="", help="benchmark name to record")
     i.add_argument("--on-error", choices=["skip", "fail"], default="fail")
+    i.add_argument("--replace", action="store_true", help="drop the queries, trace partitions and models "
+                   "not in the import (default: merge, keeping them)")
     i.add_argument("--side-features", default="", help="MMR-Bench: comma-separated columns to use as "
                    "categorical side features")
     i.set_defaults(func=cmd_import)
+
+    run = sub.add_parser("run", help="run pipeline stages without the UI (named jobs, visible in the UI)")
+    run.add_argument("stage", choices=["setup", "collect", "features", "train", "evaluate", "all"],
+                     help="setup = queries/models/splits; collect = traces per model; features = features, "
+                          "profiles, views; train = router + pool routing; evaluate = report; all = in order")
+    run.add_argument("--model", action="append", default=[], help="collect only this model (repeatable)")
+    run.add_argument("--queries", type=int, default=None,
+                     help="setup: (re)generate the built-in benchmark with this many queries (default: keep the "
+                          "warehouse's queries, built-in or imported)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the built-in benchmark")
+    run.add_argument("--preset", choices=["quick", "demo", "paper"], default=None,
+                     help="evaluation preset (default: the asset's, demo)")
+    run.set_defaults(func=cmd_run)
 
     lin = sub.add_parser("lineage", help="which run and inputs produced a table")
     lin.add_argument("table")

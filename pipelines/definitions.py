@@ -6,55 +6,62 @@ checks it in CI.
 
 import dagster as dg
 
-from assets import collection, features, routing
+from assets import collection, evaluation, features, routing
+from assets.io_manager import WarehouseIOManager
 from assets.resources import OllamaResource, WarehouseResource
 from pipelines.automation import (
+    COLLECT_JOB,
     RECALIBRATE_JOB,
     RETRAIN_JOB,
     model_pool_sensor,
     recalibration_schedule,
 )
+from pipelines.recovery import dead_run_sensor, reap_dead_runs
 
-
-def _evaluation_module():
-    import importlib
-
-    try:
-        evaluation = importlib.import_module("assets.evaluation")
-    except ModuleNotFoundError as exc:  # the evaluation stage is optional while it is being built
-        if exc.name != "assets.evaluation":
-            raise
-        return None
-    return evaluation
-
-
-asset_modules = [collection, features, routing]
-if (_ev := _evaluation_module()) is not None:
-    asset_modules.append(_ev)
+asset_modules = [collection, features, routing, evaluation]
 all_assets = dg.load_assets_from_modules(asset_modules)
 all_checks = dg.load_asset_checks_from_modules(asset_modules)
-_asset_names = {a.key.to_user_string() for a in all_assets}
 
 
-def assets_with_checks(names: list[str]) -> list:
-    """The named assets and every asset check that targets one of them, ready for ``dg.materialize``."""
-    chosen = [a for a in all_assets if a.key.to_user_string() in names]
-    checks = [c for c in all_checks if any(k.asset_key.to_user_string() in names for k in c.check_keys)]
-    return chosen + checks
+def materialize(names: list[str], **kwargs) -> dg.ExecuteInProcessResult:
+    """Materialize the named assets (and every check on them) in-process; unselected upstream assets are
+    loaded from the warehouse by the IO manager. Runs killed earlier are cleaned up first, so their
+    concurrency slots cannot block this one."""
+    if kwargs.get("instance") is not None:
+        reap_dead_runs(kwargs["instance"])
+    return dg.materialize([*all_assets, *all_checks], selection=dg.AssetSelection.assets(*names), **kwargs)
 
 
 def resources() -> dict:
+    warehouse = WarehouseResource()  # LROUTER_HOME / LROUTER_REGISTRY read from the environment
     return {
-        "warehouse": WarehouseResource(),  # LROUTER_HOME / LROUTER_REGISTRY read from the environment
+        "warehouse": warehouse,
+        "io_manager": WarehouseIOManager(warehouse=warehouse),  # asset tables <-> Parquet + DuckDB views
         "ollama": OllamaResource(),  # OLLAMA_HOST / OLLAMA_API_KEY read from the environment at call time
     }
 
 
+setup_job = dg.define_asset_job(
+    "setup_job", selection=dg.AssetSelection.assets("benchmark_queries", "candidate_models", "data_splits"),
+    description="Benchmark queries (built-in or imported), the registry mirror and the train/val/test splits.",
+)
 collect_job = dg.define_asset_job(
-    "collect_traces_job",
+    COLLECT_JOB,
     selection=dg.AssetSelection.assets("outcome_traces"),
     partitions_def=collection.MODELS_PARTITIONS,
     description="Collect one model's outcome traces (one partition per model).",
+)
+features_job = dg.define_asset_job(
+    "features_job", selection=dg.AssetSelection.assets("query_features", "capability_profiles", "warehouse_views"),
+    description="Frozen-encoder features, calibration-only capability profiles and the DuckDB views.",
+)
+train_job = dg.define_asset_job(
+    "train_job", selection=dg.AssetSelection.assets("latent_router", "current_pool_routing"),
+    description="Train LatentRouter and re-score the current pool with it.",
+)
+evaluate_job = dg.define_asset_job(
+    "evaluate_job", selection=dg.AssetSelection.assets("evaluation_report"),
+    description="The evaluation report: every router and experiment on the test split.",
 )
 recalibrate_job = dg.define_asset_job(
     RECALIBRATE_JOB,
@@ -64,16 +71,15 @@ recalibrate_job = dg.define_asset_job(
 retrain_job = dg.define_asset_job(
     RETRAIN_JOB,
     selection=dg.AssetSelection.assets(
-        *[n for n in ("warehouse_views", "capability_profiles", "latent_router", "current_pool_routing",
-                      "evaluation_report") if n in _asset_names]),
+        "warehouse_views", "capability_profiles", "latent_router", "current_pool_routing", "evaluation_report"),
     description="Recalibrate, retrain the router and re-run the evaluation.",
 )
 
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[collect_job, recalibrate_job, retrain_job],
-    sensors=[model_pool_sensor],
+    jobs=[setup_job, collect_job, features_job, train_job, evaluate_job, recalibrate_job, retrain_job],
+    sensors=[model_pool_sensor, dead_run_sensor],
     schedules=[recalibration_schedule],
     resources=resources(),
 )

@@ -30,7 +30,7 @@ def import_kwargs(kind: str, images: str, queries: str, benchmark: str, on_error
 
 
 def run_import(args, wh: Warehouse, home: Path) -> int:
-    from collectors.importing.formats import import_benchmark, import_long
+    from collectors.importing import import_benchmark, import_long
     from collectors.importing.ingest import apply_import
     from collectors.importing.validation import ImportValidationError
     from pipelines.cli import _registry_path
@@ -48,7 +48,12 @@ def run_import(args, wh: Warehouse, home: Path) -> int:
     except (OSError, ValueError) as exc:
         print(f"import failed, nothing written: {exc}", file=sys.stderr)
         return 2
-    summary = apply_import(wh, result, _registry_path(home))
+    try:
+        summary = apply_import(wh, result, _registry_path(home), replace=getattr(args, "replace", False),
+                               announce=print)
+    except ImportValidationError as exc:
+        print(f"import refused, nothing written:\n{exc}", file=sys.stderr)
+        return 2
     refresh_catalog(wh)
     print(result.report_markdown())
     print(f"written: {summary}")

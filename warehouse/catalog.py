@@ -4,6 +4,12 @@ The catalog file holds only views over the Parquet files, so rebuilding it is ch
 data. DuckDB allows one writer per database file: rebuilds take an exclusive ``flock`` on a side lock
 file, and readers open the catalog read-only (falling back to an in-memory catalog over the same Parquet
 files when a rebuild holds the file), so a reader never blocks a collection and always sees whole files.
+
+The views name their Parquet files relative to the catalog file, never by absolute path, so a copied home
+(``cp -a data X``) reads its own files. A table function's arguments cannot hold a subquery, so the view
+cannot ask ``duckdb_databases()`` where the catalog lives; it reads the one setting DuckDB derives from
+the database file instead: ``temp_directory`` defaults to ``<catalog file>.tmp``, next to the Parquet
+files. Any DuckDB client that opens ``warehouse.duckdb`` directly therefore reads the right files.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from contextlib import contextmanager
 import duckdb
 import polars as pl
 
+from warehouse.query import QueryResult, execute
 from warehouse.store import Warehouse
 
 # Views the catalog always defines (Parquet glob relative to the warehouse root) and what they hold.
@@ -32,6 +39,9 @@ VIEW_SOURCES: dict[str, tuple[str, str]] = {
 }
 
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
+
+# The directory of the open database file, as a SQL expression a table function accepts (see above).
+CATALOG_DIR_SQL = "parse_dirpath(current_setting('temp_directory'))"
 
 
 @contextmanager
@@ -54,32 +64,42 @@ def catalog_lock(wh: Warehouse, timeout_s: float = 60.0) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _view_sql(wh: Warehouse, name: str, pattern: str) -> str | None:
-    files = sorted(wh.root.glob(pattern))
-    if not files:
-        return None
-    path = str(wh.root / pattern).replace("'", "''")
-    return f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}', union_by_name = true)"
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
-def _define_views(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> list[str]:
+def _source_sql(base_sql: str, pattern: str) -> str:
+    return f"read_parquet({base_sql} || {_sql_str('/' + pattern)}, union_by_name = true)"
+
+
+def _define_views(
+    con: duckdb.DuckDBPyConnection, wh: Warehouse, base_sql: str = CATALOG_DIR_SQL
+) -> list[str]:
+    """Create a view per table whose files exist; ``base_sql`` is the SQL for the warehouse directory."""
     created = []
     for name, (pattern, _desc) in VIEW_SOURCES.items():
-        sql = _view_sql(wh, name, pattern)
-        if sql is None:
+        if not any(wh.root.glob(pattern)):
             con.execute(f"DROP VIEW IF EXISTS {name}")
             continue
-        con.execute(sql)
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {_source_sql(base_sql, pattern)}")
         created.append(name)
     if "traces" in created and "models" in created:
         # every trace row says whether it came from a simulated model
-        traces = str(wh.root / VIEW_SOURCES["traces"][0]).replace("'", "''")
+        traces = _source_sql(base_sql, VIEW_SOURCES["traces"][0])
         con.execute(
             "CREATE OR REPLACE VIEW traces AS SELECT t.*, coalesce(m.simulated, false) AS simulated "
-            f"FROM read_parquet('{traces}', union_by_name = true) t "
+            f"FROM {traces} t "
             "LEFT JOIN (SELECT model_id, simulated FROM models) m USING (model_id)"
         )
     return created
+
+
+def _catalog_is_relative(con: duckdb.DuckDBPyConnection) -> bool:
+    """False for a catalog built before views were relative (absolute paths, maybe another home's)."""
+    rows = con.execute(
+        "SELECT sql FROM duckdb_views() WHERE NOT internal AND database_name = current_database()"
+    ).fetchall()
+    return all(CATALOG_DIR_SQL in sql for (sql,) in rows if "read_parquet" in sql)
 
 
 def refresh_catalog(wh: Warehouse) -> list[str]:
@@ -96,7 +116,74 @@ class QueryRefused(ValueError):
     """Raised when ``lrouter query`` is given anything but a read-only SELECT."""
 
 
+def _tokens(sql: str) -> list[tuple[int, str]]:
+    """(offset, text) of each token but comments, from DuckDB's own tokenizer (it knows strings)."""
+    raw = duckdb.tokenize(sql)
+    out = []
+    for i, (start, kind) in enumerate(raw):
+        end = raw[i + 1][0] if i + 1 < len(raw) else len(sql)
+        if kind != duckdb.token_type.comment:
+            out.append((start, sql[start:end].strip()))
+    return out
+
+
+def _explained(sql: str) -> list[str]:
+    """What an EXPLAIN [ANALYZE] [(options)] statement explains: candidate texts after the prefix.
+
+    ``EXPLAIN (FORMAT json) SELECT ...`` and ``EXPLAIN (SELECT ...)`` both start with a parenthesis, so
+    both readings are returned; the caller requires each one that parses to be read-only.
+    """
+    tokens = _tokens(sql)
+    i = 1  # tokens[0] is EXPLAIN
+    if i < len(tokens) and tokens[i][1].upper() in ("ANALYZE", "ANALYSE"):
+        i += 1
+    if i >= len(tokens):
+        return []
+    candidates = [sql[tokens[i][0] :]]
+    if tokens[i][1] == "(":
+        depth = 0
+        for j in range(i, len(tokens)):
+            depth += tokens[j][1] == "("
+            depth -= tokens[j][1] == ")"
+            if depth == 0:
+                if j + 1 < len(tokens):
+                    candidates.append(sql[tokens[j + 1][0] :])
+                break
+    return candidates
+
+
+def _check_statement(sql: str, kind: str, depth: int = 0) -> None:
+    if kind not in READ_ONLY_STATEMENTS:
+        raise QueryRefused(
+            f"lrouter query is read-only: {kind} statements are refused (only SELECT / EXPLAIN)"
+        )
+    if kind != "EXPLAIN":
+        return
+    if depth > 8:
+        raise QueryRefused("too many nested EXPLAINs")
+    parsed = []
+    for text in _explained(sql):
+        if not text.strip(" \t\n\r;"):
+            continue
+        try:
+            parsed.append(duckdb.extract_statements(text))
+        except duckdb.Error:
+            continue
+    if not parsed:
+        raise QueryRefused("could not tell what the EXPLAIN statement explains; refused")
+    for statements in parsed:
+        for st in statements:
+            inner = str(st.type).rsplit(".", 1)[-1]
+            if inner not in READ_ONLY_STATEMENTS:
+                raise QueryRefused(
+                    f"lrouter query is read-only: EXPLAIN of a {inner} statement is refused "
+                    "(EXPLAIN [ANALYZE] runs only on SELECT)"
+                )
+            _check_statement(st.query, inner, depth + 1)
+
+
 def check_read_only(sql: str) -> None:
+    """Refuse anything but SELECT and EXPLAIN [ANALYZE] SELECT (ANALYZE runs the explained statement)."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -104,16 +191,12 @@ def check_read_only(sql: str) -> None:
     if not statements:
         raise QueryRefused("empty SQL")
     for st in statements:
-        kind = str(st.type).rsplit(".", 1)[-1]
-        if kind not in READ_ONLY_STATEMENTS:
-            raise QueryRefused(
-                f"lrouter query is read-only: {kind} statements are refused (only SELECT / EXPLAIN)"
-            )
+        _check_statement(st.query, str(st.type).rsplit(".", 1)[-1])
 
 
 def _lock_down(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
-    root = str(wh.root).replace("'", "''")
-    con.execute(f"SET allowed_directories = ['{root}/']")
+    root = str(wh.root)
+    con.execute(f"SET allowed_directories = [{_sql_str(root + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
@@ -126,17 +209,29 @@ def read_only_connection(wh: Warehouse) -> duckdb.DuckDBPyConnection:
             con = duckdb.connect(str(wh.db_path), read_only=True)
         except duckdb.Error:
             con = None  # a rebuild holds the file: serve the same views from memory
+    if con is not None:
+        # the views find their files through temp_directory: pin it to the catalog's own default
+        con.execute(f"SET temp_directory = {_sql_str(str(wh.db_path) + '.tmp')}")
+        if not _catalog_is_relative(con):
+            con.close()  # an old catalog with absolute paths (maybe another home's): don't trust it
+            con = None
     if con is None:
         con = duckdb.connect(":memory:")
-        _define_views(con, wh)
+        _define_views(con, wh, _sql_str(str(wh.root)))
     _lock_down(con, wh)
     return con
 
 
-def run_query(wh: Warehouse, sql: str) -> pl.DataFrame:
+def run_query(
+    wh: Warehouse, sql: str, *, max_rows: int | None = None, timeout_s: float | None = None
+) -> pl.DataFrame:
+    """Read-only SQL over the views as a DataFrame; no row cap or timeout unless asked (see query_rows)."""
+    return pl.from_arrow(query_rows(wh, sql, max_rows=max_rows, timeout_s=timeout_s).table)
+
+
+def query_rows(
+    wh: Warehouse, sql: str, *, max_rows: int | None = None, timeout_s: float | None = None
+) -> QueryResult:
+    """Read-only SQL over the views, streamed up to ``max_rows`` rows, interruptible by timeout and SIGINT."""
     check_read_only(sql)
-    con = read_only_connection(wh)
-    try:
-        return con.sql(sql).pl()
-    finally:
-        con.close()
+    return execute(lambda: read_only_connection(wh), sql, max_rows=max_rows, timeout_s=timeout_s)

@@ -88,6 +88,7 @@ ROUTING_DECISIONS = {
     "quality": pl.Float64,
     "cost_usd": pl.Float64,
     "scores": pl.String,  # JSON {model_id: score}
+    "seed": pl.Int64,  # training seed of the router that decided (null when unknown)
 }
 
 TABLES: dict[str, dict[str, pl.DataType]] = dict(

@@ -1,5 +1,5 @@
-"""Trace collection: the async Ollama client with retries, backoff and a circuit breaker, and the resume
-state that makes a killed collection continue where it stopped.
+"""Trace collection: the async Ollama client (`client`), its retries, backoff and circuit breaker
+(`retries`), and the resume state that makes a killed collection continue where it stopped (`resume`).
 
 May import: `collectors.registry`, `collectors.scoring`, `warehouse`.
 """

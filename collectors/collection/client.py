@@ -2,10 +2,9 @@
 
 Why it is built this way:
 - async with a semaphore gives bounded concurrency without threads; each call has its own timeout;
-- transient failures (timeouts, 5xx, dropped connections, malformed replies) are retried with exponential
-  backoff and jitter; permanent ones (4xx such as an unknown model) are not;
-- a per-model circuit breaker stops hammering a dead server: after N consecutive transient failures the
-  remaining calls are recorded as ``error`` rows at once instead of each waiting for its timeout;
+- transient failures are retried with backoff and a per-model circuit breaker stops hammering a dead
+  server (`collectors.collection.retries`): once it opens, the remaining calls are recorded as ``error``
+  rows at once instead of each waiting for its timeout;
 - every query yields exactly one row (ok / error / timeout / skipped), nothing is dropped, and completed
   rows are flushed in batches to a checkpoint so a killed run resumes where it stopped.
 """
@@ -22,23 +21,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import ollama
 import polars as pl
 from PIL import Image
 
+from collectors.collection.retries import (
+    CircuitBreaker,
+    EmptyReply,
+    PermanentError,
+    backoff_delay,
+    classify,
+    failure_status,
+)
 from collectors.registry import ModelEntry
 from collectors.scoring import is_correct, score_answer
 from warehouse.schemas import TRACES, conform
 
-DEFAULT_PROMPT = (
-    "{question}\nAnswer the question using a single word, number or option letter."
-)
+DEFAULT_PROMPT = "{question}\nAnswer the question using a single word, number or option letter."
 MAX_QUESTION_CHARS = 4000
 
 
 @dataclass
 class CollectConfig:
+    """How one collection run calls a model: concurrency, timeouts, retry and breaker limits, prompt."""
+
     concurrency: int = 8
     timeout_s: float = 60.0
     max_retries: int = 3
@@ -54,24 +60,14 @@ class CollectConfig:
 
 @dataclass
 class CallStats:
+    """What one model's run did (calls, retries, failures by kind, rows by status), for metadata and tests."""
+
     calls: int = 0
     retries: int = 0
     transient_failures: int = 0
     permanent_failures: int = 0
     breaker_opened: bool = False
     by_status: dict[str, int] = field(default_factory=dict)
-
-
-class TransientError(Exception):
-    pass
-
-
-class PermanentError(Exception):
-    pass
-
-
-class EmptyReply(Exception):
-    """The server answered 200 but without message content (treated as transient)."""
 
 
 def estimate_text_tokens(text: str) -> int:
@@ -97,17 +93,6 @@ def load_query_image(images_dir: Path, image_path: str) -> tuple[bytes | None, s
     except Exception as exc:  # PIL raises many types for corrupt data
         return None, f"corrupt image {path.name}: {type(exc).__name__}: {exc}"
     return data, None
-
-
-def _classify(exc: BaseException) -> type[Exception]:
-    if isinstance(exc, ollama.ResponseError):
-        code = exc.status_code
-        return TransientError if code in (-1, 408, 429) or code >= 500 else PermanentError
-    if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError)):
-        return TransientError
-    if isinstance(exc, (httpx.TransportError, ConnectionError, json.JSONDecodeError, EmptyReply)):
-        return TransientError
-    return PermanentError
 
 
 def _options(q: dict) -> list[str] | None:
@@ -155,16 +140,21 @@ def rows_to_frame(rows: list[dict]) -> pl.DataFrame:
 class ModelCollector:
     """Runs one model over queries; holds the breaker and statistics for that model."""
 
-    def __init__(self, model: ModelEntry, host: str, cfg: CollectConfig, run_id: str,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        model: ModelEntry,
+        host: str,
+        cfg: CollectConfig,
+        run_id: str,
+        headers: dict[str, str] | None = None,
+    ):
         self.model = model
         self.host = host
         self.cfg = cfg
         self.run_id = run_id
         self.headers = headers or {}
         self.stats = CallStats()
-        self._consecutive_transient = 0
-        self._breaker_reason: str | None = None
+        self._breaker = CircuitBreaker(cfg.breaker_threshold)
         self._digest: str | None = None
         self._rng = random.Random(f"{cfg.seed}:{model.model_id}")
 
@@ -193,15 +183,22 @@ class ModelCollector:
         )
 
     async def run_one(self, client: ollama.AsyncClient, q: dict, image: bytes | None) -> dict:
+        """One query's row: retried while transient and the breaker is closed, never raised."""
         question = q["question"] or ""
         prompt = self.cfg.prompt_template.format(question=question[:MAX_QUESTION_CHARS])
         attempt = 0
-        last_exc: BaseException | None = None
         while True:
-            if self._breaker_reason is not None:
+            if self._breaker.is_open:
                 self.stats.by_status["error"] = self.stats.by_status.get("error", 0) + 1
-                return _row(q["query_id"], self.model, self.run_id, attempt=attempt, status="error",
-                            error=f"circuit open: {self._breaker_reason}", model_digest=self._digest)
+                return _row(
+                    q["query_id"],
+                    self.model,
+                    self.run_id,
+                    attempt=attempt,
+                    status="error",
+                    error=f"circuit open: {self._breaker.reason}",
+                    model_digest=self._digest,
+                )
             attempt += 1
             self.stats.calls += 1
             t0 = time.perf_counter()
@@ -211,56 +208,78 @@ class ModelCollector:
                 if content is None:
                     raise EmptyReply("reply has no message content")
             except Exception as exc:  # classified below; nothing escapes as an unrecorded failure
-                last_exc = exc
-                kind = _classify(exc)
-                if kind is PermanentError:
+                if classify(exc) is PermanentError:
                     self.stats.permanent_failures += 1
-                    self._consecutive_transient = 0
+                    self._breaker.reset()
                     return self._failed(q, attempt, "error", exc)
                 self.stats.transient_failures += 1
-                self._consecutive_transient += 1
-                if self._consecutive_transient >= self.cfg.breaker_threshold and self._breaker_reason is None:
+                if self._breaker.record_transient(exc):
                     self.stats.breaker_opened = True
-                    self._breaker_reason = (
-                        f"{self._consecutive_transient} consecutive transient failures, last: "
-                        f"{type(exc).__name__}: {str(exc)[:200]}"
-                    )
-                if attempt > self.cfg.max_retries or self._breaker_reason is not None:
-                    status = "timeout" if isinstance(exc, (httpx.TimeoutException, TimeoutError)) else "error"
-                    return self._failed(q, attempt, status, last_exc)
+                if attempt > self.cfg.max_retries or self._breaker.is_open:
+                    return self._failed(q, attempt, failure_status(exc), exc)
                 self.stats.retries += 1
-                delay = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1))
-                await asyncio.sleep(delay * (0.5 + self._rng.random()))
+                await asyncio.sleep(
+                    backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng)
+                )
                 continue
             wall_ms = (time.perf_counter() - t0) * 1000.0
-            self._consecutive_transient = 0
+            self._breaker.reset()
             return self._ok(q, attempt, resp, content, wall_ms, image is not None, prompt)
 
     def _failed(self, q: dict, attempt: int, status: str, exc: BaseException | None) -> dict:
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
         msg = f"{type(exc).__name__}: {str(exc)[:300]}" if exc is not None else status
-        return _row(q["query_id"], self.model, self.run_id, attempt=attempt, status=status, error=msg,
-                    model_digest=self._digest)
+        return _row(
+            q["query_id"],
+            self.model,
+            self.run_id,
+            attempt=attempt,
+            status=status,
+            error=msg,
+            model_digest=self._digest,
+        )
 
-    def _ok(self, q: dict, attempt: int, resp, content: str, wall_ms: float, has_image: bool, prompt: str) -> dict:
+    def _ok(
+        self, q: dict, attempt: int, resp, content: str, wall_ms: float, has_image: bool, prompt: str
+    ) -> dict:
         try:
             quality = float(score_answer(content, q["answer"], q["answer_kind"], options=_options(q)))
         except ValueError as exc:  # bad ground truth (e.g. unknown answer_kind): record, don't abort the run
             self.stats.by_status["error"] = self.stats.by_status.get("error", 0) + 1
-            return _row(q["query_id"], self.model, self.run_id, attempt=attempt, status="error", prediction=content,
-                        error=f"query {q['query_id']}: cannot score reply: {exc}", model_digest=self._digest)
+            return _row(
+                q["query_id"],
+                self.model,
+                self.run_id,
+                attempt=attempt,
+                status="error",
+                prediction=content,
+                error=f"query {q['query_id']}: cannot score reply: {exc}",
+                model_digest=self._digest,
+            )
         prompt_tokens = int(resp.prompt_eval_count or 0)
         completion_tokens = int(resp.eval_count or 0)
         text_tokens = estimate_text_tokens(prompt)
         image_tokens = max(0, prompt_tokens - text_tokens) if has_image else 0
-        cost = (prompt_tokens * self.model.price_in_per_mtok + completion_tokens * self.model.price_out_per_mtok) / 1e6
+        cost = (
+            prompt_tokens * self.model.price_in_per_mtok + completion_tokens * self.model.price_out_per_mtok
+        ) / 1e6
         latency_ms = resp.total_duration / 1e6 if resp.total_duration else wall_ms
         self.stats.by_status["ok"] = self.stats.by_status.get("ok", 0) + 1
         return _row(
-            q["query_id"], self.model, self.run_id, attempt=attempt, prediction=content, quality=quality,
-            correct=is_correct(quality, q["answer_kind"]), prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, image_tokens=image_tokens, cost_usd=cost,
-            latency_ms=latency_ms, status="ok", model_digest=self._digest,
+            q["query_id"],
+            self.model,
+            self.run_id,
+            attempt=attempt,
+            prediction=content,
+            quality=quality,
+            correct=is_correct(quality, q["answer_kind"]),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            image_tokens=image_tokens,
+            cost_usd=cost,
+            latency_ms=latency_ms,
+            status="ok",
+            model_digest=self._digest,
         )
 
     async def run(
@@ -288,8 +307,14 @@ class ModelCollector:
                 return _row(q["query_id"], self.model, self.run_id, attempt=0, status="skipped", error=reason)
             if not (q.get("question") or "").strip():
                 self.stats.by_status["skipped"] = self.stats.by_status.get("skipped", 0) + 1
-                return _row(q["query_id"], self.model, self.run_id, attempt=0, status="skipped",
-                            error="empty question")
+                return _row(
+                    q["query_id"],
+                    self.model,
+                    self.run_id,
+                    attempt=0,
+                    status="skipped",
+                    error="empty question",
+                )
             async with sem:
                 return await self.run_one(client, q, image)
 

@@ -39,6 +39,40 @@ MAX_LISTED = 25  # problems spelled out in an exception message; the rest are co
 
 
 @dataclass(frozen=True)
+class ImportLimits:
+    """Upper bounds on what an import reads, checked before reading (a user folder is untrusted input).
+
+    A file over ``max_table_bytes`` (CSV / JSONL / Parquet) refuses the import; an image over
+    ``max_image_bytes`` (checked with stat, so it is never read) or ``max_image_pixels`` (from its header)
+    is a bad row: skipped and listed, or refusing the import under ``on_error="fail"``.
+    """
+
+    max_image_pixels: int = 40_000_000
+    max_image_bytes: int = 50 * 2**20
+    max_table_bytes: int = 2**30
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def check_table_size(path: Path, log: IssueLog, limits: ImportLimits | None) -> None:
+    """Refuse a table file over ``limits.max_table_bytes`` before opening it."""
+    limit = (limits or ImportLimits()).max_table_bytes
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        log.fatal(str(path), None, None, f"cannot read file ({exc})")
+    if size > limit:
+        log.fatal(str(path), None, None, f"file is {human_bytes(size)}, over the import limit of "
+                                         f"{human_bytes(limit)} (ImportLimits.max_table_bytes); not read")
+
+
+@dataclass(frozen=True)
 class Issue:
     """One problem in the input, located as precisely as the format allows."""
 
@@ -111,6 +145,13 @@ class IssueLog:
             },
             schema=SKIPPED_SCHEMA,
         )
+
+
+def refuse_no_rows(df: pl.DataFrame, file: str) -> None:
+    """A file with no data rows (empty, header only) is an import of nothing: refuse it, naming the file."""
+    if df.height == 0:
+        raise ImportValidationError([Issue(file, None, None, "no data rows (empty file or header only): "
+                                                             "nothing to import")], "import refused: empty input")
 
 
 def raise_on_duplicates(ids: pl.Series, rows: pl.Series, file: str, column: str) -> None:
@@ -192,21 +233,28 @@ def _with_rows(df: pl.DataFrame, rows: Sequence[int] | None = None) -> pl.DataFr
     return df.with_columns(pl.Series(ROW, values, dtype=pl.Int64))
 
 
-def read_csv_strings(path: Path, log: IssueLog) -> pl.DataFrame:
+def read_csv_strings(path: Path, log: IssueLog, limits: ImportLimits | None = None) -> pl.DataFrame:
     """Read a CSV with every column as String plus ``ROW``; rows with bad bytes or wrong width are logged.
 
-    The stdlib csv reader walks the text decoded with ``surrogateescape``, so an invalid byte is attributed
-    to the exact record and column, and a short or long record is reported instead of being padded.
+    The file is streamed record by record (never read whole, and refused above ``max_table_bytes``). The
+    stdlib csv reader walks the text decoded with ``surrogateescape``, so an invalid byte is attributed to
+    the exact record and column, and a short or long record is reported instead of being padded.
     """
     name = str(path)
+    check_table_size(path, log, limits)
     try:
-        data = path.read_bytes()
+        fh = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")  # noqa: SIM115
     except OSError as exc:
         log.fatal(name, None, None, f"cannot read file ({exc})")
-    data = data.removeprefix(codecs.BOM_UTF8)
-    text = data.decode("utf-8", errors="surrogateescape")
-    any_bad = _SURROGATE.search(text) is not None  # per-cell checks only when the file has bad bytes
-    reader = csv.reader(io.StringIO(text, newline=""))
+    with fh:
+        header, records, rows = _csv_records(csv.reader(fh), name, log)
+    cols = {h: [r[j] if r[j] != "" else None for r in records] for j, h in enumerate(header)}
+    df = pl.DataFrame(cols, schema={h: pl.String for h in header})
+    return _with_rows(df, rows)
+
+
+def _csv_records(reader, name: str, log: IssueLog) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header, good records, their 1-based record numbers) from a csv reader; bad records are logged."""
     records: list[list[str]] = []
     rows: list[int] = []
     try:
@@ -224,19 +272,16 @@ def read_csv_strings(path: Path, log: IssueLog) -> pl.DataFrame:
             if len(rec) != len(header):
                 log.add(name, i, None, f"record has {len(rec)} fields but the header has {len(header)}")
                 continue
-            if any_bad:
+            if _SURROGATE.search("".join(rec)):  # per-cell checks only for a record with bad bytes
                 bad = [j for j, v in enumerate(rec) if _SURROGATE.search(v)]
-                if bad:
-                    log.add(name, i, header[bad[0]], f"text is not valid UTF-8 (bytes {_bad_bytes(rec[bad[0]])}); "
-                                                     "row cannot be decoded")
-                    continue
+                log.add(name, i, header[bad[0]], f"text is not valid UTF-8 (bytes {_bad_bytes(rec[bad[0]])}); "
+                                                 "row cannot be decoded")
+                continue
             records.append(rec)
             rows.append(i)
     except csv.Error as exc:
         log.fatal(name, None, None, f"malformed CSV near line {reader.line_num} ({exc})")
-    cols = {h: [r[j] if r[j] != "" else None for r in records] for j, h in enumerate(header)}
-    df = pl.DataFrame(cols, schema={h: pl.String for h in header})
-    return _with_rows(df, rows)
+    return header, records, rows
 
 
 def _json_value(v):
@@ -246,9 +291,10 @@ def _json_value(v):
     return v
 
 
-def read_jsonl(path: Path, log: IssueLog) -> pl.DataFrame:
+def read_jsonl(path: Path, log: IssueLog, limits: ImportLimits | None = None) -> pl.DataFrame:
     """Read JSONL objects into a frame plus ``ROW`` (the 1-based line number); bad lines are logged."""
     name = str(path)
+    check_table_size(path, log, limits)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -300,21 +346,22 @@ def read_jsonl(path: Path, log: IssueLog) -> pl.DataFrame:
     return _with_rows(pl.DataFrame(cols) if cols else pl.DataFrame(), rows)
 
 
-def read_table(path: Path, log: IssueLog) -> pl.DataFrame:
-    """Read Parquet, CSV (all String) or JSONL by suffix, always with ``ROW``."""
+def read_table(path: Path, log: IssueLog, limits: ImportLimits | None = None) -> pl.DataFrame:
+    """Read Parquet, CSV (all String) or JSONL by suffix, always with ``ROW``; refused above the size limit."""
     suffix = path.suffix.lower()
     if not path.exists():
         log.fatal(str(path), None, None, "file not found")
     if suffix == ".parquet":
+        check_table_size(path, log, limits)
         try:
             df = pl.read_parquet(path)
         except Exception as exc:  # polars/arrow raise several types for corrupt or non-UTF-8 files
             log.fatal(str(path), None, None, f"not a readable Parquet file ({exc})")
         return _with_rows(df)
     if suffix == ".csv":
-        return read_csv_strings(path, log)
+        return read_csv_strings(path, log, limits)
     if suffix in (".jsonl", ".ndjson", ".json"):
-        return read_jsonl(path, log)
+        return read_jsonl(path, log, limits)
     log.fatal(str(path), None, None, f"unsupported file type {suffix!r} (use .parquet, .csv or .jsonl)")
 
 

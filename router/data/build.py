@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from router.data.calibration import calibration_rows, check_traces, latest_attempts
+from router.data.profiles import profile_matrix
 from router.data.routing_data import RoutingData, normalise_cost
-from router.features.encoders import FeatureSet
-from router.data.profiles import calibration_rows, check_traces, latest_attempts, profile_matrix
+from router.features.feature_set import FeatureSet
+from warehouse.vocabulary import SPLIT_NAMES
 
 
 @dataclass(frozen=True)
@@ -186,16 +188,10 @@ def build_routing_data(
     return build_routing_data_and_normalisers(queries, traces, splits, profiles, features, models, calib_limit)[0]
 
 
-def build_routing_data_and_normalisers(
-    queries: pl.DataFrame,
-    traces: pl.DataFrame,
-    splits: pl.DataFrame,
-    profiles: pl.DataFrame,
-    features: FeatureSet,
-    models: pl.DataFrame,
-    calib_limit: Mapping[str, int] | None = None,
-) -> tuple[RoutingData, QueryNormalisers]:
-    """``build_routing_data`` plus the normalisers it fitted, for routing new queries the same way."""
+def _check_build_inputs(queries: pl.DataFrame, traces: pl.DataFrame, splits: pl.DataFrame,
+                        features: FeatureSet) -> dict[str, str]:
+    """Fail early, naming the first offending row, on inputs the arrays cannot be built from; returns the
+    split of every query."""
     check_traces(traces)
     for c in ("query_id", "task_group", "dataset"):
         if c not in queries.columns:
@@ -203,7 +199,7 @@ def build_routing_data_and_normalisers(
     for c in ("query_id", "split", "in_calibration"):
         if c not in splits.columns:
             raise ValueError(f"splits: missing column {c!r}; have {splits.columns}")
-    qrow = {q: i for i, q in enumerate(queries["query_id"].to_list())}
+    qrow = set(queries["query_id"].to_list())
     split_of = dict(zip(splits["query_id"].to_list(), splits["split"].to_list(), strict=True))
     unknown = [q for q in features.query_ids if q not in qrow]
     if unknown:
@@ -212,23 +208,17 @@ def build_routing_data_and_normalisers(
     if no_split:
         raise ValueError(f"splits: no split for query_id {no_split[0]!r} ({len(no_split)} feature rows without "
                          "a split); rebuild splits after adding queries")
-    bad = {split_of[q] for q in features.query_ids} - {"train", "val", "test"}
+    bad = {split_of[q] for q in features.query_ids} - set(SPLIT_NAMES)
     if bad:
         raise ValueError(f"splits: unknown split value(s) {sorted(bad)}")
+    return split_of
 
-    query_ids = list(features.query_ids)
+
+def _outcomes(
+    traces: pl.DataFrame, query_ids: list[str], model_ids: list[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(quality, cost_usd, latency_ms, avail) [N, K] from the latest ok attempt per (query, model)."""
     n = len(query_ids)
-    model_ids = models["model_id"].to_list()
-    if not model_ids:
-        raise ValueError("models: empty; nothing to route between")
-    model_feats, feat_names = profile_matrix(profiles, model_ids)
-    split = np.array([split_of[q] for q in query_ids], dtype=object)
-    qsel = queries[[qrow[q] for q in query_ids]]
-    task_group = np.array(qsel["task_group"].fill_null("").to_list(), dtype=object)
-    dataset = np.array(qsel["dataset"].fill_null("").to_list(), dtype=object)
-    train_rows = np.flatnonzero(split == "train")
-
-    # outcomes: latest ok attempt per (query, model)
     qi = {q: i for i, q in enumerate(query_ids)}
     mi = {m: j for j, m in enumerate(model_ids)}
     t = latest_attempts(traces.filter(pl.col("query_id").is_in(query_ids) & pl.col("model_id").is_in(model_ids)))
@@ -242,6 +232,33 @@ def build_routing_data_and_normalisers(
         cost_usd[i, j] = float(r["cost_usd"] or 0.0)
         latency[i, j] = float(r["latency_ms"]) if r["latency_ms"] is not None else np.nan
         avail[i, j] = True
+    return quality, cost_usd, latency, avail
+
+
+def build_routing_data_and_normalisers(
+    queries: pl.DataFrame,
+    traces: pl.DataFrame,
+    splits: pl.DataFrame,
+    profiles: pl.DataFrame,
+    features: FeatureSet,
+    models: pl.DataFrame,
+    calib_limit: Mapping[str, int] | None = None,
+) -> tuple[RoutingData, QueryNormalisers]:
+    """``build_routing_data`` plus the normalisers it fitted, for routing new queries the same way."""
+    split_of = _check_build_inputs(queries, traces, splits, features)
+    qrow = {q: i for i, q in enumerate(queries["query_id"].to_list())}
+    query_ids = list(features.query_ids)
+    model_ids = models["model_id"].to_list()
+    if not model_ids:
+        raise ValueError("models: empty; nothing to route between")
+    model_feats, feat_names = profile_matrix(profiles, model_ids)
+    split = np.array([split_of[q] for q in query_ids], dtype=object)
+    qsel = queries[[qrow[q] for q in query_ids]]
+    task_group = np.array(qsel["task_group"].fill_null("").to_list(), dtype=object)
+    dataset = np.array(qsel["dataset"].fill_null("").to_list(), dtype=object)
+    train_rows = np.flatnonzero(split == "train")
+
+    quality, cost_usd, latency, avail = _outcomes(traces, query_ids, model_ids)
     cost, scale = normalise_cost(cost_usd, avail, train_rows)
 
     # cost known before answering, from calibration rows only, on the same train-only scale

@@ -14,7 +14,6 @@ not being cold-started), so adding a model does not change the other models' vec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -23,10 +22,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from warehouse.vocabulary import TRACE_STATUSES
+from router.data.calibration import CALIBRATION_SPLIT, calibration_rows, trace_hash
+from warehouse.vocabulary import TASK_GROUPS
 
-DEFAULT_TASK_GROUPS = ("ocr", "chart", "math", "general")
-CALIBRATION_SPLIT = "train/calibration"
 BASE_PARTS = (
     "quality_overall", "availability", "cost_norm", "log_prompt_tokens", "log_completion_tokens",
     "log_image_tokens", "log_latency_mean_ms", "log_latency_p90_ms",
@@ -36,76 +34,6 @@ PAIRWISE_PARTS = (
     "fail_corr_mean", "fail_corr_max", "fail_corr_min",
 )
 PRIOR_PARTS = ("log_price_in", "log_price_out", "log_params_b", "params_missing")  # known before answering
-REQUIRED_TRACE_COLUMNS = ("query_id", "model_id", "attempt", "quality", "correct", "prompt_tokens",
-                          "completion_tokens", "image_tokens", "cost_usd", "latency_ms", "status")
-_HASH_COLUMNS = ("query_id", "model_id", "attempt", "status", "quality", "correct", "prompt_tokens",
-                 "completion_tokens", "image_tokens", "cost_usd", "latency_ms")
-
-
-# ----------------------------------------------------------------------------------------------- rows
-
-
-def check_traces(traces: pl.DataFrame) -> None:
-    missing = [c for c in REQUIRED_TRACE_COLUMNS if c not in traces.columns]
-    if missing:
-        raise ValueError(f"traces: missing column(s) {missing}; have {traces.columns}")
-    bad = traces.filter(~pl.col("status").is_in(list(TRACE_STATUSES)) | pl.col("status").is_null())
-    if bad.height:
-        r = bad.row(0, named=True)
-        raise ValueError(f"traces: status {r['status']!r} for query_id {r['query_id']!r} model_id "
-                         f"{r['model_id']!r}; expected one of {TRACE_STATUSES}")
-    bad = traces.filter((pl.col("status") == "ok") & pl.col("quality").is_null())
-    if bad.height:
-        r = bad.row(0, named=True)
-        raise ValueError(f"traces: status ok but quality is null for query_id {r['query_id']!r} "
-                         f"model_id {r['model_id']!r} attempt {r['attempt']}")
-
-
-def calibration_query_ids(splits: pl.DataFrame) -> set[str]:
-    for c in ("query_id", "split", "in_calibration"):
-        if c not in splits.columns:
-            raise ValueError(f"splits: missing column {c!r}; have {splits.columns}")
-    return set(splits.filter(pl.col("in_calibration") & (pl.col("split") == "train"))["query_id"].to_list())
-
-
-def latest_attempts(traces: pl.DataFrame) -> pl.DataFrame:
-    """One row per (query, model): the latest ok attempt if any, else the latest attempt."""
-    sort_cols = ["query_id", "model_id", "_ok", "attempt"]
-    t = traces.with_columns((pl.col("status") == "ok").alias("_ok"))
-    if "collected_at" in t.columns:
-        sort_cols.append("collected_at")
-    return (t.sort(sort_cols, nulls_last=False)
-            .group_by(["query_id", "model_id"], maintain_order=True).last().drop("_ok"))
-
-
-def _limit_rank(query_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"calib-limit:{query_id}".encode()).digest()[:8], "big")
-
-
-def calibration_rows(traces: pl.DataFrame, splits: pl.DataFrame,
-                     calib_limit: Mapping[str, int] | None = None) -> pl.DataFrame:
-    """The trace rows a profile may use: calibration queries of train, latest attempt per (query, model).
-
-    ``calib_limit`` caps one model's rows to its first n calibration queries in a fixed pseudo-random order
-    (nested: the 16 rows are among the 64), for cold-start curves.
-    """
-    check_traces(traces)
-    calib = calibration_query_ids(splits)
-    rows = latest_attempts(traces.filter(pl.col("query_id").is_in(list(calib))))
-    for model_id, n in (calib_limit or {}).items():
-        if n < 0:
-            raise ValueError(f"calib_limit[{model_id!r}] must be >= 0, got {n}")
-        mine = rows.filter(pl.col("model_id") == model_id)
-        keep = sorted(mine["query_id"].to_list(), key=_limit_rank)[:n]
-        rows = rows.filter((pl.col("model_id") != model_id) | pl.col("query_id").is_in(keep))
-    return rows.sort(["model_id", "query_id"])
-
-
-def trace_hash(rows: pl.DataFrame) -> str:
-    """Content hash of trace rows (order-free), recorded so a later check can prove which rows were used."""
-    cols = [c for c in _HASH_COLUMNS if c in rows.columns]
-    lines = sorted(json.dumps(r, sort_keys=True, default=str) for r in rows.select(cols).iter_rows(named=True))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- stats
@@ -194,22 +122,126 @@ def _pairwise(me: str, ok_by_model: dict[str, dict[str, tuple[float, bool]]],
     return out, (shared_total // max(1, len(wins)) if wins else 0)
 
 
+
+
 def _vocab(queries: pl.DataFrame) -> tuple[list[str], list[str], dict[str, tuple[str, str]]]:
     for c in ("query_id", "task_group", "dataset"):
         if c not in queries.columns:
             raise ValueError(f"queries: missing column {c!r}; have {queries.columns}")
     tg = queries["task_group"].fill_null("").to_list()
     ds = queries["dataset"].fill_null("").to_list()
-    groups = list(DEFAULT_TASK_GROUPS) + sorted(set(tg) - set(DEFAULT_TASK_GROUPS) - {""})
+    groups = list(TASK_GROUPS) + sorted(set(tg) - set(TASK_GROUPS) - {""})
     datasets = sorted(set(ds) - {""})
     qmeta = dict(zip(queries["query_id"].to_list(), zip(tg, ds, strict=True), strict=True))
     return groups, datasets, qmeta
+
 
 
 # ----------------------------------------------------------------------------------------------- profiles
 
 
 Z_CLIP = 5.0  # bound of a standardised profile part
+
+
+def _check_profile_inputs(models: pl.DataFrame, shrink_k0: float, calib_limit: Mapping[str, int] | None) -> None:
+    if shrink_k0 < 0:
+        raise ValueError(f"build_profiles: shrink_k0 must be >= 0, got {shrink_k0}")
+    for c in ("model_id", "price_in_per_mtok", "price_out_per_mtok", "params_b"):
+        if c not in models.columns:
+            raise ValueError(f"models: missing column {c!r}; have {models.columns}")
+    model_ids = models["model_id"].to_list()
+    unknown = [m for m in (calib_limit or {}) if m not in model_ids]
+    if unknown:
+        raise ValueError(f"build_profiles: calib_limit names model(s) {unknown} not in the models table")
+
+
+def _reference(model_ids: list[str], per_model: dict[str, pl.DataFrame], calib_limit: Mapping[str, int] | None,
+               reference_models: Sequence[str] | None) -> list[str]:
+    """The models whose statistics define the pool (shrinkage target, standardisation, cost scale)."""
+    if reference_models is None:
+        return [m for m in model_ids if per_model[m].height > 0 and m not in (calib_limit or {})]
+    reference = [m for m in reference_models if m in model_ids]
+    if len(reference) != len(reference_models):
+        raise ValueError(f"build_profiles: reference_models {list(reference_models)} not all in models table")
+    return reference
+
+
+def _outcome_parts(
+    model_ids: list[str], per_model: dict[str, pl.DataFrame], reference: list[str], groups: list[str],
+    datasets: list[str], qmeta: dict[str, tuple[str, str]],
+) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, dict[str, tuple[float, bool]]], float]:
+    """(part names, unshrunk raw [K, O], row counts [K, O], ok outcomes per model, cost scale) of the
+    outcome-derived parts."""
+    stats = {m: _model_stats(per_model[m], groups, datasets, qmeta) for m in model_ids}
+    ref_cost = [stats[m][0]["cost_usd_mean"] for m in reference]
+    ref_cost = [x for x in ref_cost if x == x]
+    cost_scale = float(max(ref_cost)) if ref_cost and max(ref_cost) > 0 else 1.0
+    ok_by_model: dict[str, dict[str, tuple[float, bool]]] = {}
+    for m in model_ids:
+        ok = per_model[m].filter(pl.col("status") == "ok")
+        ok_by_model[m] = dict(zip(ok["query_id"].to_list(),
+                                  zip(ok["quality"].to_numpy().astype(float), _incorrect(ok), strict=True),
+                                  strict=True))
+
+    outcome_names = (list(BASE_PARTS) + [f"quality_group:{g}" for g in groups]
+                     + [f"quality_dataset:{d}" for d in datasets] + list(PAIRWISE_PARTS))
+    raw = np.full((len(model_ids), len(outcome_names)), np.nan)
+    counts = np.zeros((len(model_ids), len(outcome_names)))
+    for i, m in enumerate(model_ids):
+        v, c = stats[m]
+        v = dict(v)
+        v["cost_norm"] = v.pop("cost_usd_mean") / cost_scale
+        pw, n_shared = _pairwise(m, ok_by_model, reference)
+        v.update(pw)
+        c.update({p: n_shared for p in PAIRWISE_PARTS})
+        raw[i] = [v[n] for n in outcome_names]
+        counts[i] = [c[n] for n in outcome_names]
+    return outcome_names, raw, counts, ok_by_model, cost_scale
+
+
+def _shrink(raw: np.ndarray, counts: np.ndarray, ref_idx: list[int], outcome_names: list[str],
+            shrink_k0: float) -> tuple[np.ndarray, np.ndarray]:
+    """(pool mean [O], shrunk parts [K, O]): each part moves toward the pool with weight n / (n + k0)."""
+    pool = np.full(len(outcome_names), np.nan)
+    if ref_idx:
+        with warnings.catch_warnings():  # all-NaN columns are handled right below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pool = np.nanmean(raw[ref_idx], axis=0)
+    q_overall = pool[outcome_names.index("quality_overall")]
+    for j, n in enumerate(outcome_names):
+        if not np.isfinite(pool[j]):  # nobody measured it: a neutral value
+            pool[j] = q_overall if n.startswith("quality_") and np.isfinite(q_overall) else 0.0
+    w = counts / (counts + shrink_k0) if shrink_k0 > 0 else (counts > 0).astype(float)
+    shrunk = np.where(np.isfinite(raw), w * np.nan_to_num(raw) + (1 - w) * pool[None, :], pool[None, :])
+    return pool, shrunk
+
+
+def _prior_parts(models: pl.DataFrame, ref_idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(prior parts [K, 4], params missing [K]): prices and size, known before any answer (never shrunk)."""
+    prices = models.select("price_in_per_mtok", "price_out_per_mtok", "params_b").to_numpy().astype(np.float64)
+    params = prices[:, 2]
+    params_missing = ~np.isfinite(params) | (params <= 0)
+    log_params = np.where(params_missing, np.nan, np.log(np.where(params_missing, 1.0, params)))
+    ref_known = [i for i in ref_idx if not params_missing[i]] or [i for i in range(models.height)
+                                                                    if not params_missing[i]]
+    params_pool = float(np.mean(log_params[ref_known])) if ref_known else 0.0
+    prior = np.stack([np.log1p(np.nan_to_num(prices[:, 0]).clip(min=0)),
+                      np.log1p(np.nan_to_num(prices[:, 1]).clip(min=0)),
+                      np.where(params_missing, params_pool, log_params),
+                      params_missing.astype(np.float64)], axis=1)
+    return prior, params_missing
+
+
+def _standardise(full: np.ndarray, pool: np.ndarray, ref_idx: list[int],
+                 n_outcome: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z [K, P], mean [P], std [P]) with pool statistics: outcome parts centred on the shrinkage target."""
+    std_rows = full[ref_idx] if ref_idx else full
+    mean = np.concatenate([pool, std_rows[:, n_outcome:].mean(axis=0)])
+    sd = std_rows.std(axis=0) if len(std_rows) > 1 else np.ones(full.shape[1])
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    # clip: with few reference models a tiny std can blow a new model's parts up to |z| ~ 50
+    z = np.clip((full - mean[None, :]) / sd[None, :], -Z_CLIP, Z_CLIP)
+    return z, mean, sd
 
 
 def build_profiles(
@@ -227,15 +259,8 @@ def build_profiles(
     shrunk_raw, n_calib_rows, n_ok_rows, shrink_weight, cold_start, shrunk, params_missing, trace_hash,
     source_query_ids, built_from (JSON). ``shrink_k0`` is the k0 of the shrinkage weight n / (n + k0).
     """
-    if shrink_k0 < 0:
-        raise ValueError(f"build_profiles: shrink_k0 must be >= 0, got {shrink_k0}")
-    for c in ("model_id", "price_in_per_mtok", "price_out_per_mtok", "params_b"):
-        if c not in models.columns:
-            raise ValueError(f"models: missing column {c!r}; have {models.columns}")
+    _check_profile_inputs(models, shrink_k0, calib_limit)
     model_ids = models["model_id"].to_list()
-    unknown = [m for m in (calib_limit or {}) if m not in model_ids]
-    if unknown:
-        raise ValueError(f"build_profiles: calib_limit names model(s) {unknown} not in the models table")
     groups, datasets, qmeta = _vocab(queries)
     rows = calibration_rows(traces, splits, calib_limit).filter(pl.col("model_id").is_in(model_ids))
     missing_q = set(rows["query_id"].to_list()) - set(qmeta)
@@ -243,72 +268,15 @@ def build_profiles(
         raise ValueError(f"traces: query_id {sorted(missing_q)[0]!r} is not in the queries table")
 
     per_model = {m: rows.filter(pl.col("model_id") == m) for m in model_ids}
-    if reference_models is None:
-        reference = [m for m in model_ids if per_model[m].height > 0 and m not in (calib_limit or {})]
-    else:
-        reference = [m for m in reference_models if m in model_ids]
-        if len(reference) != len(reference_models):
-            raise ValueError(f"build_profiles: reference_models {list(reference_models)} not all in models table")
-
-    stats = {m: _model_stats(per_model[m], groups, datasets, qmeta) for m in model_ids}
-    ref_cost = [stats[m][0]["cost_usd_mean"] for m in reference]
-    ref_cost = [x for x in ref_cost if x == x]
-    cost_scale = float(max(ref_cost)) if ref_cost and max(ref_cost) > 0 else 1.0
-    ok_by_model: dict[str, dict[str, tuple[float, bool]]] = {}
-    for m in model_ids:
-        ok = per_model[m].filter(pl.col("status") == "ok")
-        ok_by_model[m] = dict(zip(ok["query_id"].to_list(),
-                                  zip(ok["quality"].to_numpy().astype(float), _incorrect(ok), strict=True),
-                                  strict=True))
-
-    outcome_names = (list(BASE_PARTS) + [f"quality_group:{g}" for g in groups]
-                     + [f"quality_dataset:{d}" for d in datasets] + list(PAIRWISE_PARTS))
+    reference = _reference(model_ids, per_model, calib_limit, reference_models)
+    outcome_names, raw, counts, ok_by_model, cost_scale = _outcome_parts(
+        model_ids, per_model, reference, groups, datasets, qmeta)
     names = outcome_names + list(PRIOR_PARTS)
-    raw = np.full((len(model_ids), len(outcome_names)), np.nan)
-    counts = np.zeros((len(model_ids), len(outcome_names)))
-    for i, m in enumerate(model_ids):
-        v, c = stats[m]
-        v = dict(v)
-        v["cost_norm"] = v.pop("cost_usd_mean") / cost_scale
-        pw, n_shared = _pairwise(m, ok_by_model, reference)
-        v.update(pw)
-        c.update({p: n_shared for p in PAIRWISE_PARTS})
-        raw[i] = [v[n] for n in outcome_names]
-        counts[i] = [c[n] for n in outcome_names]
-
     ref_idx = [model_ids.index(m) for m in reference]
-    pool = np.full(len(outcome_names), np.nan)
-    if ref_idx:
-        with warnings.catch_warnings():  # all-NaN columns are handled right below
-            warnings.simplefilter("ignore", RuntimeWarning)
-            pool = np.nanmean(raw[ref_idx], axis=0)
-    q_overall = pool[outcome_names.index("quality_overall")]
-    for j, n in enumerate(outcome_names):
-        if not np.isfinite(pool[j]):  # nobody measured it: a neutral value
-            pool[j] = q_overall if n.startswith("quality_") and np.isfinite(q_overall) else 0.0
-    w = counts / (counts + shrink_k0) if shrink_k0 > 0 else (counts > 0).astype(float)
-    shrunk = np.where(np.isfinite(raw), w * np.nan_to_num(raw) + (1 - w) * pool[None, :], pool[None, :])
-
-    prices = models.select("price_in_per_mtok", "price_out_per_mtok", "params_b").to_numpy().astype(np.float64)
-    params = prices[:, 2]
-    params_missing = ~np.isfinite(params) | (params <= 0)
-    log_params = np.where(params_missing, np.nan, np.log(np.where(params_missing, 1.0, params)))
-    ref_known = [i for i in ref_idx if not params_missing[i]] or [i for i in range(len(model_ids))
-                                                                    if not params_missing[i]]
-    params_pool = float(np.mean(log_params[ref_known])) if ref_known else 0.0
-    prior = np.stack([np.log1p(np.nan_to_num(prices[:, 0]).clip(min=0)),
-                      np.log1p(np.nan_to_num(prices[:, 1]).clip(min=0)),
-                      np.where(params_missing, params_pool, log_params),
-                      params_missing.astype(np.float64)], axis=1)
+    pool, shrunk = _shrink(raw, counts, ref_idx, outcome_names, shrink_k0)
+    prior, params_missing = _prior_parts(models, ref_idx)
     full = np.concatenate([shrunk, prior], axis=1)
-
-    # standardise with pool statistics: outcome parts centred on the shrinkage target
-    std_rows = full[ref_idx] if ref_idx else full
-    mean = np.concatenate([pool, std_rows[:, len(outcome_names):].mean(axis=0)])
-    sd = std_rows.std(axis=0) if len(std_rows) > 1 else np.ones(full.shape[1])
-    sd = np.where(sd > 1e-8, sd, 1.0)
-    # clip: with few reference models a tiny std can blow a new model's parts up to |z| ~ 50
-    z = np.clip((full - mean[None, :]) / sd[None, :], -Z_CLIP, Z_CLIP)
+    z, mean, sd = _standardise(full, pool, ref_idx, len(outcome_names))
 
     n_rows = np.array([per_model[m].height for m in model_ids])
     n_ok = np.array([len(ok_by_model[m]) for m in model_ids])
@@ -356,108 +324,3 @@ def profile_matrix(profiles: pl.DataFrame, model_ids: Sequence[str]) -> tuple[np
     mat = np.array([profiles["vector"][pos[m]].to_list() for m in model_ids], dtype=np.float32).reshape(
         len(model_ids), len(names))
     return mat, names
-
-
-# ----------------------------------------------------------------------------------------------- leakage
-
-
-def leakage_report(
-    traces: pl.DataFrame,
-    splits: pl.DataFrame,
-    profiles: pl.DataFrame,
-    queries: pl.DataFrame | None = None,
-    models: pl.DataFrame | None = None,
-    atol: float = 1e-6,
-) -> dict:
-    """Prove no val/test row fed a profile or a normaliser; ``passed`` is False on any violation.
-
-    Checks: calibration rows are train rows; every profile's recorded query set is inside calibration; the
-    trace rows a profile recorded (content hash, counts) equal the calibration rows recomputed from ``traces``
-    and ``splits``; the outcome parts that need no query metadata (quality, availability, normalised cost)
-    and the cost normaliser recompute to the stored values. With ``queries`` and ``models`` the whole
-    profile table is rebuilt from calibration rows and compared.
-    """
-    need = ("model_id", "feature_names", "raw", "n_calib_rows", "trace_hash", "source_query_ids", "built_from")
-    missing = [c for c in need if c not in profiles.columns]
-    if missing:
-        raise ValueError(f"profiles: missing column(s) {missing} (not built by router.data.profiles.build_profiles?)")
-    checks: dict[str, bool] = {}
-    details: dict[str, object] = {}
-    bad_calib = splits.filter(pl.col("in_calibration") & (pl.col("split") != "train"))
-    checks["calibration_within_train"] = bad_calib.height == 0
-    if bad_calib.height:
-        details["calibration_outside_train"] = bad_calib["query_id"].head(5).to_list()
-    calib = calibration_query_ids(splits)
-
-    outside: dict[str, int] = {}
-    for m, qs in zip(profiles["model_id"].to_list(), profiles["source_query_ids"].to_list(), strict=True):
-        extra = set(qs or []) - calib
-        if extra:
-            outside[m] = len(extra)
-            details.setdefault("example_leaked_queries", sorted(extra)[:5])
-    checks["profile_queries_in_calibration"] = not outside
-    if outside:
-        details["queries_outside_calibration"] = outside
-
-    meta = json.loads(profiles["built_from"][0]) if profiles.height else {}
-    checks["built_from_calibration"] = meta.get("split") == CALIBRATION_SPLIT
-    rows = calibration_rows(traces, splits, meta.get("calib_limit") or {})
-    hash_bad, count_bad, parts_bad = [], [], []
-    reference = meta.get("reference_models", [])
-    per_model = {m: rows.filter(pl.col("model_id") == m) for m in profiles["model_id"].to_list()}
-    ref_costs = []
-    for m in reference:
-        ok = rows.filter((pl.col("model_id") == m) & (pl.col("status") == "ok"))
-        if ok.height:
-            ref_costs.append(float(ok["cost_usd"].cast(pl.Float64).mean()))
-    cost_scale = max(ref_costs) if ref_costs and max(ref_costs) > 0 else 1.0
-    checks["cost_normaliser_from_calibration"] = math.isclose(cost_scale, meta.get("cost_scale", float("nan")),
-                                                              rel_tol=1e-9, abs_tol=1e-15)
-    for r in profiles.iter_rows(named=True):
-        m, mine = r["model_id"], per_model[r["model_id"]]
-        if trace_hash(mine) != r["trace_hash"]:
-            hash_bad.append(m)
-        if mine.height != r["n_calib_rows"]:
-            count_bad.append(m)
-        names = list(r["feature_names"])
-        raw = dict(zip(names, r["raw"], strict=True))
-        ok = mine.filter(pl.col("status") == "ok")
-        expect = {
-            "quality_overall": float(ok["quality"].mean()) if ok.height else float("nan"),
-            "availability": ok.height / mine.height if mine.height else float("nan"),
-            "cost_norm": (float(ok["cost_usd"].cast(pl.Float64).mean()) / cost_scale) if ok.height else float("nan"),
-        }
-        for k, e in expect.items():
-            got = raw.get(k)
-            got = float("nan") if got is None else float(got)
-            if not ((math.isnan(e) and math.isnan(got)) or abs(e - got) <= atol):
-                parts_bad.append(f"{m}:{k} stored {got:.6g} recomputed {e:.6g}")
-    checks["trace_rows_match_calibration"] = not hash_bad
-    checks["row_counts_match"] = not count_bad
-    checks["outcome_parts_recompute"] = not parts_bad
-    if hash_bad:
-        details["trace_hash_mismatch"] = hash_bad
-    if count_bad:
-        details["row_count_mismatch"] = count_bad
-    if parts_bad:
-        details["recompute_mismatch"] = parts_bad[:10]
-
-    if queries is not None and models is not None:
-        rebuilt = build_profiles(traces, splits, queries, models.filter(pl.col("model_id").is_in(per_model.keys())),
-                                 shrink_k0=meta.get("shrink_k0", 16.0), calib_limit=meta.get("calib_limit") or {},
-                                 reference_models=reference or None)
-        ids = profiles["model_id"].to_list()
-        try:
-            a, names_a = profile_matrix(profiles, ids)
-            b, names_b = profile_matrix(rebuilt, ids)
-            checks["full_rebuild_matches"] = names_a == names_b and bool(np.allclose(a, b, atol=1e-4))
-        except KeyError as e:
-            checks["full_rebuild_matches"] = False
-            details["rebuild_error"] = str(e)
-    return {
-        "passed": all(checks.values()),
-        "checks": checks,
-        "details": details,
-        "n_calibration_queries": len(calib),
-        "n_profiles": profiles.height,
-    }

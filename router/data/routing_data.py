@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from warehouse.vocabulary import TASK_GROUPS
+
 
 @dataclass
 class RoutingData:
@@ -30,7 +32,7 @@ class RoutingData:
     exp_cost: np.ndarray  # [N, K] float32 normalised cost known BEFORE answering (price x expected tokens)
     model_feats: np.ndarray  # [K, P] float32 standardised capability-profile vectors (calibration only)
     model_feat_names: list[str]  # P
-    split: np.ndarray  # [N] str: train | val | test
+    split: np.ndarray  # [N] str: one of warehouse.vocabulary.SPLIT_NAMES
     task_group: np.ndarray  # [N] str
     dataset: np.ndarray  # [N] str
     simulated: list[bool] = field(default_factory=list)  # K: model is from the simulated pool
@@ -140,7 +142,7 @@ def synthetic_routing_data(
         model_feats=feats,
         model_feat_names=[f"skill_{t}" for t in range(4)] + ["price"],
         split=split,
-        task_group=np.array(["ocr", "chart", "math", "general"], dtype=object)[types],
+        task_group=np.array(TASK_GROUPS, dtype=object)[types],
         dataset=np.array(["synthetic"] * n, dtype=object),
         simulated=[True] * k,
         text_only=text_only,

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
-from router.features.encoders import FeatureSet
+from router.features.feature_set import FeatureSet
 
 
 def with_imported_embeddings(fs: FeatureSet, query_ids: list[str], embeddings: dict[str, np.ndarray]) -> FeatureSet:

@@ -1,18 +1,25 @@
 """Routing decisions over HTTP: ``lrouter serve`` puts one long-lived ``RouterService`` behind a JSON endpoint.
 
 Why: requests arrive as a stream from whatever gateway fronts the candidate models; the gateway asks this
-server which model to call before calling it. Standard library only (no web framework to install). The
-service is built once and follows the warehouse (retrains, recalibrations, disabled models) by itself.
-Requests are served one at a time: a request is ~30 ms of encoder work on one thread, and the service's
-arrays are rebuilt in place when the warehouse changes.
+server which model to call before calling it. Starlette on uvicorn: the event loop keeps accepting and
+refusing while the model works. The service is built once and follows the warehouse (retrains,
+recalibrations, disabled models) by itself.
+
+Each request is validated against ``ServeLimits`` (body size, question length, image pixels read from the
+image header, finite lambda) in a worker thread BEFORE it queues for the model, so an oversized request is
+refused in milliseconds even while others are being scored. Scoring (~30 ms, mostly the encoders) runs one
+request at a time in its own worker thread, since the service's arrays are rebuilt in place when the
+warehouse changes; requests wait for it on the event loop, not in threads.
 
 Endpoints:
 - ``POST /route`` with JSON ``{"question": str, "image_b64": str (optional, PNG/JPEG bytes, base64),
   "pool": [model ids] (optional), "lambda": float (optional, default 0), "task_group": str (optional),
-  "dataset": str (optional)}`` -> ``{"ranked": [...], "chosen_model": id, "checkpoint": dir}``. Images are
-  sent as bytes, never as server-side paths.
-- ``GET /health`` -> the checkpoint in use and the active models.
-Bad input gets HTTP 400 with ``{"error": "..."}`` naming the field.
+  "dataset": str (optional)}`` -> ``{"ranked": [...], "chosen_model": id, "checkpoint": dir}`` (plus
+  ``"degraded": true, "refresh_error"`` when the warehouse could not be re-read and the last good snapshot
+  answered). Images are sent as bytes, never as server-side paths.
+- ``GET /health`` -> 200 with the checkpoint in use, the active models, ``degraded`` and the last refresh
+  error; 503 with the reason when there is no usable snapshot. It always answers.
+Bad input gets HTTP 400 (413 over a limit) with ``{"error": "..."}`` naming the field.
 """
 
 from __future__ import annotations
@@ -21,106 +28,205 @@ import base64
 import binascii
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from router.serving.limits import (
+    JSON_EXCEPTION_HANDLERS,
+    RequestRefused,
+    ServeLimits,
+    check_image_header,
+    check_text,
+    error_response,
+    finite_number,
+    json_response,
+    read_body,
+    server_config,
+)
 from router.serving.service import RouterService
 
-MAX_BODY_BYTES = 32 * 1024 * 1024  # a base64 image of a few megapixels fits; larger bodies are refused
 ROUTE_FIELDS = {"question", "image_b64", "pool", "lambda", "task_group", "dataset"}
+MAX_LAMBDA = 1e3  # cost weights are trained on [0, 1]; past this only cost matters and float32 overflows
+MAX_LABEL_CHARS = 256  # task_group / dataset / model ids are short names
+HEALTH_WAIT_S = 2.0  # a health probe waits this long for the model, then reports the snapshot it holds
+
+RequestError = RequestRefused  # the name this module exported before the limits moved to limits.py
 
 
-class RequestError(ValueError):
-    """A request the server refuses (HTTP 400); the message names the field."""
-
-
-def parse_route_request(body: bytes) -> dict[str, Any]:
-    """Validate a /route body into ``RouterService.route`` keyword arguments."""
+def parse_route_request(body: bytes, limits: ServeLimits | None = None) -> dict[str, Any]:
+    """Validate a /route body into ``RouterService.route`` keyword arguments (cheap: no pixel decoding)."""
+    limits = limits or ServeLimits()
     try:
         req = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(f"body is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, a 5000-digit int, [[[[...
+        raise RequestRefused(f"body is not JSON: {str(exc)[:200]}") from None
     if not isinstance(req, dict):
-        raise RequestError("body must be a JSON object")
+        raise RequestRefused("body must be a JSON object")
     unknown = sorted(set(req) - ROUTE_FIELDS)
     if unknown:
-        raise RequestError(f"unknown field(s) {unknown}; allowed: {sorted(ROUTE_FIELDS)}")
-    question = req.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise RequestError("field 'question' must be a non-empty string")
+        raise RequestRefused(f"unknown field(s) {unknown[:10]}; allowed: {sorted(ROUTE_FIELDS)}")
+    question = check_text(req.get("question"), "question", limits.max_question_chars)
     image = None
     if req.get("image_b64") is not None:
         if not isinstance(req["image_b64"], str):
-            raise RequestError("field 'image_b64' must be a base64 string")
+            raise RequestRefused("field 'image_b64' must be a base64 string")
         try:
             image = base64.b64decode(req["image_b64"], validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise RequestError(f"field 'image_b64' is not valid base64: {exc}") from exc
+            raise RequestRefused(f"field 'image_b64' is not valid base64: {exc}") from None
+        check_image_header(image, "image_b64", limits.max_image_pixels)
     pool = req.get("pool")
     if pool is not None and (not isinstance(pool, list) or not all(isinstance(p, str) for p in pool)):
-        raise RequestError("field 'pool' must be a list of model ids")
-    lam = req.get("lambda", 0.0)
-    if isinstance(lam, bool) or not isinstance(lam, int | float) or not lam >= 0:
-        raise RequestError("field 'lambda' must be a number >= 0")
-    for name in ("task_group", "dataset"):
-        if req.get(name) is not None and not isinstance(req[name], str):
-            raise RequestError(f"field {name!r} must be a string")
-    return {"image": image, "question": question, "pool": pool or None, "lam": float(lam),
-            "task_group": req.get("task_group"), "dataset": req.get("dataset")}
+        raise RequestRefused("field 'pool' must be a list of model ids")
+    if pool and any(len(p) > MAX_LABEL_CHARS for p in pool):
+        raise RequestRefused(f"field 'pool' holds a model id longer than {MAX_LABEL_CHARS} characters")
+    lam = finite_number(req.get("lambda", 0.0), "lambda", 0.0, MAX_LAMBDA)
+    labels = {name: check_text(req.get(name), name, MAX_LABEL_CHARS, required=False)
+              for name in ("task_group", "dataset")}
+    return {"image": image, "question": question, "pool": pool or None, "lam": lam, **labels}
 
 
-def make_server(service: RouterService, host: str = "127.0.0.1", port: int = 8787) -> ThreadingHTTPServer:
-    """An HTTP server bound to (host, port) answering from ``service`` (port 0 = any free port)."""
-    lock = threading.Lock()
+class Unavailable(RuntimeError):
+    """There is no usable snapshot (the service could not be built); HTTP 503 with the reason."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "lrouter-route/1"
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+@dataclass
+class _State:
+    """The service (or how to build it) and the per-app concurrency primitives."""
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if self.path.rstrip("/") != "/health":
-                self._send(404, {"error": f"no such endpoint {self.path!r}; use GET /health or POST /route"})
-                return
-            with lock:
-                if service.auto_refresh:
-                    service.refresh()
-                self._send(200, {"status": "ok", "checkpoint": service.checkpoint.name,
-                                 "models": service.data.model_ids})
+    service: RouterService | None
+    factory: Callable[[], RouterService] | None
+    limits: ServeLimits
+    model_lock: anyio.Lock = field(default_factory=anyio.Lock)  # queued requests wait here, not in threads
+    validate_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(4))
+    score_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
+    build_error: str | None = None
+    build_guard: threading.Lock = field(default_factory=threading.Lock)
 
-        def do_POST(self) -> None:  # noqa: N802
-            if self.path.rstrip("/") != "/route":
-                self._send(404, {"error": f"no such endpoint {self.path!r}; use POST /route"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if not 0 < length <= MAX_BODY_BYTES:
-                self._send(400 if length <= 0 else 413,
-                           {"error": f"Content-Length must be 1..{MAX_BODY_BYTES} bytes, got {length}"})
-                return
-            try:
-                kwargs = parse_route_request(self.rfile.read(length))
-                with lock:
-                    ranked = service.route(**kwargs)
-                    ckpt = service.checkpoint.name
-            except ValueError as exc:  # RequestError and the service's own input errors (pool, image)
-                self._send(400, {"error": str(exc)})
-                return
-            except Exception as exc:  # the warehouse changed under us, a broken checkpoint, ...: say so
-                self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
-                return
-            self._send(200, {"ranked": ranked, "chosen_model": ranked[0]["model_id"] if ranked else None,
-                             "checkpoint": ckpt})
+    def get(self) -> RouterService:
+        """The service, built on first use when a factory was given (in a worker thread, under the model lock)."""
+        if self.service is None:
+            assert self.factory is not None
+            with self.build_guard:
+                try:
+                    self.service = self.factory()
+                    self.build_error = None
+                except Exception as exc:
+                    self.build_error = f"{type(exc).__name__}: {exc}"
+                    raise Unavailable(f"no usable router snapshot: {self.build_error}") from exc
+        return self.service
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass  # request lines would print questions; the gateway keeps its own access log
 
-    return ThreadingHTTPServer((host, port), Handler)
+def _refresh_note(service: RouterService) -> dict[str, Any]:
+    err = getattr(service, "refresh_error", None)
+    return {"degraded": True, "refresh_error": err} if err else {}
+
+
+def _score(state: _State, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """One /route answer (worker thread, under the model lock)."""
+    service = state.get()
+    ranked = service.route(**kwargs)  # re-reads the warehouse first; a failed re-read keeps the held snapshot
+    return {"ranked": ranked, "chosen_model": ranked[0]["model_id"] if ranked else None,
+            "checkpoint": service.checkpoint.name, **_refresh_note(service)}
+
+
+def _health(state: _State, refresh: bool) -> dict[str, Any]:
+    """/health's answer from the held snapshot, after a refresh attempt when the model lock was free."""
+    service = state.get()
+    if refresh and service.auto_refresh:
+        service.refresh(strict=False)
+    note = _refresh_note(service)
+    out = {"status": "degraded" if note else "ok", "degraded": bool(note), "refresh_error": None,
+           "checkpoint": service.checkpoint.name, "models": list(service.data.model_ids),
+           "limits": state.limits.as_dict()}
+    out.update(note)
+    if not refresh:
+        out["busy"] = True  # the model was busy for HEALTH_WAIT_S; this is the snapshot held, not re-read
+    return out
+
+
+async def _route(request: Request) -> JSONResponse:
+    state: _State = request.app.state.lrouter
+    limits = state.limits
+    deadline = anyio.current_time() + limits.request_timeout_s
+    try:
+        with anyio.fail_after(limits.request_timeout_s):
+            body = await read_body(request, limits.max_body_bytes)
+            kwargs = await anyio.to_thread.run_sync(parse_route_request, body, limits,
+                                                    limiter=state.validate_threads)
+    except RequestRefused as exc:
+        return error_response(exc.status, str(exc))
+    except TimeoutError:
+        return error_response(408, f"request not received within {limits.request_timeout_s:g} s "
+                                   "(--request-timeout)")
+    try:
+        with anyio.fail_after(max(deadline - anyio.current_time(), 0.001)):
+            await state.model_lock.acquire()
+    except TimeoutError:
+        return error_response(503, f"busy: the router did not become free within {limits.request_timeout_s:g} s "
+                                   "(--request-timeout); retry", headers={"Retry-After": "1"})
+    try:
+        with anyio.CancelScope(shield=True):  # the thread cannot be interrupted; keep the lock until it ends
+            payload = await anyio.to_thread.run_sync(_score, state, kwargs, limiter=state.score_threads)
+    except Unavailable as exc:
+        return _unavailable(exc)
+    except ValueError as exc:  # the service's own input errors (pool, unreadable image, encoder mismatch)
+        return error_response(400, str(exc))
+    except Exception as exc:  # a broken checkpoint, ...: say so
+        return error_response(500, f"{type(exc).__name__}: {exc}")
+    finally:
+        state.model_lock.release()
+    return json_response(payload)
+
+
+async def _health_endpoint(request: Request) -> JSONResponse:
+    state: _State = request.app.state.lrouter
+    acquired = False
+    with anyio.move_on_after(min(HEALTH_WAIT_S, state.limits.request_timeout_s)):
+        await state.model_lock.acquire()
+        acquired = True
+    try:
+        if acquired:
+            with anyio.CancelScope(shield=True):
+                payload = await anyio.to_thread.run_sync(_health, state, True, limiter=state.score_threads)
+        elif state.service is None:
+            raise Unavailable("no usable router snapshot yet: the first build is still running")
+        else:
+            payload = _health(state, refresh=False)
+    except Exception as exc:  # whatever went wrong, the probe gets an answer saying what
+        return _unavailable(exc if isinstance(exc, Unavailable) else
+                            Unavailable(f"no usable router snapshot: {type(exc).__name__}: {exc}"))
+    finally:
+        if acquired:
+            state.model_lock.release()
+    return json_response(payload)
+
+
+def _unavailable(exc: Unavailable) -> JSONResponse:
+    return json_response({"status": "unavailable", "error": str(exc)}, status=503, headers={"Retry-After": "5"})
+
+
+def make_app(service: RouterService | Callable[[], RouterService], limits: ServeLimits | None = None) -> Starlette:
+    """The ASGI app answering from ``service``, or from what the callable builds on first use (until it
+    succeeds, /health and /route answer 503 with the reason)."""
+    app = Starlette(routes=[Route("/route", _route, methods=["POST"]),
+                            Route("/health", _health_endpoint, methods=["GET"])],
+                    exception_handlers=JSON_EXCEPTION_HANDLERS)
+    built = service if isinstance(service, RouterService) else None
+    app.state.lrouter = _State(service=built, factory=None if built else service, limits=limits or ServeLimits())
+    return app
+
+
+def make_server(service: RouterService | Callable[[], RouterService], host: str = "127.0.0.1", port: int = 8787,
+                limits: ServeLimits | None = None) -> uvicorn.Server:
+    """A uvicorn server for ``make_app(service, limits)`` on (host, port); ``.run()`` blocks (port 0 = any)."""
+    limits = limits or ServeLimits()
+    return uvicorn.Server(server_config(make_app(service, limits), host, port, limits))

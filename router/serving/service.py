@@ -11,6 +11,7 @@ cost scale), so it costs an encoder pass and one router forward, not a rebuild.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,10 @@ from PIL import Image
 from router.data.build import build_routing_data_and_normalisers, expected_cost_usd
 from router.data.routing_data import RoutingData
 from router.data.warehouse_inputs import FEATURES_DIR, WarehouseInputs, load_inputs
-from router.features.encoders import FeatureConfig, encode_single, load_encoders, side_features
+from router.features.config import FeatureConfig
+from router.features.encoders import load_encoders
+from router.features.extract import encode_single
+from router.features.side import side_features
 from router.threads import torch_threads
 from router.training.artifacts import latest_checkpoint_dir
 from router.training.checkpoint import load_checkpoint
@@ -28,6 +32,7 @@ from router.training.trainer import predict
 from warehouse.store import Warehouse, lrouter_home
 
 REQUEST_ID = "__request__"
+RETRY_FAILED_BUILD_S = 10.0  # a rebuild that failed on the same files is retried at most this often
 
 
 def _vocab(side_names: list[str], prefix: str) -> list[str]:
@@ -56,6 +61,8 @@ class RouterService:
         self.wh = wh
         self.feature_cfg = replace(feature_cfg or FeatureConfig(), progress=False)
         self.auto_refresh = auto_refresh
+        self.refresh_error: str | None = None  # why the last refresh failed while the held snapshot serves
+        self._failed: tuple[tuple | None, float] = (None, 0.0)  # (sources, when) of the last failed rebuild
         self._build()
 
     def _sources(self) -> tuple:
@@ -85,11 +92,34 @@ class RouterService:
         self._exp_cost: dict[tuple[bool, str], np.ndarray] = {}
         self.sources = sources
 
-    def refresh(self) -> bool:
-        """Rebuild if the checkpoint or an input table changed since the last build; True when it did."""
-        if self._sources() == self.sources:
+    def refresh(self, strict: bool = True) -> bool:
+        """Rebuild if the checkpoint or an input table changed since the last build; True when it did.
+
+        A failed rebuild keeps the last good snapshot and is recorded in ``refresh_error`` (cleared by the
+        next good one); ``strict=False`` returns False instead of raising, so a corrupt table degrades a
+        long-lived service to its held snapshot rather than taking it down."""
+        sources = None
+        try:
+            sources = self._sources()
+            if sources == self.sources:
+                self.refresh_error = None
+                return False
+            failed_sources, failed_at = self._failed
+            recent_failure = sources == failed_sources and time.monotonic() - failed_at < RETRY_FAILED_BUILD_S
+            if not recent_failure:  # the same files failed moments ago: not rebuilt on every request
+                self._build()
+        except Exception as exc:
+            self.refresh_error = f"{type(exc).__name__}: {exc}"
+            self._failed = (sources, time.monotonic())
+            if strict:
+                raise
             return False
-        self._build()
+        if recent_failure:
+            if strict:
+                raise RuntimeError(self.refresh_error)
+            return False
+        self.refresh_error = None
+        self._failed = (None, 0.0)
         return True
 
     def _expected_cost(self, has_image: bool, task_group: str) -> np.ndarray:
@@ -167,7 +197,7 @@ class RouterService:
                                      f"{exc}") from exc
             img = img.convert("RGB")
         if self.auto_refresh:
-            self.refresh()
+            self.refresh(strict=False)  # a failed re-read answers from the held snapshot (see refresh_error)
         req = self.request_data(img, question, pool, task_group, dataset)
         with torch_threads(1):  # one request: a second thread costs more in sync than it saves (bench/router.py)
             mu, sigma, score = predict(self.model, req, np.array([0]), lam, avail=req.avail)

@@ -20,13 +20,8 @@ import torch.nn.functional as F
 
 from router.data.routing_data import RoutingData
 from router.models.base import Router
-from router.models.latent_router.model import (
-    InputDims,
-    LatentRouter,
-    LatentRouterConfig,
-    is_prefix_mask,
-    side_input,
-)
+from router.models.latent_router.model import InputDims, LatentRouter, LatentRouterConfig, side_input
+from router.models.latent_router.pooling import is_prefix_mask
 from router.threads import torch_threads
 
 
@@ -94,6 +89,8 @@ class TrainConfig:
 
 @dataclass
 class EpochLog:
+    """One epoch of the training curve (the asset shows it as metadata)."""
+
     epoch: int
     train_loss: float
     parts: dict[str, float]  # mean weighted-free value of each loss term
@@ -103,6 +100,8 @@ class EpochLog:
 
 @dataclass
 class TrainResult:
+    """The trained model (best epoch's weights), its curve and the configs it was trained with."""
+
     model: LatentRouter
     history: list[EpochLog]
     best_epoch: int
@@ -113,6 +112,7 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when present; asking for CUDA without it fails instead of silently using the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -256,6 +256,7 @@ def pick_utility(model: LatentRouter, data: RoutingData, rows: np.ndarray, lams:
 
 
 def _check_data(data: RoutingData) -> tuple[np.ndarray, np.ndarray]:
+    """Train and val rows with an available model; fails naming the first non-finite input or target."""
     train = data.idx("train")
     train = train[data.avail[train].any(axis=1)]
     val = data.idx("val")
@@ -295,7 +296,21 @@ def train_latent_router(
         return _train(data, mc, tc, progress)
 
 
+@dataclass
+class _Optimiser:
+    """The state one training run carries across epochs: model, AdamW, the step count and the EMA weights."""
+
+    model: LatentRouter
+    opt: torch.optim.Optimizer
+    params: list[torch.Tensor]
+    ema: list[torch.Tensor] | None
+    device: torch.device
+    steps_per_epoch: int
+    step: int = 0
+
+
 def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress: bool) -> TrainResult:
+    """Set-up, then epochs validated on the (EMA) weights; the best epoch's weights are kept (early stopping)."""
     device = resolve_device(tc.device)
     train, val = _check_data(data)
     if len(val) == 0:
@@ -305,44 +320,17 @@ def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress:
     model = LatentRouter(mc, InputDims.from_data(data, mc))
     model.set_input_stats(data, train)
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / tc.batch_size)
     params = [p for p in model.parameters() if p.requires_grad]
-    ema = [p.detach().clone() for p in params] if tc.ema_decay > 0 else None
-    step = 0
-    quality_all = data.quality.astype(np.float32)
+    state = _Optimiser(model, torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay),
+                       params, [p.detach().clone() for p in params] if tc.ema_decay > 0 else None, device,
+                       math.ceil(len(train) / tc.batch_size))
 
     history: list[EpochLog] = []
     best_val, best_epoch, best_state = -np.inf, -1, copy.deepcopy(model.state_dict())
     for epoch in range(tc.epochs):
         t0 = time.perf_counter()
-        model.train()
-        perm = rng.permutation(train)
-        sums: dict[str, float] = {}
-        for start in range(0, len(perm), tc.batch_size):
-            rows = perm[start : start + tc.batch_size]
-            lam = float(rng.choice(tc.lam_choices)) if tc.lam_choices else tc.lam
-            av = _drop_avail(data.avail[rows], tc.avail_drop, rng)
-            batch = make_batch(data, rows, mc, device, av)
-            out = model(**batch, lam=lam)
-            q = torch.as_tensor(quality_all[rows], device=device)
-            u = torch.as_tensor(quality_all[rows] - lam * data.cost[rows].astype(np.float32), device=device)
-            losses = routing_losses(out, q, u, lam * batch["model_cost"], batch["avail"], mc, tc)
-            for group in opt.param_groups:
-                group["lr"] = tc.lr * tc.lr_factor(step, steps_per_epoch)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            step += 1
-            if ema is not None:  # bias-corrected start: early averages do not over-weight the initialisation
-                d = min(tc.ema_decay, (1 + step) / (10 + step))
-                torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(rows)
-        parts = {k: v / len(perm) for k, v in sums.items()}
-        live = _swap_in(params, ema) if ema is not None else None  # validate (and keep) the averaged weights
+        parts = _train_epoch(state, data, rng.permutation(train), rng, mc, tc)
+        live = _swap_in(params, state.ema) if state.ema is not None else None  # validate (and keep) the EMA
         val_u = pick_utility(model, data, val, tc.eval_lams, tc.eval_batch_size)
         history.append(EpochLog(epoch, parts.pop("total"), parts, val_u, time.perf_counter() - t0))
         if progress:
@@ -357,6 +345,38 @@ def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress:
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, history, best_epoch, model.n_parameters(), float(best_val), mc, tc)
+
+
+def _train_epoch(state: _Optimiser, data: RoutingData, perm: np.ndarray, rng: np.random.Generator,
+                 mc: LatentRouterConfig, tc: TrainConfig) -> dict[str, float]:
+    """One pass over ``perm`` in batches (lambda and availability dropout drawn per batch); mean loss terms."""
+    model, opt, device = state.model, state.opt, state.device
+    model.train()
+    quality_all = data.quality.astype(np.float32)
+    sums: dict[str, float] = {}
+    for start in range(0, len(perm), tc.batch_size):
+        rows = perm[start : start + tc.batch_size]
+        lam = float(rng.choice(tc.lam_choices)) if tc.lam_choices else tc.lam
+        av = _drop_avail(data.avail[rows], tc.avail_drop, rng)
+        batch = make_batch(data, rows, mc, device, av)
+        out = model(**batch, lam=lam)
+        q = torch.as_tensor(quality_all[rows], device=device)
+        u = torch.as_tensor(quality_all[rows] - lam * data.cost[rows].astype(np.float32), device=device)
+        losses = routing_losses(out, q, u, lam * batch["model_cost"], batch["avail"], mc, tc)
+        for group in opt.param_groups:
+            group["lr"] = tc.lr * tc.lr_factor(state.step, state.steps_per_epoch)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        state.step += 1
+        if state.ema is not None:  # bias-corrected start: early averages do not over-weight the initialisation
+            d = min(tc.ema_decay, (1 + state.step) / (10 + state.step))
+            torch._foreach_lerp_(state.ema, [p.detach() for p in state.params], 1 - d)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(rows)
+    return {k: v / len(perm) for k, v in sums.items()}
 
 
 class LatentRouterRouter(Router):

@@ -1,0 +1,63 @@
+"""Tables in and out of assets: an IO manager over the Parquet warehouse and its DuckDB views.
+
+An asset that returns a polars DataFrame has it written as its warehouse table (declared schema, atomic
+Parquet, a DuckDB view of the same name); an asset that names an upstream asset as a parameter gets that
+table back. So an asset's inputs are its signature, which is what Dagster users read first, and the asset
+graph is the lineage of every table. The table an asset holds is its ``lrouter/table`` definition
+metadata. ``outcome_traces`` is partitioned by model: each partition is one Parquet file that the
+collector writes itself (resumably); downstream assets read the union of the partitions they depend on.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from assets.resources import WarehouseResource
+from warehouse.catalog import refresh_catalog
+from warehouse.store import Warehouse
+
+TABLE_KEY = "lrouter/table"
+
+
+def table_metadata(name: str) -> dict[str, str]:
+    """Definition metadata of an asset that holds the warehouse table ``name``."""
+    return {TABLE_KEY: name}
+
+
+class WarehouseIOManager(dg.ConfigurableIOManager):
+    """Reads and writes the warehouse tables named by each asset's ``lrouter/table`` metadata."""
+
+    warehouse: WarehouseResource
+
+    def _table(self, metadata: dict | None, asset: dg.AssetKey) -> str:
+        name = (metadata or {}).get(TABLE_KEY)
+        if not name:
+            raise dg.Failure(f"asset {asset.to_user_string()!r} has no {TABLE_KEY!r} metadata, so the warehouse "
+                             "IO manager does not know which table it holds")
+        return str(name)
+
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | None) -> None:
+        if obj is None:  # the asset wrote its own files (features, checkpoints, trace partitions)
+            return
+        wh: Warehouse = self.warehouse.warehouse()
+        name = self._table(context.definition_metadata, context.asset_key)
+        if context.has_asset_partitions and name == "traces":
+            for key in context.asset_partition_keys:
+                wh.write_trace_partition(key, obj.filter(pl.col("model_id") == key))
+        else:
+            is_new = not wh.has_table(name)
+            path = wh.write_table(name, obj)
+            if is_new:  # a view reads its files at query time; only a new table needs one created
+                refresh_catalog(wh)
+            context.add_output_metadata({"table": name, "path": dg.MetadataValue.path(str(path))})
+        context.add_output_metadata({"dagster/row_count": obj.height})
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+        wh: Warehouse = self.warehouse.warehouse()
+        upstream = context.upstream_output
+        name = self._table(upstream.definition_metadata if upstream else None, context.asset_key)
+        if name == "traces":
+            keys = context.asset_partition_keys if context.has_asset_partitions else None
+            return wh.read_traces(sorted(set(keys) & set(wh.trace_partitions())) if keys else None)
+        return wh.read_table(name)

@@ -1,0 +1,107 @@
+"""Run the pipeline without the UI: `lrouter run STAGE` and `make demo` launch the project's named jobs
+in-process against the persistent Dagster instance, so every run appears in the UI with its job name and
+tags (stage, model, trigger), exactly like a run launched from the Launchpad.
+
+Stages, on whatever the warehouse holds (the built-in benchmark or an import):
+- ``setup``: benchmark queries (built-in only when asked with ``queries``, or when there are none yet),
+  the registry mirror and the splits;
+- ``collect``: one ``collect_traces_job`` run per model partition (calibration rows first);
+- ``features``: features, capability profiles and the DuckDB views;
+- ``train``: LatentRouter and the current-pool routing decisions;
+- ``evaluate``: the evaluation report;
+- ``all``: the five in that order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+
+from pipelines.recovery import reap_dead_runs
+
+STAGES = ("setup", "collect", "features", "train", "evaluate")
+STAGE_JOBS = {"setup": "setup_job", "collect": "collect_traces_job", "features": "features_job",
+              "train": "train_job", "evaluate": "evaluate_job"}
+
+
+@dataclass(frozen=True)
+class StageRun:
+    stage: str
+    job: str
+    run_id: str
+    partition: str | None
+    seconds: float
+
+
+class StageFailed(RuntimeError):
+    """A stage's run failed; the message names the run, so the UI shows why."""
+
+
+@dataclass
+class RunOptions:
+    """What a command line or the demo asks of a pipeline run."""
+
+    n_queries: int | None = None  # regenerate the built-in benchmark with this many queries (None: keep)
+    seed: int = 0
+    models: tuple[str, ...] = ()  # collect only these partitions (empty: every active model)
+    preset: str | None = None  # evaluation preset (quick | demo | paper); None = the asset's default
+    trigger: str = "cli"
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # events still go to the instance
+
+
+def _run_config(stage: str, opts: RunOptions) -> dict:
+    if stage == "setup" and opts.n_queries is not None:
+        return {**QUIET, "ops": {"benchmark_queries": {"config": {"source": "builtin", "n_queries": opts.n_queries,
+                                                                  "seed": opts.seed}}}}
+    if stage == "evaluate" and opts.preset:
+        return {**QUIET, "ops": {"evaluation_report": {"config": {"preset": opts.preset}}}}
+    return QUIET
+
+
+def _setup_selection(opts: RunOptions) -> list[str] | None:
+    """Keep imported or earlier queries unless new built-in ones are asked for."""
+    from warehouse.store import Warehouse, lrouter_home
+
+    if opts.n_queries is None and Warehouse(lrouter_home() / "warehouse").has_table("queries"):
+        return ["candidate_models", "data_splits"]
+    return None
+
+
+def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None = None,
+              log: Callable[[str], None] = print) -> list[StageRun]:
+    """Launch one stage's job(s) in-process; raises :class:`StageFailed` naming the failed run."""
+    from pipelines.definitions import defs
+
+    opts = opts or RunOptions()
+    if stage == "all":
+        return [r for s in STAGES for r in run_stage(s, instance, opts, log)]
+    if stage not in STAGE_JOBS:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join((*STAGES, 'all'))}")
+    reap_dead_runs(instance)
+    job = defs.resolve_job_def(STAGE_JOBS[stage])
+    partitions: list[str | None] = [None]
+    if stage == "collect":
+        known = instance.get_dynamic_partitions("models")
+        partitions = list(opts.models) or known
+        unknown = [m for m in partitions if m not in known]
+        if unknown:
+            raise ValueError(f"no trace partition for {unknown}; registered active models: {known}")
+    selection = _setup_selection(opts) if stage == "setup" else None
+    runs: list[StageRun] = []
+    for key in partitions:
+        tags = {"lrouter/stage": stage, "lrouter/trigger": opts.trigger, **({"lrouter/model": key} if key else {})}
+        t0 = time.perf_counter()
+        result = job.execute_in_process(run_config=_run_config(stage, opts), instance=instance, partition_key=key,
+                                        tags=tags, raise_on_error=False,
+                                        asset_selection=[dg.AssetKey(n) for n in selection] if selection else None)
+        if not result.success:
+            raise StageFailed(f"stage {stage!r}{f' ({key})' if key else ''}: run {result.run_id} of {job.name} "
+                              "failed; open it in the UI (`make dev`) for the step that failed")
+        runs.append(StageRun(stage, job.name, result.run_id, key, time.perf_counter() - t0))
+        log(f"[{stage}] {job.name}{f' {key}' if key else ''}: done in {runs[-1].seconds:.0f}s (run {result.run_id[:8]})")
+    return runs

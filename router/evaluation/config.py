@@ -1,0 +1,166 @@
+"""What an evaluation run runs and how big: the experiment names, the router display names of Table 1, and
+:class:`EvalConfig` with its ``quick`` (CI), ``demo`` (pipeline) and ``paper`` presets.
+
+The names live apart from the experiments so that the report, the assets and the decision rows share one
+spelling of each.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from router.models.baselines import TorchTrainConfig
+from router.models.latent_router.model import LatentRouterConfig
+from router.training.trainer import TrainConfig
+
+EXPERIMENTS: tuple[str, ...] = (
+    "main_table",
+    "frontier",
+    "task_groups",
+    "outcome_prediction",
+    "ablations",
+    "pool_changes",
+    "cold_start",
+    "efficiency",
+)
+AVG = "avg"  # setting label of the primary metric (mean of the oriented and cost values)
+PRIMARY_METRICS: tuple[str, ...] = ("rank_score", "nauc_interp", "nauc_step")
+LATENT = "LatentRouter"
+LATENCY_THREADS = 1  # efficiency timings: one CPU thread per call, the routing API's setting
+ORACLE = "Oracle"
+STRONGEST = "Strongest"
+# display name -> baseline class; the order is the row order of Table 1
+BASELINE_NAMES: tuple[str, ...] = (
+    ORACLE, STRONGEST, "Cheapest", "Random", "KNNRouter", "KMeansRouter", "MLPMFRouter", "RouteLLM-MF",
+    "VL feature router",
+)
+ROUTERS: tuple[str, ...] = (*BASELINE_NAMES, LATENT)
+TRAINING_FREE: frozenset[str] = frozenset({ORACLE, STRONGEST, "Cheapest", "Random"})
+LEARNED_BASELINES: tuple[str, ...] = tuple(n for n in BASELINE_NAMES if n not in TRAINING_FREE)
+# 0 plus 12 roughly log-spaced weights in [0.01, 3] on the normalised cost (cost 1 = the priciest model's mean)
+DEFAULT_EVAL_LAMBDAS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+FULL_POOL = "full"
+ALL_GROUPS = "all"
+NO_SEED = -1  # seed of aggregate rows (Welch tests)
+
+
+@dataclass
+class BaselineConfig:
+    """Sizes of the baseline routers (MMR-Bench / VL-RouterBench defaults; ``quick`` shrinks them)."""
+
+    knn_k: int = 50
+    kmeans_clusters: int = 20
+    kmeans_n_init: int = 10
+    mlpmf_hidden: tuple[int, ...] = (256, 128, 64)
+    routellm_dim: int = 128
+    vl_hidden: tuple[int, ...] = (256,)
+    vl_lambdas: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0)
+    train: TorchTrainConfig = field(default_factory=TorchTrainConfig)
+
+
+@dataclass
+class EvalConfig:
+    """What to run and how big; ``quick()`` for CI, ``demo()`` for the pipeline, ``paper()`` for the full protocol."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    lambdas: tuple[float, ...] = DEFAULT_EVAL_LAMBDAS  # evaluation sweep (0 is always added)
+    decision_lambda: float = 0.3  # the cost-aware lambda of routing_decisions and the task-group cost view
+    cost_train_lambdas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)  # cost-aware LatentRouter training
+    experiments: tuple[str, ...] = EXPERIMENTS
+    primary_metric: str = "rank_score"  # rank_score | nauc_interp | nauc_step
+    model: LatentRouterConfig = field(default_factory=lambda: LatentRouterConfig(hidden=48))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, patience=5))
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    ablation_seeds: tuple[int, ...] | None = None  # None: ``seeds``
+    # True: one fit per variant, trained at lambda = 0, serves both settings (as for the baselines: its
+    # lambda = 0 pick is "oriented", its sweep is "cost"); halves the ablation cost. False: separate oriented
+    # and cost-aware fits, as for LatentRouter in the main table.
+    ablation_shared_fit: bool = False
+    h_values: tuple[int, ...] = (0, 1, 2, 3)
+    c_values: tuple[int, ...] = (1, 4, 7, 12)
+    pool_random_frac: float = 0.3
+    pool_random_draws: int = 3
+    cold_start_model: str | None = None  # None: see default_cold_start_model
+    cold_start_sizes: tuple[int, ...] = (0, 16, 64, 128)
+    cold_start_seeds: tuple[int, ...] | None = None  # None: ``seeds``
+    latency_batch: int = 256
+    latency_single_calls: int = 50
+    latency_repeats: int = 5
+    decisions_seed: int | None = None  # None: the first seed
+
+    def __post_init__(self) -> None:
+        unknown = [e for e in self.experiments if e not in EXPERIMENTS]
+        if unknown:
+            raise ValueError(f"EvalConfig.experiments: unknown experiment(s) {unknown}; known: {list(EXPERIMENTS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"EvalConfig.seeds must be non-empty and distinct, got {self.seeds}")
+        if self.primary_metric not in PRIMARY_METRICS:
+            raise ValueError(f"EvalConfig.primary_metric must be one of {PRIMARY_METRICS}, got {self.primary_metric!r}")
+        lams = [*self.lambdas, self.decision_lambda, *self.cost_train_lambdas]
+        if any(not (math.isfinite(x) and x >= 0) for x in lams):
+            raise ValueError(f"EvalConfig: lambdas must be finite and >= 0, got {lams}")
+        if not self.cost_train_lambdas:
+            raise ValueError("EvalConfig.cost_train_lambdas must not be empty")
+        if not 0 < self.pool_random_frac < 1 or self.pool_random_draws < 1:
+            raise ValueError("EvalConfig needs 0 < pool_random_frac < 1 and pool_random_draws >= 1")
+        if any(n < 0 for n in self.cold_start_sizes):
+            raise ValueError(f"EvalConfig.cold_start_sizes must be >= 0, got {self.cold_start_sizes}")
+        if self.latency_batch < 1 or self.latency_single_calls < 1 or self.latency_repeats < 1:
+            raise ValueError("EvalConfig latency sizes must be >= 1")
+
+    @property
+    def sweep_lambdas(self) -> np.ndarray:
+        """Sorted evaluation lambdas, always containing 0 and ``decision_lambda``."""
+        return np.unique(np.asarray([0.0, self.decision_lambda, *self.lambdas], dtype=np.float64))
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> EvalConfig:
+        """Tiny routers, 2 seeds (Welch needs 2), few epochs: every experiment in seconds (CI)."""
+        tt = TorchTrainConfig(epochs=3, batch_size=64, patience=2)
+        base: dict[str, Any] = dict(
+            seeds=(0, 1),
+            lambdas=(0.0, 0.03, 0.1, 0.3, 1.0, 3.0),
+            cost_train_lambdas=(0.0, 0.3, 1.0),
+            model=LatentRouterConfig(hidden=16, n_heads=2, n_side_tokens=2),
+            train=TrainConfig(epochs=3, patience=2, batch_size=64),
+            baselines=BaselineConfig(knn_k=20, kmeans_clusters=8, kmeans_n_init=2, mlpmf_hidden=(32, 16),
+                                     routellm_dim=16, vl_hidden=(32,), vl_lambdas=(0.0, 1.0, 3.0), train=tt),
+            ablation_seeds=(0,),
+            ablation_shared_fit=True,
+            pool_random_draws=2,
+            cold_start_sizes=(0, 16, 64),
+            cold_start_seeds=(0,),
+            latency_batch=64,
+            latency_single_calls=10,
+            latency_repeats=2,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def demo(cls, **overrides: Any) -> EvalConfig:
+        """Three seeds, the paper's hidden size 48 and a moderate epoch budget: the pipeline default on CPU."""
+        tt = TorchTrainConfig(epochs=15, batch_size=64, patience=3)
+        base: dict[str, Any] = dict(
+            model=LatentRouterConfig(hidden=48),
+            train=TrainConfig(epochs=12, patience=3, batch_size=128),
+            baselines=BaselineConfig(train=tt, kmeans_n_init=4),
+            ablation_seeds=(0, 1),
+            ablation_shared_fit=True,
+            cold_start_seeds=(0, 1),
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> EvalConfig:
+        """The full protocol: 3 seeds everywhere, separate oriented / cost fits for ablations, 20 epochs."""
+        return cls(**overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for the report's ``meta`` (the run states the config it ran with)."""
+        return asdict(self)

@@ -1,0 +1,242 @@
+"""The evaluation report: report.md, report.html and the PNG plots of one run, section by section, plus the
+short headline that Dagster shows as metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from router.evaluation.config import AVG, ROUTERS
+from router.evaluation.reports.plots import PLOTS
+from router.evaluation.reports.render import Doc, fmt, fmt_p, fmt_pm
+from router.evaluation.reports.tables import (
+    LOWER_IS_BETTER,
+    METRIC_LABELS,
+    ablation_rows,
+    lookup,
+    rank_marks,
+    table1_rows,
+    verdict_sentences,
+)
+from router.evaluation.results import EvalOutput
+
+
+def headline(output: EvalOutput, simulated_models: Sequence[str] = (), text_only: bool = False) -> str:
+    """A few Markdown lines for Dagster metadata: the verdict per setting and the data caveats."""
+    lines = []
+    if simulated_models:
+        lines.append(f"**SIMULATED** models: {', '.join(simulated_models)}.")
+    if text_only:
+        lines.append("Mode: **text-only** (no image features).")
+    lines += verdict_sentences(output)
+    return "\n\n".join(lines)
+
+
+@dataclass
+class _Section:
+    """What every section reads: the run, its plot files, the primary metric and the simulated-pool note."""
+
+    output: EvalOutput
+    plots: dict[str, Path]
+    pm: str
+    pm_label: str
+    sim_note: str
+
+
+def write_report(
+    output: EvalOutput,
+    out_dir: Path | str,
+    title: str = "LatentRouter evaluation",
+    simulated_models: Sequence[str] | None = None,
+    text_only: bool | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Write report.md, report.html and the PNG plots into ``out_dir``; return their paths and the headline.
+
+    ``simulated_models`` / ``text_only`` default to what the evaluated data said (``output.meta``). Returns
+    ``{"md": Path, "html": Path, "plots": {name: Path}, "headline": str}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = output.meta
+    sim = list(meta.get("simulated_models", []) if simulated_models is None else simulated_models)
+    txt = bool(meta.get("text_only", False) if text_only is None else text_only)
+    pm = meta.get("primary_metric", "rank_score")
+    sim_note = (f"SIMULATED models in this table: {', '.join(sim)} (deterministic simulator, not real MLLMs)."
+                if sim else "")
+
+    plots = {name: fn(output, out / f"{name}.png") for name, fn in PLOTS.items()}
+    plots = {k: v for k, v in plots.items() if v is not None}
+    sec = _Section(output, plots, pm, METRIC_LABELS.get(pm, pm), sim_note)
+
+    doc = Doc()
+    _preamble(doc, sec, title, sim, txt, notes)
+    for section in (_main_table, _frontier, _task_groups, _outcome, _ablations, _pool_changes, _cold_start,
+                    _efficiency):
+        section(doc, sec)
+    doc.h(2, "Timings")
+    doc.table(["Step", "Seconds"], [[k, f"{v:.1f}"] for k, v in output.timings.items()])
+
+    md_path, html_path = out / "report.md", out / "report.html"
+    md_path.write_text(doc.to_md(), encoding="utf-8")
+    html_path.write_text(doc.to_html(title), encoding="utf-8")
+    return {"md": md_path, "html": html_path, "plots": plots, "headline": headline(output, sim, txt)}
+
+
+def _preamble(doc: Doc, sec: _Section, title: str, sim: list[str], txt: bool, notes: Sequence[str]) -> None:
+    """Title, the SIMULATED / text-only banners and the facts of the run."""
+    output, meta = sec.output, sec.output.meta
+    doc.h(1, title)
+    if sim:
+        doc.banner(f"SIMULATED: {len(sim)} of {len(meta.get('model_ids', sim))} candidate models are simulated "
+                   f"({', '.join(sim)}). Numbers describe the simulator's behaviour, not real model quality.")
+    if txt:
+        doc.banner("text-only: routers saw question features only (no image features).")
+    facts = [
+        f"run `{output.run_id}`; models: {', '.join(meta.get('model_ids', []))}",
+        f"queries train / val / test: {meta.get('n_queries', {})}; task groups: {', '.join(meta.get('task_groups', []))}",
+        f"seeds: {meta.get('seeds')}; λ sweep: {[round(x, 4) for x in meta.get('lambdas', [])]}; "
+        f"decision λ: {meta.get('decision_lambda')}",
+        f"primary metric: {sec.pm_label}, averaged over the oriented and cost settings",
+    ]
+    doc.bullets([*facts, *meta.get("notes", []), *notes])
+
+
+def _main_table(doc: Doc, sec: _Section) -> None:
+    """The deployment question: computed verdicts, Table 1 and the Welch tests."""
+    output, sim_note = sec.output, sec.sim_note
+    doc.h(2, "Which router should I deploy?")
+    if "main_summary" not in output.tables:
+        doc.p("The main table was not part of this run.")
+        return
+    for s in verdict_sentences(output):
+        doc.p(s)
+    header, rows = table1_rows(output)
+    doc.table(header, rows, " ".join(x for x in (
+        "Mean ± std over seeds (test split). Best non-oracle value in bold, second-best in italics. "
+        "Oriented = LatentRouter trained at λ=0, judged at its λ=0 pick (Rank Score of that one point; its "
+        "nAUC equals its accuracy). Cost = cost-aware training, judged over the λ sweep: Rank Score is the "
+        "best over the sweep (VL-RouterBench); nAUC (interp) is MMR-Bench's interpolated Pareto frontier, "
+        "nAUC (step) the LatentRouter evaluator's running-max curve; QNC = cheapest frontier cost reaching the "
+        "strongest single model's quality over that model's cost (∞ = never reached).", sim_note) if x))
+    welch = output.tables.get("welch")
+    if welch is not None and welch.height:
+        doc.table(["Setting", "Metric", "LatentRouter", "Best baseline", "Baseline", "t", "Welch p"],
+                  [[r["setting"], METRIC_LABELS.get(r["metric"], r["metric"]),
+                    fmt_pm(r["latent_mean"], r["latent_std"]), r["best_baseline"],
+                    fmt_pm(r["baseline_mean"], r["baseline_std"]), fmt(r["t"], 2), fmt_p(r["p"])]
+                   for r in welch.iter_rows(named=True)],
+                  "Welch's two-sided t-test over per-seed values, LatentRouter vs the best non-oracle "
+                  "baseline of that column. " + sim_note)
+
+
+def _frontier(doc: Doc, sec: _Section) -> None:
+    if "frontier" in sec.plots:
+        doc.h(2, "Cost-quality frontier")
+        doc.img(sec.plots["frontier"].name, "Operating points of every router over the λ sweep (cost-aware fits)."
+                + (" SIMULATED pool." if sec.sim_note else ""))
+
+
+def _task_groups(doc: Doc, sec: _Section) -> None:
+    tg = sec.output.tables.get("task_groups")
+    if tg is None or not tg.height:
+        return
+    doc.h(2, "Where the gains are: task groups")
+    gains = tg.filter((pl.col("setting") == "oriented") & (pl.col("metric") == "quality"))
+    groups = sorted(set(gains["task_group"].to_list()) - {"all"}) + ["all"]
+    rows = []
+    for r in ROUTERS:
+        vals = [lookup(gains, router=r, task_group=g) for g in groups]
+        if any(v is not None for v in vals):
+            rows.append([r] + [fmt_pm(*v) if v else "–" for v in vals])
+    doc.table(["Router (accuracy at λ=0)"] + groups, rows, sec.sim_note)
+    if "task_groups" in sec.plots:
+        doc.img(sec.plots["task_groups"].name, "Quality gain over the Strongest single model per task group.")
+
+
+def _outcome(doc: Doc, sec: _Section) -> None:
+    oc = sec.output.tables.get("outcome")
+    if oc is None or not oc.height:
+        return
+    doc.h(2, "Counterfactual outcome prediction (Table 2)")
+    metrics = ["mse", "ndcg", "ndcg@3", "spearman", "top3_recall"]
+    methods = oc.select("router").unique(maintain_order=True)["router"].to_list()
+    vals = {m: {r: (lookup(oc, router=r, metric=m) or (np.nan, 0)) for r in methods} for m in metrics}
+    marks = {m: rank_marks({r: v[0] for r, v in vals[m].items()}, m in LOWER_IS_BETTER) for m in metrics}
+    rows = [[r] + [f"{marks[m].get(r, '')}{fmt_pm(*vals[m][r])}{marks[m].get(r, '')}" for m in metrics]
+            for r in methods]
+    doc.table(["Method", "MSE ↓", "NDCG ↑", "NDCG@3 ↑", "Spearman ↑", "Top-3 recall ↑"], rows,
+              "Predicted quality vs realised quality on test rows, available models only (λ=0 fits). The "
+              "direct classifier's scores are class probabilities, so its MSE is not a calibrated outcome "
+              "estimate. " + sec.sim_note)
+
+
+def _ablations(doc: Doc, sec: _Section) -> None:
+    ab = sec.output.tables.get("ablations")
+    if ab is None or not ab.height:
+        return
+    doc.h(2, "Ablations and sensitivity")
+    pm_label = sec.pm_label
+    for family, head in (("component", "Variant"), ("H", "Layers"), ("C", "Capsules")):
+        rows = [[lab] + [fmt_pm(*v[st]) if st in v else "–" for st in ("oriented", "cost", AVG)]
+                for lab, v in ablation_rows(ab, family, sec.pm)]
+        if rows:
+            doc.table([head, f"Oriented {pm_label}", f"Cost {pm_label}", f"Avg {pm_label}"], rows, sec.sim_note)
+    if "ablations" in sec.plots:
+        doc.img(sec.plots["ablations"].name, "Removing one component at a time.")
+    if "sensitivity" in sec.plots:
+        doc.img(sec.plots["sensitivity"].name, "Communication depth H and number of capsules C.")
+
+
+def _pool_changes(doc: Doc, sec: _Section) -> None:
+    pc = sec.output.tables.get("pool_changes")
+    if pc is None or not pc.height:
+        return
+    doc.h(2, "Changed candidate pools (no retraining)")
+    rows = [[r["pool"], r["router"], fmt_pm(r["primary_mean"], r["primary_std"]),
+             fmt_pm(r["regret_mean"], r["regret_std"]), fmt_pm(r["cost_regret_mean"], r["cost_regret_std"]),
+             fmt_pm(r["latency_ms_mean"], r["latency_ms_std"], 4)] for r in pc.iter_rows(named=True)]
+    doc.table(["Pool", "Router", f"Primary ({sec.pm_label}) ↑", "Regret λ=0 ↓", "Regret (sweep mean) ↓",
+               "Latency ms/query ↓"], rows,
+              "The same trained routers with availability masks; the oracle is recomputed over the available "
+              "models (so one-model pools have zero regret). Multi-mask settings average their masks per "
+              "seed. " + sec.sim_note)
+    if "pool_changes" in sec.plots:
+        doc.img(sec.plots["pool_changes"].name, "Primary metric and oracle regret per pool setting.")
+
+
+def _cold_start(doc: Doc, sec: _Section) -> None:
+    cs = sec.output.tables.get("cold_start")
+    if cs is None or not cs.height:
+        return
+    doc.h(2, f"Cold-start insertion of {cs['model'][0]}")
+    rows = [[r["calib"], "" if r["n_used"] is None else str(r["n_used"]),
+             fmt_pm(r["primary_mean"], r["primary_std"]), fmt_pm(r["regret_mean"], r["regret_std"])]
+            for r in cs.iter_rows(named=True)]
+    src = sec.output.meta.get("profile_source", "")
+    doc.table(["Calibration examples", "used", f"Primary ({sec.pm_label}) ↑", "Regret λ=0 ↓"], rows,
+              f"The model was masked out of training and scored through its capability token; profiles from "
+              f"{src}. 'excluded' = the pool without it; 'seen in training' = the main router. " + sec.sim_note)
+    if "cold_start" in sec.plots:
+        doc.img(sec.plots["cold_start"].name, "Primary metric and regret vs calibration examples.")
+
+
+def _efficiency(doc: Doc, sec: _Section) -> None:
+    ef = sec.output.tables.get("efficiency")
+    if ef is None or not ef.height:
+        return
+    doc.h(2, "Router-side efficiency")
+    rows = [[r["router"], fmt(r["primary"]), f"{r['params'] / 1e6:.4g}", fmt(r["latency_ms_batch"], 4),
+             fmt(r["latency_ms_single_p50"], 3)] for r in ef.iter_rows(named=True)]
+    doc.table(["Router", f"Avg primary ({sec.pm_label}) ↑", "Size (M numbers) ↓",
+               f"ms/query, batch {ef['batch'][0]} ↓", "ms, single query p50 ↓"], rows,
+              "Latency of `select` at λ=0 (batch building + forward pass + argmax, no MLLM call) on one CPU thread "
+              "of this machine, as the routing API serves a request; KNN / KMeans "
+              "size counts stored numbers. " + sec.sim_note)
+    if "efficiency" in sec.plots:
+        doc.img(sec.plots["efficiency"].name, "Latency vs primary metric (marker size ~ log parameters).")

@@ -1,0 +1,140 @@
+"""The report's tables: Table 1 (mean +- std, best non-oracle bold, second italic), the computed verdict per
+setting, and look-ups into the experiments' summary frames."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from router.evaluation.config import AVG, ORACLE, ROUTERS
+from router.evaluation.reports.render import fmt_p, fmt_pm, md_table
+from router.evaluation.results import EvalOutput
+
+METRIC_LABELS = {
+    "rank_score": "Rank Score",
+    "nauc_interp": "nAUC (interp)",
+    "nauc_step": "nAUC (step)",
+    "quality": "Accuracy",
+    "cost_usd": "USD / query",
+    "ps": "Ps",
+    "qnc": "QNC",
+    "regret": "Oracle regret",
+}
+LOWER_IS_BETTER = frozenset({"cost_usd", "rank_cost_usd", "cost", "qnc", "regret", "mse", "latency_ms", "params"})
+# the Table-1 columns: (header, setting, metric)
+TABLE1_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("Oriented: Rank Score", "oriented", "rank_score"),
+    ("Cost: Rank Score", "cost", "rank_score"),
+    ("Oriented: Accuracy", "oriented", "quality"),
+    ("Oriented: USD/query", "oriented", "cost_usd"),
+    ("Cost: USD/query at best Rank Score", "cost", "rank_cost_usd"),
+    ("Cost: nAUC (interp)", "cost", "nauc_interp"),
+    ("Cost: nAUC (step)", "cost", "nauc_step"),
+    ("Cost: Ps", "cost", "ps"),
+    ("Cost: QNC", "cost", "qnc"),
+    ("Oracle regret (λ=0)", "oriented", "regret"),
+)
+
+
+def lookup(summary: pl.DataFrame, **where: str) -> tuple[float, float] | None:
+    """(mean, std) of the first summary row matching every ``column=value``; None when there is none."""
+    f = summary
+    for k, v in where.items():
+        f = f.filter(pl.col(k) == v)
+    if f.height == 0:
+        return None
+    return float(f["mean"][0]), float(f["std"][0])
+
+
+def rank_marks(values: dict[str, float], lower_better: bool) -> dict[str, str]:
+    """Bold for the best and italic for the second-best non-oracle value (ties share the mark)."""
+    finite = {k: v for k, v in values.items() if k != ORACLE and v is not None and not math.isnan(v)}
+    if not finite:
+        return {}
+    distinct = sorted(set(finite.values()), reverse=not lower_better)
+    marks = {}
+    for k, v in finite.items():
+        if v == distinct[0]:
+            marks[k] = "**"
+        elif len(distinct) > 1 and v == distinct[1]:
+            marks[k] = "_"
+    return marks
+
+
+def table1_markdown(output: EvalOutput) -> str:
+    """Paper Table 1 shape: routers x settings, mean ± std over seeds, best non-oracle bold, second italic."""
+    header, rows = table1_rows(output)
+    return md_table(header, rows)
+
+
+def table1_rows(output: EvalOutput) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows of Table 1, the primary metric's column included (routers that ran only)."""
+    summary = output.tables["main_summary"]
+    pm = output.meta.get("primary_metric", "rank_score")
+    cols = list(TABLE1_COLUMNS)
+    if pm != "rank_score":
+        cols.insert(0, (f"Avg primary ({METRIC_LABELS.get(pm, pm)})", AVG, pm))
+    else:
+        cols.insert(2, ("Avg Rank Score (primary)", AVG, pm))
+    cells: dict[tuple[str, int], str] = {}
+    for ci, (_, st, metric) in enumerate(cols):
+        vals = {}
+        for r in ROUTERS:
+            got = lookup(summary, router=r, setting=st, metric=metric)
+            vals[r] = got[0] if got else float("nan")
+            cells[(r, ci)] = fmt_pm(*got) if got else "–"
+        for r, mark in rank_marks(vals, metric in LOWER_IS_BETTER).items():
+            cells[(r, ci)] = f"{mark}{cells[(r, ci)]}{mark}"
+    rows = [[r] + [cells[(r, ci)] for ci in range(len(cols))] for r in ROUTERS
+            if lookup(summary, router=r, setting="oriented", metric="quality") is not None]
+    return ["Router"] + [c[0] for c in cols], rows
+
+
+def verdict_sentences(output: EvalOutput) -> list[str]:
+    """One computed sentence per setting: is LatentRouter the best non-oracle router, with the Welch p-value."""
+    welch = output.tables.get("welch")
+    if welch is None or welch.height == 0:
+        return ["The main table was not run, so no router comparison is available."]
+    pm = output.meta.get("primary_metric", "rank_score")
+    label = METRIC_LABELS.get(pm, pm)
+    names = {"oriented": "Performance-oriented", "cost": "Cost-aware", AVG: "Average of both settings (primary)"}
+    out = []
+    for st in ("oriented", "cost", AVG):
+        f = welch.filter((pl.col("setting") == st) & (pl.col("metric") == pm))
+        if f.height == 0:
+            continue
+        r = f.row(0, named=True)
+        lat, base = fmt_pm(r["latent_mean"], r["latent_std"]), fmt_pm(r["baseline_mean"], r["baseline_std"])
+        p = fmt_p(r["p"])
+        sig = ""
+        if not math.isnan(r["p"]):
+            sig = " (significant at 0.05)" if r["p"] < 0.05 else " (not significant at 0.05)"
+        diff = f" (difference {r['latent_mean'] - r['baseline_mean']:+.2g})"
+        if r["latent_mean"] > r["baseline_mean"]:
+            verdict = (f"LatentRouter **is** the best non-oracle router: {lat} vs the best baseline "
+                       f"{r['best_baseline']} {base}")
+        elif r["latent_mean"] == r["baseline_mean"]:
+            verdict = f"LatentRouter **ties** with the best baseline {r['best_baseline']}: {lat} vs {base}"
+        else:
+            verdict = (f"LatentRouter is **not** the best non-oracle router: {r['best_baseline']} scores {base} "
+                       f"vs LatentRouter {lat}")
+        if r["latent_mean"] != r["baseline_mean"]:
+            verdict += diff
+        out.append(f"**{names[st]}** ({label}): {verdict}; Welch two-sided p = {p}{sig}, "
+                   f"{r['n_seeds']} seeds.")
+    return out
+
+
+def ablation_rows(ab: pl.DataFrame, family: str, pm: str) -> list[tuple[str, dict[str, tuple[float, float]]]]:
+    """(variant label, {setting: (mean, std)}) of one ablation family, for its table and its plot."""
+    out = []
+    labels = ab.filter(pl.col("family") == family).select("label").unique(maintain_order=True)["label"].to_list()
+    for lab in labels:
+        vals = {}
+        for st in ("oriented", "cost", AVG):
+            got = lookup(ab, label=lab, setting=st, metric=pm)
+            if got:
+                vals[st] = got
+        out.append((lab, vals))
+    return out

@@ -1,0 +1,70 @@
+"""Fixtures for the HTTP front end: a small trained warehouse (built as tests/test_lifecycle.py's ``pipeline``
+fixture builds it) and a real uvicorn server on loopback in a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+N_QUERIES = 96
+SMALL_ROUTER = {"epochs": 3, "hidden": 32, "n_capsules": 4, "patience": 3, "batch_size": 64}
+
+
+@pytest.fixture(scope="package")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An LROUTER_HOME with a small trained router (the simulated pool, 96 queries, a 3-epoch router)."""
+    import dagster as dg
+
+    home = tmp_path_factory.mktemp("serving")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LROUTER_HOME", str(home))
+    mp.delenv("LROUTER_REGISTRY", raising=False)
+    mp.delenv("OLLAMA_HOST", raising=False)
+    from pipelines.definitions import defs, materialize
+
+    instance = dg.DagsterInstance.ephemeral()
+
+    def mat(names: list[str], **kw: Any) -> None:
+        r = materialize(names, instance=instance, resources=defs.resources, **kw)
+        assert r.success, names
+
+    mat(["benchmark_queries", "candidate_models", "data_splits"],
+        run_config={"ops": {"benchmark_queries": {"config": {"n_queries": N_QUERIES, "seed": 3}}}})
+    for m in instance.get_dynamic_partitions("models"):
+        mat(["outcome_traces"], partition_key=m)
+    mat(["warehouse_views", "query_features", "capability_profiles", "latent_router", "current_pool_routing"],
+        run_config={"ops": {"latent_router": {"config": SMALL_ROUTER}}})
+    yield home
+    mp.undo()
+
+
+@contextlib.contextmanager
+def running(service: Any, limits: Any = None) -> Iterator[str]:
+    """``make_server(service, port=0, limits)`` running in a thread; yields its base URL."""
+    from router.serving.http import make_server
+    from router.serving.limits import bound_port
+
+    server = make_server(service, port=0, limits=limits)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    t0 = time.monotonic()
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() - t0 < 30, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{bound_port(server)}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture()
+def serve() -> Callable[..., contextlib.AbstractContextManager[str]]:
+    """``with serve(service, limits) as url:`` a real server on loopback for the block."""
+    return running
