@@ -5,11 +5,11 @@ import time
 import dagster as dg
 import polars as pl
 
-from assets.collection import candidate_models, outcome_traces
-from assets.features import capability_profiles, data_splits, query_features
+from assets.common import routing_inputs
+from assets.features import query_features
 from assets.resources import WarehouseResource
 from assets.routing import latent_router
-from router.data.warehouse_inputs import load_inputs, routing_data
+from router.data.warehouse_inputs import routing_data
 from router.evaluation.config import EXPERIMENTS, EvalConfig
 from router.evaluation.decisions import merge_decisions
 from router.evaluation.experiments import run_all
@@ -45,13 +45,14 @@ def eval_config(config: EvaluationConfig) -> EvalConfig:
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet", "html"}, code_version="1",
-          deps=[latent_router, query_features, capability_profiles, data_splits, outcome_traces, candidate_models],
+          deps=[latent_router, query_features],
           description="Main table (routers x oriented/cost, 3 seeds, Welch), frontiers, task groups, outcome "
                       "prediction, ablations, pool changes, cold start, efficiency; Markdown + HTML + PNG.")
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig,
-                      warehouse: WarehouseResource) -> dg.MaterializeResult:
+                      benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
+                      capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame, warehouse: WarehouseResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
-    inputs = load_inputs(wh)
+    inputs = routing_inputs(wh, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
     data = routing_data(inputs)
     cfg = eval_config(config)
     cold = cfg.cold_start_model or default_cold_start_model(data)

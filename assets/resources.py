@@ -68,8 +68,8 @@ class OllamaResource(dg.ConfigurableResource):
     def endpoint(self, model: ModelEntry, answer_key: pl.DataFrame) -> Iterator[tuple[str, str]]:
         """Yield (url, label) for the model; starts the simulator when the model is simulated."""
         if model.backend == "sim" and not model.endpoint and self.embedded_simulator:
-            from collectors.simulator.specs import ALL_MODELS
             from collectors.simulator.server import SimServer
+            from collectors.simulator.specs import ALL_MODELS
 
             with SimServer(answer_key=answer_key, models=list(ALL_MODELS.values()), seed=self.sim_seed,
                            time_scale=self.sim_time_scale) as server:

@@ -6,12 +6,11 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from assets.collection import candidate_models, outcome_traces
-from assets.common import SIMULATED_NOTE, md_table
+from assets.common import SIMULATED_NOTE, md_table, routing_inputs
 from assets.config import config_from
-from assets.features import capability_profiles, data_splits, query_features
+from assets.features import query_features
 from assets.resources import WarehouseResource
-from router.data.warehouse_inputs import load_inputs, routing_data, strongest_on
+from router.data.warehouse_inputs import routing_data, strongest_on
 from router.evaluation.decisions import decision_rows, merge_decisions
 from router.models.latent_router.model import LatentRouterConfig
 from router.training.artifacts import latest_checkpoint_dir, new_checkpoint_dir, publish
@@ -32,12 +31,13 @@ LatentRouterTrainConfig = config_from(
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "safetensors"}, code_version="1",
-          deps=[query_features, capability_profiles, data_splits, outcome_traces, candidate_models],
+          deps=[query_features],  # the token arrays next to the features table
           description="LatentRouter trained on train rows, early-stopped on val; checkpoint as safetensors + JSON.")
 def latent_router(context: dg.AssetExecutionContext, config: LatentRouterTrainConfig,
-                  warehouse: WarehouseResource) -> dg.MaterializeResult:
+                  benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
+                  capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame, warehouse: WarehouseResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
-    inputs = load_inputs(wh)
+    inputs = routing_inputs(wh, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
     data = routing_data(inputs)
     mc, tc = config.build(LatentRouterConfig), config.build(TrainConfig)
     t0 = time.perf_counter()
@@ -82,17 +82,18 @@ class PoolRoutingConfig(dg.Config):
     lambdas: list[float] = [0.0, 0.3]
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[latent_router, capability_profiles, candidate_models],
+@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[latent_router, query_features],
           description="The deployed router re-scores the CURRENT pool on the test split through the models' "
                       "capability tokens: a model added after training is routed to without retraining.")
 def current_pool_routing(context: dg.AssetExecutionContext, config: PoolRoutingConfig,
-                         warehouse: WarehouseResource) -> dg.MaterializeResult:
+                         benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
+                         capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame, warehouse: WarehouseResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
     ckpt = latest_checkpoint_dir(wh)
     if ckpt is None:
         raise dg.Failure("no trained router yet: materialize latent_router first")
     model, _cfg, meta = load_checkpoint(ckpt)
-    inputs = load_inputs(wh)
+    inputs = routing_inputs(wh, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
     data = routing_data(inputs)
     test = data.idx("test")
     trained_on = set(meta.get("model_ids", []))

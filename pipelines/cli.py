@@ -44,7 +44,7 @@ def cmd_query(args) -> int:
     import polars as pl
 
     from warehouse.catalog import QueryRefused, query_rows
-    from warehouse.query import QueryInterrupted, QueryTimeout, to_csv, to_json
+    from warehouse.query import QueryInterrupted, QueryTimeout, to_csv, to_json, to_polars
 
     wh, _ = _warehouse(args)
     try:
@@ -70,7 +70,7 @@ def cmd_query(args) -> int:
         sys.stdout.write(to_json(res.table) + "\n")
     else:
         with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
-            print(pl.from_arrow(res.table))
+            print(to_polars(res.table))
     sys.stdout.flush()
     if res.truncated:
         print(f"(truncated at {res.max_rows:,} rows; use --max-rows)", file=sys.stderr)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import duckdb
 import polars as pl
 
-from warehouse.query import QueryResult, execute
+from warehouse.query import QueryResult, execute, to_polars
 from warehouse.store import Warehouse
 
 # Views the catalog always defines (Parquet glob relative to the warehouse root) and what they hold.
@@ -102,11 +102,17 @@ def _catalog_is_relative(con: duckdb.DuckDBPyConnection) -> bool:
     return all(CATALOG_DIR_SQL in sql for (sql,) in rows if "read_parquet" in sql)
 
 
+def _pin_temp_directory(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
+    """The views find their files through temp_directory: pin it to DuckDB's default for the catalog."""
+    con.execute(f"SET temp_directory = {_sql_str(str(wh.db_path) + '.tmp')}")
+
+
 def refresh_catalog(wh: Warehouse) -> list[str]:
     """(Re)create every view in ``warehouse.duckdb``; returns the names of the views that exist."""
     with catalog_lock(wh):
         con = duckdb.connect(str(wh.db_path))
         try:
+            _pin_temp_directory(con, wh)
             return _define_views(con, wh)
         finally:
             con.close()
@@ -210,8 +216,7 @@ def read_only_connection(wh: Warehouse) -> duckdb.DuckDBPyConnection:
         except duckdb.Error:
             con = None  # a rebuild holds the file: serve the same views from memory
     if con is not None:
-        # the views find their files through temp_directory: pin it to the catalog's own default
-        con.execute(f"SET temp_directory = {_sql_str(str(wh.db_path) + '.tmp')}")
+        _pin_temp_directory(con, wh)
         if not _catalog_is_relative(con):
             con.close()  # an old catalog with absolute paths (maybe another home's): don't trust it
             con = None
@@ -226,7 +231,7 @@ def run_query(
     wh: Warehouse, sql: str, *, max_rows: int | None = None, timeout_s: float | None = None
 ) -> pl.DataFrame:
     """Read-only SQL over the views as a DataFrame; no row cap or timeout unless asked (see query_rows)."""
-    return pl.from_arrow(query_rows(wh, sql, max_rows=max_rows, timeout_s=timeout_s).table)
+    return to_polars(query_rows(wh, sql, max_rows=max_rows, timeout_s=timeout_s).table)
 
 
 def query_rows(

@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 
 BATCH_ROWS = 2048  # rows per Arrow batch pulled from DuckDB
@@ -178,8 +179,10 @@ def _blob(value: bytes) -> str:
 
 
 def _interval(value: Any) -> str:
-    seconds = value.nanoseconds / 1e9
-    return f"{value.months} months {value.days} days {seconds:g} seconds"
+    """An INTERVAL (months, days, nanoseconds) as an ISO 8601 duration, e.g. ``P1M2DT3.5S``."""
+    date = (f"{value.months}M" if value.months else "") + (f"{value.days}D" if value.days else "")
+    time_part = f"T{value.nanoseconds / 1e9:g}S" if value.nanoseconds else ""
+    return f"P{date}{time_part}" if date or time_part else "PT0S"
 
 
 def _jsonable(value: Any) -> Any:
@@ -229,6 +232,38 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, (str, int, float, Decimal)):
         return value
     return _jsonable(value)
+
+
+def _text_column(name: str, column: pa.ChunkedArray) -> pl.Series:
+    values = _columns(pa.table({"c": column}))[0]
+    plain = [_jsonable(v) for v in values]
+    text = [v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in plain]
+    return pl.Series(name, text, dtype=pl.String)
+
+
+def _polars_imports(t: pa.DataType) -> bool:
+    """Whether polars can import this Arrow type (it panics on INTERVAL, refuses UNION)."""
+    if pa.types.is_interval(t) or pa.types.is_union(t):
+        return False
+    if pa.types.is_map(t):
+        return _polars_imports(t.key_type) and _polars_imports(t.item_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _polars_imports(t.value_type)
+    if pa.types.is_struct(t):
+        return all(_polars_imports(t.field(i).type) for i in range(t.num_fields))
+    return True
+
+
+def to_polars(table: pa.Table) -> pl.DataFrame:
+    """The rows as a DataFrame; duplicate names made unique and types polars cannot import (INTERVAL) as text."""
+    table = table.rename_columns(_unique_names(table.column_names))
+    if all(_polars_imports(f.type) for f in table.schema):
+        return pl.from_arrow(table)
+    series = [
+        pl.from_arrow(column).alias(name) if _polars_imports(column.type) else _text_column(name, column)
+        for name, column in zip(table.column_names, table.columns, strict=True)
+    ]
+    return pl.DataFrame(series)
 
 
 def to_csv(table: pa.Table) -> str:

@@ -9,6 +9,10 @@ from __future__ import annotations
 TASK_GROUPS: tuple[str, ...] = ("ocr", "chart", "math", "general")
 """Coarse task families of `queries.task_group` (finer names go in `queries.task`)."""
 
+VISUAL_FACTORS: tuple[str, ...] = ("small_text", "noise", "rotation", "density", "low_contrast")
+"""Hidden rendering factors of a built-in query image (in `queries.source_meta.visual`, never given to
+routers): the benchmark generator measures them and the simulated models are sensitive to them."""
+
 ANSWER_KINDS: tuple[str, ...] = ("exact", "numeric", "choice", "text")
 """How an answer is scored: exact match, numeric tolerance, option letter, ANLS on free text."""
 

@@ -12,8 +12,8 @@ import json
 import numpy as np
 
 from collectors.benchmark.drawing import lum
-from collectors.benchmark.spec import MAX_ROTATION_DEG, SHAPE_PX_RANGE, TEXT_PX_RANGE, VISUAL_FACTORS, Params
-from warehouse.vocabulary import TASK_GROUPS
+from collectors.benchmark.spec import MAX_ROTATION_DEG, SHAPE_PX_RANGE, TEXT_PX_RANGE, Params
+from warehouse.vocabulary import TASK_GROUPS, VISUAL_FACTORS
 
 
 def _clip01(x: float) -> float:

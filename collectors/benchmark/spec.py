@@ -13,7 +13,6 @@ from typing import Any
 from warehouse.vocabulary import TASK_GROUPS
 
 GENERATOR_VERSION = "1"
-VISUAL_FACTORS: tuple[str, ...] = ("small_text", "noise", "rotation", "density", "low_contrast")
 DATASETS: dict[str, str] = {g: f"synth-{g}" for g in TASK_GROUPS}
 MIN_SIDE, MAX_SIDE = 224, 448
 MAX_ROTATION_DEG = 30.0  # rotation factor = |angle| / MAX_ROTATION_DEG

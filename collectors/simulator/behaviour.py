@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from collectors.simulator.specs import VISUAL_FACTORS, SimModelSpec
-from warehouse.vocabulary import TASK_GROUPS
+from collectors.simulator.specs import SimModelSpec
+from warehouse.vocabulary import TASK_GROUPS, VISUAL_FACTORS
 
 # Factors used when a query's image is not in the answer key (or it has no "visual" metadata).
 NEUTRAL_VISUAL: dict[str, float] = dict.fromkeys(VISUAL_FACTORS, 0.3)

@@ -20,9 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from warehouse.vocabulary import TASK_GROUPS
-
-VISUAL_FACTORS: tuple[str, ...] = ("small_text", "noise", "rotation", "density", "low_contrast")
+from warehouse.vocabulary import TASK_GROUPS, VISUAL_FACTORS
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,12 @@ from collectors.benchmark.generator import (
     render_image,
     sample_query,
 )
-from collectors.benchmark.spec import DATASETS, MAX_SIDE, MIN_SIDE, VISUAL_FACTORS
+from collectors.benchmark.spec import DATASETS, MAX_SIDE, MIN_SIDE
 from collectors.scoring import is_correct, score_answer
 from collectors.simulator import behaviour
 from collectors.simulator.specs import DEFAULT_POOL
 from warehouse.schemas import QUERIES
-from warehouse.vocabulary import TASK_GROUPS
+from warehouse.vocabulary import TASK_GROUPS, VISUAL_FACTORS
 
 N, SEED = 48, 7
 

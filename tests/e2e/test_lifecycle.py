@@ -25,6 +25,11 @@ WHEN = datetime.datetime(2026, 11, 30, 3, 0, tzinfo=datetime.UTC)
 SMALL_ROUTER = {"epochs": 3, "hidden": 32, "n_capsules": 4, "patience": 3, "batch_size": 64}
 
 
+def _sensor_resources(defs) -> dict:
+    """Sensors and schedules read only the warehouse resource (the IO manager is for runs)."""
+    return {"warehouse": defs.resources["warehouse"]}
+
+
 def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -69,7 +74,7 @@ def test_add_model_sensor_collects_recalibrates_and_routes_without_retraining(pi
     weights_before = _digest(ckpt / "model.safetensors")
 
     # nothing changed yet: the sensor skips
-    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
+    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=_sensor_resources(defs))
     res = model_pool_sensor(ctx)
     assert not res.run_requests and res.skip_reason
 
@@ -79,7 +84,7 @@ def test_add_model_sensor_collects_recalibrates_and_routes_without_retraining(pi
                      "--params-b", str(HELD_OUT.params_b)]) == 0
     assert "added" in capsys.readouterr().out
 
-    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=res.cursor)
+    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=_sensor_resources(defs), cursor=res.cursor)
     res = model_pool_sensor(ctx)
     assert [r.partition_key for r in res.run_requests] == [HELD_OUT.name]
     assert res.dynamic_partitions_requests[0].partition_keys == [HELD_OUT.name]
@@ -89,7 +94,7 @@ def test_add_model_sensor_collects_recalibrates_and_routes_without_retraining(pi
     assert traces.height == N_QUERIES and (traces["status"] == "ok").all()
 
     # next tick: the collection is done, so the sensor asks for a recalibration (not a retraining)
-    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=res.cursor)
+    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=_sensor_resources(defs), cursor=res.cursor)
     res = model_pool_sensor(ctx)
     assert [r.job_name for r in res.run_requests] == [RECALIBRATE_JOB]
     _run(defs, instance, RECALIBRATE_JOB)
@@ -135,14 +140,14 @@ def test_readding_and_unreachable_endpoint_are_refused_cleanly(pipeline, capsys)
 
 def test_schedule_recalibrates_or_retrains(pipeline, monkeypatch):
     home, instance, defs = pipeline
-    ctx = dg.build_schedule_context(instance=instance, resources=defs.resources, scheduled_execution_time=WHEN)
+    ctx = dg.build_schedule_context(instance=instance, resources=_sensor_resources(defs), scheduled_execution_time=WHEN)
     req = recalibration_schedule(ctx)
     assert req.job_name == RECALIBRATE_JOB  # few new traces since training
     monkeypatch.setattr("pipelines.automation.RETRAIN_MIN_NEW_TRACES", 1)
     wh = Warehouse(home / "warehouse")
     t = wh.read_trace_partition("simvl-nano:1b")
     wh.write_trace_partition("simvl-nano:1b", t.with_columns(pl.lit("2999-01-01T00:00:00").alias("collected_at")))
-    req = recalibration_schedule(dg.build_schedule_context(instance=instance, resources=defs.resources, scheduled_execution_time=WHEN))
+    req = recalibration_schedule(dg.build_schedule_context(instance=instance, resources=_sensor_resources(defs), scheduled_execution_time=WHEN))
     assert req.job_name == RETRAIN_JOB and "new traces" in req.tags["lrouter/reason"]
 
 
@@ -157,8 +162,9 @@ def test_lineage_names_the_run(pipeline, capsys):
 
 def test_evaluation_report_asset_writes_tables_and_report(pipeline):
     home, instance, defs = pipeline
-    assets = {a.key.to_user_string(): a for a in defs.assets}
-    r = dg.materialize([assets["evaluation_report"]], instance=instance, resources=defs.resources,
+    from pipelines.definitions import materialize
+
+    r = materialize(["evaluation_report"], instance=instance, resources=defs.resources,
                        run_config={"ops": {"evaluation_report": {"config": {
                            "preset": "quick", "seeds": [0, 1],
                            "experiments": ["main_table", "pool_changes", "cold_start"]}}}})
