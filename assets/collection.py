@@ -5,7 +5,7 @@ and the DuckDB warehouse views. Each asset is a thin wrapper over collectors/ an
 import dagster as dg
 import polars as pl
 
-from assets.common import MODELS_PARTITIONS, SIMULATED_NOTE, md_table
+from assets.common import MODELS_PARTITIONS, SIMULATED_NOTE, rounded, table_value
 from assets.io_manager import table_metadata
 from assets.resources import OllamaResource, WarehouseResource
 from collectors.benchmark.generator import generate_benchmark
@@ -62,7 +62,7 @@ def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig
     return dg.MaterializeResult(metadata={
         "dagster/row_count": df.height,
         "source": config.source,
-        "by_task_group": dg.MetadataValue.md(md_table(counts)),
+        "by_task_group": table_value(counts),
         "schema": dg.MetadataValue.md(", ".join(QUERIES)),
         **extra,
     })
@@ -79,7 +79,8 @@ def candidate_models(context: dg.AssetExecutionContext, warehouse: WarehouseReso
                         "simulated")
     return dg.Output(table, metadata={
         "active": len(active),
-        "models": dg.MetadataValue.md(SIMULATED_NOTE + "\n\n" + md_table(view)),
+        "models": table_value(view),
+        **({"note": dg.MetadataValue.md(SIMULATED_NOTE)} if any(e.simulated for e in entries) else {}),
     })
 
 
@@ -158,10 +159,10 @@ def outcome_traces(context: dg.AssetExecutionContext, benchmark_queries: pl.Data
             "retries": result.stats.retries,
             "backend": label,
             "simulated": model.simulated,
-            "accuracy": _mean(ok["correct"].cast(pl.Float64)),
-            "mean_cost_usd": _mean(ok["cost_usd"]),
-            "mean_latency_ms": _mean(ok["latency_ms"]),
-            "statuses": dg.MetadataValue.md(md_table(summary)),
+            "accuracy": rounded(_mean(ok["correct"].cast(pl.Float64))),
+            "mean_cost_usd": rounded(_mean(ok["cost_usd"])),
+            "mean_latency_ms": rounded(_mean(ok["latency_ms"])),
+            "statuses": table_value(summary),
         },
         check_results=trace_checks(t, queries["query_id"].to_list(), model_id),
     )
@@ -201,7 +202,9 @@ def warehouse_views(context: dg.AssetExecutionContext, outcome_traces: pl.DataFr
         "views": ", ".join(views),
         "trace_rows": traces.height,
         "queries": benchmark_queries.height,
-        "per_model": dg.MetadataValue.md(SIMULATED_NOTE + "\n\n" + md_table(summary)),
+        "per_model": table_value(summary),
+        **({"note": dg.MetadataValue.md(SIMULATED_NOTE)}
+           if summary.height and summary["simulated"].fill_null(False).any() else {}),
     })
 
 

@@ -3,6 +3,8 @@ and the routing inputs built from loaded tables."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 
@@ -27,6 +29,53 @@ def md_table(df: pl.DataFrame, float_fmt: str = "{:.4g}", max_rows: int = 60) ->
         lines.append(f"\n_{df.height - max_rows} more rows_")
     return "\n".join(lines)
 
+
+def rounded(value: float, digits: int = 4) -> float:
+    """A float with ``digits`` significant digits, so metadata reads 3291 rather than 3291.3328387059996."""
+    if value != value or value in (float("inf"), float("-inf")) or value == 0:
+        return value
+    return float(f"{value:.{digits}g}")
+
+
+def _column_type(dtype: pl.DataType) -> str:
+    if dtype.is_float():
+        return "float"
+    if dtype.is_integer():
+        return "int"
+    return "bool" if dtype == pl.Boolean else "string"
+
+
+def table_value(df: pl.DataFrame, digits: int = 4, max_rows: int = 200) -> dg.TableMetadataValue:
+    """A polars frame as a Dagster table (sortable, typed columns in the UI) with rounded floats."""
+    def cell(v: object) -> object:
+        if isinstance(v, float):
+            return rounded(v, digits)
+        return v if v is None or isinstance(v, (int, bool, str)) else str(v)
+
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, _column_type(t)) for c, t in df.schema.items()])
+    records = [dg.TableRecord({c: cell(v) for c, v in row.items()}) for row in df.head(max_rows).iter_rows(named=True)]
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def png_markdown(images: dict[str, Path | bytes], width: int = 900) -> dg.MarkdownMetadataValue:
+    """PNG plots embedded in Markdown as data URIs: the UI shows them on the materialization itself (a file
+    path would only be a string there). Wider images are scaled down to ``width`` pixels to keep events small."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    parts = []
+    for name, src in images.items():
+        raw = src if isinstance(src, bytes) else Path(src).read_bytes()
+        with Image.open(io.BytesIO(raw)) as img:
+            if img.width > width:
+                buf = io.BytesIO()
+                img.resize((width, round(img.height * width / img.width)), Image.LANCZOS).save(buf, "PNG", optimize=True)
+                raw = buf.getvalue()
+        title = name.replace("_", " ")
+        parts.append(f"**{title}**\n\n![{title}](data:image/png;base64,{base64.b64encode(raw).decode('ascii')})")
+    return dg.MetadataValue.md("\n\n".join(parts) if parts else "_(no plots)_")
 
 
 def routing_inputs(wh: Warehouse, queries: pl.DataFrame, traces: pl.DataFrame, splits: pl.DataFrame,

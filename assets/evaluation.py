@@ -5,7 +5,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from assets.common import routing_inputs
+from assets.common import png_markdown, rounded, routing_inputs, table_value
 from assets.features import query_features
 from assets.resources import WarehouseResource
 from assets.routing import latent_router
@@ -15,7 +15,7 @@ from router.evaluation.decisions import merge_decisions
 from router.evaluation.experiments import run_all
 from router.evaluation.profile_sources import default_cold_start_model, warehouse_profile_source
 from router.evaluation.reports.report import write_report
-from router.evaluation.reports.tables import table1_markdown
+from router.evaluation.reports.tables import table1_rows
 from warehouse.catalog import refresh_catalog
 
 GROUP = "evaluation"
@@ -75,14 +75,23 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
              f"cold-start model: {cold}"]
     report = write_report(out, wh.reports_dir / context.run_id, simulated_models=simulated,
                           text_only=data.text_only, notes=notes)
-    main = table1_markdown(out)
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.path(str(report["md"])),
         "report_html": dg.MetadataValue.path(str(report["html"])),
         "headline": dg.MetadataValue.md(report["headline"]),
+        "main_table": main_table_value(out),
+        "plots": png_markdown(report.get("plots") or {}),
         "eval_rows": out.eval_results.height,
         "decision_rows": out.routing_decisions.height,
-        "seconds": seconds,
-        "timings": dg.MetadataValue.json({k: round(v, 2) for k, v in out.timings.items()}),
-        "main_table": dg.MetadataValue.md(main),
+        "seconds": rounded(seconds, 3),
+        "timings": table_value(pl.DataFrame({"step": list(out.timings), "seconds": list(out.timings.values())},
+                                            schema={"step": pl.String, "seconds": pl.Float64}), digits=3),
     })
+
+
+def main_table_value(out) -> dg.TableMetadataValue:
+    """The report's Table 1 (mean ± std over seeds) as a Dagster table; the report's bold/italic ranking
+    marks are dropped (a table cell shows them as literal asterisks)."""
+    header, rows = table1_rows(out)
+    frame = pl.DataFrame([[cell.strip("*") for cell in row] for row in rows], schema=header, orient="row")
+    return table_value(frame)

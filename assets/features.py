@@ -6,7 +6,7 @@ import json
 import dagster as dg
 import polars as pl
 
-from assets.common import md_table
+from assets.common import rounded, table_value
 from assets.config import config_from
 from assets.io_manager import table_metadata
 from assets.resources import WarehouseResource
@@ -52,7 +52,7 @@ def data_splits(context: dg.AssetExecutionContext, config: SplitConfig,
     )
     counts = splits.group_by("split").agg(pl.len().alias("rows"), pl.col("in_calibration").sum().alias("calibration"))
     return dg.Output(splits, metadata={
-        "splits": dg.MetadataValue.md(md_table(counts.sort("split"))),
+        "splits": table_value(counts.sort("split")),
         "seed": config.seed,
     })
 
@@ -77,7 +77,7 @@ def query_features(context: dg.AssetExecutionContext, config: FeaturesConfig, be
         "image_tokens": str(None if fs.img_tokens is None else list(fs.img_tokens.shape[1:])),
         "text_tokens": str(list(fs.txt_tokens.shape[1:])),
         "side_features": len(fs.side_names),
-        "bytes_per_query": float(fs.bytes_per_query),
+        "bytes_per_query": int(fs.bytes_per_query),
         "skipped": len(fs.skipped),
     }
     if fs.skipped:
@@ -92,11 +92,39 @@ def capability_profiles(context: dg.AssetExecutionContext, outcome_traces: pl.Da
     models = candidate_models.filter(pl.col("active"))
     traces = pool_traces(outcome_traces, models["model_id"].to_list())
     profiles = build_profiles(traces, data_splits, benchmark_queries, models)
-    view = profiles.select([c for c in ("model_id", "n_calib_rows", "shrunk") if c in profiles.columns])
+    view = profiles.select([c for c in ("model_id", "n_calib_rows", "n_ok_rows", "shrink_weight", "cold_start",
+                                         "shrunk") if c in profiles.columns])
+    built = json.loads(profiles["built_from"][0]) if "built_from" in profiles.columns and profiles.height else {}
     return dg.Output(profiles, metadata={
-        "profiles": dg.MetadataValue.md(md_table(view)),
-        "built_from": profiles["built_from"][0] if "built_from" in profiles.columns and profiles.height else "",
+        "profiles": table_value(view),
+        "built_from": dg.MetadataValue.md(built_from_markdown(built)),
+        **({"standardisation": standardisation_table(built)} if built.get("standardise_mean") else {}),
     })
+
+
+def built_from_markdown(built: dict) -> str:
+    """What the profiles were computed from, as a short list (the stored JSON is a wall of numbers)."""
+    if not built:
+        return "_(no profiles)_"
+    refs = built.get("reference_models") or []
+    lines = [f"- **split:** {built.get('split', '?')}",
+             f"- **rows:** {built.get('n_rows', '?')} traces of {built.get('n_queries', '?')} calibration queries",
+             f"- **reference models ({len(refs)}):** {', '.join(refs)}"]
+    if "shrink_k0" in built:
+        lines.append(f"- **shrinkage k0:** {built['shrink_k0']:g} (profiles of models with few rows shrink to the pool's)")
+    if "cost_scale" in built:
+        lines.append(f"- **cost scale:** {rounded(float(built['cost_scale']))} USD")
+    if built.get("calib_limit"):
+        lines.append(f"- **calibration limit:** {', '.join(f'{k}={v}' for k, v in built['calib_limit'].items())}")
+    lines.append("- per-feature standardisation (train/calibration only): see `standardisation`")
+    return "\n".join(lines)
+
+
+def standardisation_table(built: dict) -> dg.TableMetadataValue:
+    mean, std = built.get("standardise_mean") or {}, built.get("standardise_std") or {}
+    names = sorted(mean)
+    return table_value(pl.DataFrame({"feature": names, "mean": [float(mean[n]) for n in names],
+                                     "std": [float(std.get(n, float("nan"))) for n in names]}))
 
 
 @dg.asset_check(asset=capability_profiles, blocking=True,

@@ -45,7 +45,9 @@ class OllamaResource(dg.ConfigurableResource):
     api_key_env: str = Field(default="OLLAMA_API_KEY",
                              description="environment variable holding a bearer token, if the server needs one")
     embedded_simulator: bool = Field(default=True, description="serve backend=sim models from an in-process simulator")
-    sim_time_scale: float = Field(default=0.002, description="fraction of the simulated latency actually waited")
+    sim_time_scale: float = Field(
+        default_factory=lambda: float(os.environ.get("LROUTER_SIM_TIME_SCALE", "0.002")),
+        description="fraction of the simulated latency actually waited ($LROUTER_SIM_TIME_SCALE, default 0.002)")
     sim_seed: int = 0
     concurrency: int = 8
     timeout_s: float = 60.0

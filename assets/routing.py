@@ -6,7 +6,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from assets.common import SIMULATED_NOTE, md_table, routing_inputs
+from assets.common import SIMULATED_NOTE, png_markdown, rounded, routing_inputs, table_value
 from assets.config import config_from
 from assets.features import query_features
 from assets.resources import WarehouseResource
@@ -65,17 +65,43 @@ def latent_router(context: dg.AssetExecutionContext, config: LatentRouterTrainCo
     return dg.MaterializeResult(metadata={
         "parameters": result.n_params,
         "best_epoch": result.best_epoch + 1,
-        "val_utility": result.best_val_utility,
-        "seconds_per_epoch": float(np.mean([h.seconds for h in result.history])),
-        "train_seconds": train_s,
-        "test_quality_lambda0": test_quality,
+        "val_utility": rounded(result.best_val_utility),
+        "seconds_per_epoch": rounded(float(np.mean([h.seconds for h in result.history])), 3),
+        "train_seconds": rounded(train_s, 3),
+        "test_quality_lambda0": rounded(test_quality),
         "strongest_model": strongest,
-        "strongest_test_quality": test_strongest,
+        "strongest_test_quality": rounded(test_strongest),
         "checkpoint": dg.MetadataValue.path(str(ckpt)),
         "model_config": dg.MetadataValue.json(result.model_cfg.to_dict()),
-        "training_curve": dg.MetadataValue.md(md_table(curve)),
+        "training_curve_plot": png_markdown({"training_curve": _curve_png(curve, result.best_epoch + 1)}),
+        "training_curve": table_value(curve),
         "models": ", ".join(data.model_ids),
     })
+
+
+def _curve_png(curve: pl.DataFrame, best_epoch: int) -> bytes:
+    """Train loss and val utility per epoch, the early-stopping epoch marked: what the table says, at a glance."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, loss_ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    loss_ax.plot(curve["epoch"], curve["train_loss"], color="tab:blue", label="train loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("train loss", color="tab:blue")
+    util_ax = loss_ax.twinx()
+    util_ax.plot(curve["epoch"], curve["val_utility"], color="tab:orange", label="val utility")
+    util_ax.set_ylabel("val utility", color="tab:orange")
+    loss_ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
+    loss_ax.set_title(f"LatentRouter training (best epoch {best_epoch}, EMA weights kept)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 class PoolRoutingConfig(dg.Config):
@@ -118,8 +144,9 @@ def current_pool_routing(context: dg.AssetExecutionContext, config: PoolRoutingC
         "checkpoint": ckpt.name,
         "models_scored": data.k,
         "models_new_since_training": ", ".join(new_models) or "none",
-        "test_quality_lambda0": q0,
-        "picks": dg.MetadataValue.md(SIMULATED_NOTE + "\n\n" + md_table(share_df)),
+        "test_quality_lambda0": rounded(q0),
+        "picks": table_value(share_df),
+        "note": dg.MetadataValue.md(SIMULATED_NOTE),
     })
 
 

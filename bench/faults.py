@@ -1,4 +1,5 @@
-"""Fault-tolerance benchmark: 5,000 calls with 20% injected faults and one SIGKILL, then resume.
+"""Fault-tolerance benchmark: 5,000 calls with 20% injected faults and one SIGKILL, then resume; then a
+SIGKILLed Dagster collection run followed by a new one.
 
 Why: the traces table is only trustworthy if a collection that hits flaky servers and gets killed half way
 still ends with exactly one row per (query, model) pair. This script
@@ -10,7 +11,10 @@ still ends with exactly one row per (query, model) pair. This script
    SIGKILLs it once about half the pairs are on disk (finished partitions plus staging part files),
    starts it again and lets it finish;
 3. checks the warehouse (rows lost, duplicates, staging left behind) and repeats the same collection
-   without faults for the wall-time comparison.
+   without faults for the wall-time comparison;
+4. one level up, as a user runs it: `lrouter run collect` on an instance whose `model_calls` pool has limit 1,
+   SIGKILLed once rows are staged, then a new run of the same partition (it must neither wait for the dead
+   run's slot nor lose or duplicate a row).
 
     .venv/bin/python bench/faults.py [--queries 1000] [--models 5]
 """
@@ -131,6 +135,45 @@ def audit(wh: Warehouse, queries: pl.DataFrame, models: list[ModelEntry]) -> dic
     }
 
 
+# ------------------------------------------------------------------ the same, one level up: Dagster runs
+
+
+def lrouter_run(args: list[str], dagster_home: Path, home: Path, time_scale: float) -> subprocess.Popen:
+    """`lrouter run ...` as a user starts it, on a persistent instance whose model_calls pool has limit 1."""
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "LROUTER_HOME": str(home),
+           "LROUTER_SIM_TIME_SCALE": str(time_scale), "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", *args], env=env,
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def kill_the_run_start_another(tmp: Path, n_queries: int, model: str = "simvl-nano:1b") -> dict[str, float]:
+    """SIGKILL a collection *run* (it holds the pool's only slot) once rows are staged, then start a new run of
+    the same partition: it must not wait for the dead run's slot, and must end with one row per query."""
+    dagster_home, home = tmp / "dagster", tmp / "home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
+    if lrouter_run(["setup", "--queries", str(n_queries)], dagster_home, home, 0.0).wait() != 0:
+        raise RuntimeError("lrouter run setup failed")
+    staging = Warehouse(home / "warehouse").traces_dir / "_staging"
+    t0 = time.perf_counter()
+    proc = lrouter_run(["collect", "--model", model], dagster_home, home, 0.2)
+    while proc.poll() is None and not list(staging.glob("*/part-*.parquet")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_after = time.perf_counter() - t0
+    staged = sum(pl.read_parquet(f).height for f in staging.glob("*/part-*.parquet"))
+    t1 = time.perf_counter()
+    again = lrouter_run(["collect", "--model", model], dagster_home, home, 0.0)
+    rc = again.wait(timeout=600)
+    traces = Warehouse(home / "warehouse").read_trace_partition(model)
+    return {"killed_after_s": killed_after, "staged_rows": staged, "second_run_rc": rc,
+            "second_run_s": time.perf_counter() - t1, "rows": traces.height,
+            "lost": n_queries - traces["query_id"].n_unique(), "duplicates": traces.height - traces["query_id"].n_unique()}
+
+
 def read_log(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
@@ -140,6 +183,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--models", type=int, default=5)
     ap.add_argument("--kill-at", type=float, default=0.5, help="fraction of pairs on disk when killed")
+    ap.add_argument("--run-queries", type=int, default=600, help="queries of the kill-the-run case")
     args = ap.parse_args()
     models = entries(args.models)
     specs = list(DEFAULT_POOL[: args.models])
@@ -174,6 +218,8 @@ def main() -> None:
             (pl.col("status") == "ok") & (pl.col("status_clean") == "ok"))
         differing = both_ok.filter((pl.col("prediction") != pl.col("prediction_clean"))
                                    | (pl.col("quality") != pl.col("quality_clean"))).height
+        (Path(tmp) / "runs").mkdir()
+        kr = kill_the_run_start_another(Path(tmp) / "runs", args.run_queries)
 
     pairs = args.queries * args.models
     print(f"fault benchmark: {args.queries} queries x {args.models} models = {pairs} pairs, "
@@ -197,7 +243,12 @@ def main() -> None:
     print(f"  ok pairs whose prediction/quality differ from the fault-free run: {differing} of {both_ok.height}")
     print(f"  wall time: {run['wall_s']:.1f}s with faults + kill + resume vs {base['wall_s']:.1f}s fault-free "
           f"({run['wall_s'] / base['wall_s']:.2f}x)")
-    ok = a["lost"] == 0 and a["duplicates"] == 0 and a["unexpected"] == 0 and a["rows"] == pairs
+    print(f"  kill the run, start another ({args.run_queries} queries, `lrouter run collect`, pool limit 1): "
+          f"SIGKILL after {kr['killed_after_s']:.1f}s with {kr['staged_rows']} rows staged; the next run exited "
+          f"{kr['second_run_rc']} after {kr['second_run_s']:.1f}s (not blocked by the dead run's slot); "
+          f"rows {kr['rows']}, lost {kr['lost']}, duplicates {kr['duplicates']}")
+    ok = (a["lost"] == 0 and a["duplicates"] == 0 and a["unexpected"] == 0 and a["rows"] == pairs
+          and kr["second_run_rc"] == 0 and kr["lost"] == 0 and kr["duplicates"] == 0)
     print("RESULT:", "every pair has exactly one row" if ok else "FAILED: rows lost or duplicated")
     if not ok:
         sys.exit(1)

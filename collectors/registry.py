@@ -38,6 +38,8 @@ class ModelEntry(BaseModel):
     active: bool = True
     simulated: bool = False
     description: str = ""
+    # backend=local: USD per second of measured compute (the reply's total_duration), added to token prices
+    price_per_compute_s: float | None = Field(default=None, ge=0.0)
 
     @field_validator("backend")
     @classmethod
@@ -70,13 +72,27 @@ def default_registry_path(home: Path | None = None) -> Path:
     return Path(home if home is not None else lrouter_home()) / "models.yaml"
 
 
-def default_entries(include_held_out: bool = False) -> list[ModelEntry]:
-    """The simulated default pool (8 models; the held-out 9th only when asked)."""
+def local_pool_enabled() -> bool:
+    """Whether the default registry lists the real local model(s): on unless $LROUTER_LOCAL_POOL is 0 (the
+    test suite turns it off so its pipeline tests keep the 8-model simulated pool)."""
+    return os.environ.get("LROUTER_LOCAL_POOL", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def default_entries(include_held_out: bool = False, include_local: bool | None = None) -> list[ModelEntry]:
+    """The default pool: 8 simulated models (the held-out 9th only when asked) and, unless disabled (see
+    `local_pool_enabled`), the real local pipeline of `collectors.local`."""
     from collectors.simulator.specs import DEFAULT_POOL, HELD_OUT
 
     specs = list(DEFAULT_POOL) + ([HELD_OUT] if include_held_out else [])
     stamp = "2026-01-01T00:00:00+00:00"  # fixed so the default registry is reproducible
-    return [
+    local: list[ModelEntry] = []
+    if local_pool_enabled() if include_local is None else include_local:
+        from collectors.local.specs import LOCAL_MODELS
+
+        local = [ModelEntry(model_id=m.name, backend="local", price_per_compute_s=m.usd_per_compute_s,
+                            params_b=m.params_b, added_at=stamp, simulated=False,
+                            description=f"REAL, LOCAL: {m.description}") for m in LOCAL_MODELS]
+    sims = [
         ModelEntry(
             model_id=s.name,
             backend="sim",
@@ -89,6 +105,7 @@ def default_entries(include_held_out: bool = False) -> list[ModelEntry]:
         )
         for s in specs
     ]
+    return sims + local
 
 
 def load_registry(path: Path) -> list[ModelEntry]:

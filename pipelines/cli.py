@@ -18,6 +18,30 @@ def _warehouse(args):
     return Warehouse(home / "warehouse"), home
 
 
+class CliError(Exception):
+    """A failure the user can fix: ``main`` prints it as one line (no traceback) and exits with ``code``."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def no_warehouse_message(home: Path) -> str:
+    return f"no warehouse under {home}; run `make demo`, pass --home or set LROUTER_HOME"
+
+
+def has_warehouse(home: Path) -> bool:
+    """True when ``home`` holds warehouse tables or trace partitions (not just an empty folder tree)."""
+    root = home / "warehouse"
+    return any((root / "tables").glob("*.parquet")) or any((root / "traces").glob("*.parquet"))
+
+
+def require_warehouse(home: Path) -> None:
+    """Refuse before anything is created, so a typo in --home or a run from another folder is named as such."""
+    if not has_warehouse(home):
+        raise CliError(no_warehouse_message(home), code=1)
+
+
 def ensure_dagster_home() -> Path:
     """The Dagster instance the CLI uses: $DAGSTER_HOME, else the project's own (the folder holding its
     dagster.yaml, as `make` sets it), so `lrouter run` / `lineage` see the same runs as the UI."""
@@ -29,6 +53,37 @@ def ensure_dagster_home() -> Path:
     home = project if (project / "dagster.yaml").exists() else Path.cwd()
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def _rebased_storage(home: Path) -> dict:
+    """dagster.yaml's relative ``base_dir``s made absolute under ``home``: Dagster reads them relative to the
+    working directory, so `lrouter lineage` run from another folder would open (and create) an empty
+    instance there instead of the one the UI shows."""
+    import yaml
+
+    path = home / "dagster.yaml"
+    cfg = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    out: dict = {}
+    sqlite = (cfg.get("storage") or {}).get("sqlite")
+    if isinstance(sqlite, dict) and isinstance(sqlite.get("base_dir"), str) and not Path(sqlite["base_dir"]).is_absolute():
+        out["storage"] = {**cfg["storage"], "sqlite": {**sqlite, "base_dir": str(home / sqlite["base_dir"])}}
+    for key in ("local_artifact_storage", "compute_logs"):
+        section = cfg.get(key)
+        base = ((section or {}).get("config") or {}).get("base_dir")
+        if isinstance(base, str) and not Path(base).is_absolute():
+            out[key] = {**section, "config": {**section["config"], "base_dir": str(home / base)}}
+    return out
+
+
+def project_instance():
+    """The Dagster instance `make dev` shows (``ensure_dagster_home``), whatever the working directory."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    home = ensure_dagster_home()
+    if not home.is_dir():
+        raise CliError(f"DAGSTER_HOME={home} is not a folder; create it or unset DAGSTER_HOME", code=1)
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides=_rebased_storage(home)))
 
 
 def _registry_path(home: Path) -> Path:
@@ -53,7 +108,7 @@ def cmd_query(args) -> int:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
     except QueryTimeout as exc:
-        print(exc, file=sys.stderr)
+        print(f"{exc} (raise it with --timeout)", file=sys.stderr)
         return 3
     except QueryInterrupted:
         print("query interrupted", file=sys.stderr)
@@ -75,6 +130,18 @@ def cmd_query(args) -> int:
     if res.truncated:
         print(f"(truncated at {res.max_rows:,} rows; use --max-rows)", file=sys.stderr)
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: pydantic's multi-line validation errors become ``field: reason; ...``."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            return "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())) or 'value'}: {e.get('msg', '')}"
+                             for e in errors())
+        except Exception:  # not pydantic after all
+            pass
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def check_endpoint(entry) -> None:
@@ -116,6 +183,8 @@ def cmd_models(args) -> int:
 
     wh, home = _warehouse(args)
     path = _registry_path(home)
+    if not path.exists() and not has_warehouse(home):  # never create a fresh home by accident
+        raise CliError(no_warehouse_message(home), code=1)
     try:
         if args.models_cmd == "add":
             entry = ModelEntry(
@@ -135,7 +204,7 @@ def cmd_models(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # pydantic validation of the new entry
-        print(f"error: invalid model entry: {exc}", file=sys.stderr)
+        print(f"error: invalid model entry: {_one_line(exc)}", file=sys.stderr)
         return 2
     table = models_table(entries)
     wh.ensure()
@@ -157,12 +226,36 @@ def cmd_sim_serve(args) -> int:
     return 0
 
 
+def check_route_request(image: str, question: str) -> None:
+    """Refuse a mistyped path, a file that is no image or an empty question before the router loads (seconds)."""
+    from PIL import Image
+
+    if not question.strip():
+        raise CliError("the question is empty; pass --question \"What does the sign say?\"")
+    path = Path(image)
+    if not path.is_file():
+        raise CliError(f"no image file at {path}" + (" (it is a folder)" if path.is_dir() else "")
+                       + "; check --image")
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as exc:
+        raise CliError(f"{path} is not an image PIL can read ({type(exc).__name__}); pass a PNG or JPEG "
+                       "with --image") from exc
+
+
 def cmd_route(args) -> int:
     from router.serving.service import load_router
 
-    router = load_router(home=_warehouse(args)[1])
+    check_route_request(args.image, args.question)
+    home = _warehouse(args)[1]
+    require_warehouse(home)
     pool = [p for p in args.pool.split(",") if p] if args.pool else None
-    ranked = router.route(args.image, args.question, pool=pool, lam=args.lam)
+    try:
+        router = load_router(home=home)
+        ranked = router.route(args.image, args.question, pool=pool, lam=args.lam)
+    except (FileNotFoundError, ValueError) as exc:  # no trained router yet, unknown pool model, bad image
+        raise CliError(_one_line(exc).removeprefix("[Errno 2] "), code=1) from exc
     if args.format == "json":
         print(json.dumps(ranked, indent=2))
     else:
@@ -205,50 +298,105 @@ def cmd_import(args) -> int:
 
 
 def cmd_lineage(args) -> int:
-    from pipelines.lineage import print_lineage
+    from pipelines.lineage import TABLE_ASSETS, print_lineage
 
-    ensure_dagster_home()
-    return print_lineage(args.table, *_warehouse(args))
+    if args.table not in TABLE_ASSETS:
+        raise CliError(f"unknown table {args.table!r}; known: {', '.join(sorted(TABLE_ASSETS))}")
+    wh, home = _warehouse(args)
+    require_warehouse(home)
+    with project_instance() as instance:
+        return print_lineage(args.table, wh, home, instance=instance)
 
 
 def cmd_run(args) -> int:
     """Launch stages as named jobs in-process on the project's Dagster instance."""
     import os
 
-    import dagster as dg
-
     from pipelines.runner import RunOptions, StageFailed, run_stage
 
-    if getattr(args, "home", None):
-        os.environ["LROUTER_HOME"] = str(Path(args.home).resolve())
+    home = _warehouse(args)[1]
+    os.environ["LROUTER_HOME"] = str(home)  # the runs' WarehouseResource reads it
+    if args.stage not in ("setup", "all") and not has_warehouse(home):
+        raise CliError(f"{no_warehouse_message(home)} (or start with `lrouter run setup`)", code=1)
+    if args.queries is not None and args.queries < 1:
+        raise CliError(f"--queries must be at least 1, not {args.queries}")
     opts = RunOptions(n_queries=args.queries, seed=args.seed, models=tuple(args.model), preset=args.preset)
-    ensure_dagster_home()
-    with dg.DagsterInstance.get() as instance:
+    with project_instance() as instance:
         try:
-            run_stage(args.stage, instance, opts)
+            run_stage(args.stage, instance, opts, log=lambda line: print(line, flush=True))
         except (StageFailed, ValueError) as exc:
-            print(f"lrouter run: {exc}", file=sys.stderr)
-            return 1
+            raise CliError(_one_line(exc), code=1) from exc
     return 0
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless its help already states it (or there is nothing worth showing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if "default" in text or d is None or d is False or d is argparse.SUPPRESS or d in ("", []):
+            return text
+        return super()._get_help_string(action)
+
+
+class LrouterParser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage block is one ``--help`` away) and defaults in the help."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+HOME_HELP = "the lrouter home holding warehouse/ and models.yaml (default: $LROUTER_HOME, else ./data)"
+EPILOG = ("Start with `make demo` (builds ./data), then `make dev` for the UI. Every subcommand takes --home; "
+          "`lrouter COMMAND --help` lists its options.")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lrouter")
+    except PackageNotFoundError:  # run from a checkout without `pip install -e .`
+        return "unknown (not installed)"
+
+
+def _add_home(parser: argparse.ArgumentParser) -> None:
+    """``--home`` after the subcommand too (``lrouter route --home X``); SUPPRESS keeps a top-level one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_home(child)
+    if "--home" not in parser._option_string_actions:
+        parser.add_argument("--home", default=argparse.SUPPRESS, help=HOME_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lrouter", description="Multimodal outcome traces -> LatentRouter")
-    p.add_argument("--home", help="LROUTER_HOME (default $LROUTER_HOME or ./data)")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = LrouterParser(prog="lrouter", description="Multimodal outcome traces -> LatentRouter: collect traces, "
+                      "train and evaluate routers, route requests.", epilog=EPILOG)
+    p.add_argument("--home", default=None, help=HOME_HELP)
+    p.add_argument("--version", action="version", version=f"lrouter {_version()}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     q = sub.add_parser("query", help="read-only SQL over the warehouse views (DuckDB)")
     q.add_argument("sql")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    q.add_argument("--max-rows", type=int, default=10_000, help="stop after N rows (default 10,000; 0: no cap)")
-    q.add_argument("--timeout", type=float, default=300.0, help="interrupt after SECONDS (default 300; 0: none)")
+    q.add_argument("--max-rows", type=int, default=10_000, metavar="N",
+                   help="stop after N rows (default 10,000; 0: no cap)")
+    q.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="interrupt after SECONDS (default 300; 0: none)")
     q.set_defaults(func=cmd_query)
 
     m = sub.add_parser("models", help="manage the candidate model registry")
     msub = m.add_subparsers(dest="models_cmd", required=True)
     add = msub.add_parser("add", help="register a model (or re-enable a disabled one)")
-    add.add_argument("name")
-    add.add_argument("--backend", default="ollama", help="ollama | sim")
+    add.add_argument("name", help="model id as the server names it, e.g. llama3.2-vision:11b")
+    add.add_argument("--backend", default="ollama", choices=["ollama", "sim"],
+                     help="ollama: a real server; sim: a model of the built-in simulator")
     add.add_argument("--endpoint", default="", help="server URL (default: $OLLAMA_HOST / embedded simulator)")
     add.add_argument("--api-key-env", default="",
                      help="environment variable holding this model's bearer token (default: none for an own "
@@ -256,19 +404,20 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--price-in", type=float, default=0.0, help="USD per million input tokens")
     add.add_argument("--price-out", type=float, default=0.0, help="USD per million output tokens")
     add.add_argument("--params-b", type=float, default=None, help="parameters in billions")
-    add.add_argument("--description", default="")
+    add.add_argument("--description", default="", help="free text shown in the models table")
     add.add_argument("--no-check", action="store_true", help="skip the endpoint reachability check")
     msub.add_parser("list", help="list registered models")
     dis = msub.add_parser("disable", help="mask a model out of collection and routing")
-    dis.add_argument("name")
+    dis.add_argument("name", help="model id (see `lrouter models list`)")
     m.set_defaults(func=cmd_models)
 
     r = sub.add_parser("route", help="rank the candidate models for one image+question")
-    r.add_argument("--image", required=True)
-    r.add_argument("--question", required=True)
-    r.add_argument("--lambda", dest="lam", type=float, default=0.0)
-    r.add_argument("--pool", default="", help="comma-separated subset of models")
-    r.add_argument("--format", choices=["table", "json"], default="table")
+    r.add_argument("--image", required=True, help="PNG or JPEG file of the request")
+    r.add_argument("--question", required=True, help="the question asked about the image")
+    r.add_argument("--lambda", dest="lam", type=float, default=0.0, metavar="LAMBDA",
+                   help="cost weight: utility = quality - lambda x normalised cost (0: best quality)")
+    r.add_argument("--pool", default="", help="comma-separated subset of the active models (default: all)")
+    r.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     r.set_defaults(func=cmd_route)
 
     sv = sub.add_parser("serve", help="answer routing requests over HTTP (POST /route, GET /health)")
@@ -280,21 +429,25 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("sim-serve", help="serve the simulated pool over Ollama's HTTP API")
-    s.add_argument("--port", type=int, default=11434)
-    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=11434, help="TCP port (0: any free port)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address")
     s.add_argument("--answer-key", default="", help="queries Parquet (default: the warehouse queries table)")
-    s.add_argument("--time-scale", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--include-held-out", action="store_true")
+    s.add_argument("--time-scale", type=float, default=1.0,
+                   help="fraction of each reply's simulated latency actually waited")
+    s.add_argument("--seed", type=int, default=0, help="seed of the simulated answers")
+    s.add_argument("--include-held-out", action="store_true",
+                   help="also serve the held-back model (simocr-pro:12b) of the walkthrough")
     s.set_defaults(func=cmd_sim_serve)
 
     i = sub.add_parser("import", help="import a routing benchmark or your own queries")
-    i.add_argument("kind", choices=["mmr-bench", "vl-routerbench", "long", "queries"])
-    i.add_argument("path")
+    i.add_argument("kind", choices=["mmr-bench", "vl-routerbench", "long", "queries"],
+                   help="format of PATH (see the README's 'Bring your own data')")
+    i.add_argument("path", help="the file or folder to import")
     i.add_argument("--images", default="", help="image folder")
     i.add_argument("--queries", default="", help="queries file (long format)")
     i.add_argument("--benchmark", default="", help="benchmark name to record")
-    i.add_argument("--on-error", choices=["skip", "fail"], default="fail")
+    i.add_argument("--on-error", choices=["skip", "fail"], default="fail",
+                   help="fail: any bad row refuses the import; skip: bad rows are listed and left out")
     i.add_argument("--replace", action="store_true", help="drop the queries, trace partitions and models "
                    "not in the import (default: merge, keeping them)")
     i.add_argument("--side-features", default="", help="MMR-Bench: comma-separated columns to use as "
@@ -315,18 +468,49 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     lin = sub.add_parser("lineage", help="which run and inputs produced a table")
-    lin.add_argument("table")
+    lin.add_argument("table", help="warehouse table: queries, models, traces, features, splits, profiles, "
+                     "router, eval_results or routing_decisions")
     lin.set_defaults(func=cmd_lineage)
+    _add_home(p)
     return p
 
 
+NEEDS_WAREHOUSE = ("query", "serve")  # route, lineage, models and run check it themselves
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Dispatch; a failure the user can fix is one line on stderr and a non-zero exit, never a traceback."""
+    import os
+
     args = build_parser().parse_args(argv)
-    if args.cmd == "sim-serve" and not args.answer_key:
-        wh, _ = _warehouse(args)
-        if wh.has_table("queries"):
-            args.answer_key = str(wh.table_path("queries"))
-    return int(args.func(args) or 0)
+    saved = os.environ.get("LROUTER_HOME")
+    try:
+        if getattr(args, "home", None):  # code reading $LROUTER_HOME (assets, runner) sees --home too
+            os.environ["LROUTER_HOME"] = str(Path(args.home).resolve())
+        if args.cmd in NEEDS_WAREHOUSE:
+            require_warehouse(_warehouse(args)[1])
+        if args.cmd == "sim-serve" and not args.answer_key:
+            wh, _ = _warehouse(args)
+            if wh.has_table("queries"):
+                args.answer_key = str(wh.table_path("queries"))
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"lrouter {args.cmd}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"lrouter {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback on request
+        if os.environ.get("LROUTER_DEBUG"):
+            raise
+        print(f"lrouter {args.cmd}: {type(exc).__name__}: {_one_line(exc)} (LROUTER_DEBUG=1 shows the "
+              "traceback)", file=sys.stderr)
+        return 1
+    finally:
+        if saved is None:
+            os.environ.pop("LROUTER_HOME", None)
+        else:
+            os.environ["LROUTER_HOME"] = saved
 
 
 if __name__ == "__main__":

@@ -52,9 +52,9 @@ def lineage_records(table: str, limit: int = 20, instance=None) -> list[dict]:
     return out
 
 
-def print_lineage(table: str, wh: Warehouse, home: Path) -> int:
+def print_lineage(table: str, wh: Warehouse, home: Path, instance=None) -> int:
     try:
-        rows = lineage_records(table)
+        rows = lineage_records(table, instance=instance)
     except KeyError as exc:
         print(f"error: {exc.args[0]}")
         return 2

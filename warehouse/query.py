@@ -75,7 +75,10 @@ class _Run:
     def interrupt(self) -> None:
         con = self.con
         if con is not None:
-            con.interrupt()
+            try:
+                con.interrupt()
+            except duckdb.Error:  # the worker closed it meanwhile: nothing left to stop
+                pass
 
 
 def _sigint_handler(run: _Run) -> Callable[[int, Any], None]:
@@ -148,7 +151,7 @@ def execute(
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     if run.reason == "timeout":
-        raise QueryTimeout(f"query timed out after {timeout_s:g}s (raise it with --timeout)")
+        raise QueryTimeout(f"query timed out after {timeout_s:g}s")
     if run.reason == "interrupt":
         raise QueryInterrupted("query interrupted")
     if "error" in out:

@@ -75,6 +75,7 @@ EVAL_RESULTS = {
     "value": pl.Float64,
     "pool": pl.String,
     "task_group": pl.String,  # "all" for the whole test split
+    "split": pl.Int64,  # repeated-split index of the evaluation (0 = the warehouse's own split)
 }
 
 ROUTING_DECISIONS = {
@@ -89,6 +90,38 @@ ROUTING_DECISIONS = {
     "cost_usd": pl.Float64,
     "scores": pl.String,  # JSON {model_id: score}
     "seed": pl.Int64,  # training seed of the router that decided (null when unknown)
+}
+
+SERVED_REQUESTS = {  # one row per chat request the gateway answered (part files under served_requests/)
+    "request_id": pl.String,
+    "received_at": pl.String,  # ISO-8601 UTC
+    "policy": pl.String,  # lrouter | lrouter:<lambda> | a named policy | "model" (plain proxy)
+    "requested_model": pl.String,  # the request's model field
+    "lambda": pl.Float64,  # null for a plain proxy
+    "chosen_model": pl.String,  # the model that answered (null when none did)
+    "predicted_quality": pl.Float64,
+    "expected_cost_usd": pl.Float64,
+    "realised_cost_usd": pl.Float64,  # from the upstream's usage and the model's prices
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "latency_ms": pl.Float64,  # gateway receipt -> last byte sent
+    "routing_ms": pl.Float64,
+    "upstream_ms": pl.Float64,  # the answering call: whole answer, or first event when streaming
+    "status": pl.String,  # ok | invalid | upstream_error | error
+    "http_status": pl.Int32,
+    "fallbacks": pl.Int32,  # lower-ranked models that answered after a failure (0 = the first pick)
+    "attempts": pl.String,  # JSON list of {model, ok, error, kind, latency_ms}
+    "stream": pl.Boolean,
+    "has_image": pl.Boolean,
+    "error": pl.String,
+    "prompt": pl.String,  # the question, only when the operator opted in (--log-prompts)
+}
+
+SERVED_FEEDBACK = {  # quality labels attached to served requests (POST /v1/feedback), merged on read
+    "request_id": pl.String,
+    "label": pl.Float64,  # 0..1
+    "labelled_at": pl.String,
+    "label_source": pl.String,
 }
 
 TABLES: dict[str, dict[str, pl.DataType]] = dict(

@@ -16,6 +16,8 @@ import datetime as dt
 import io
 import json
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -298,7 +300,8 @@ class ModelCollector:
         if cfg.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=queries.height, desc=f"collect {self.model.model_id}", unit="call", leave=False)
+            bar = tqdm(total=queries.height, desc=f"collect {self.model.model_id}", unit="call", leave=False,
+                       disable=None)  # None: no bar when stderr is not a terminal (no \r walls in log files)
 
         async def one(q: dict) -> dict:
             image, reason = load_query_image(images_dir, q.get("image_path") or "")
@@ -319,9 +322,23 @@ class ModelCollector:
                 return await self.run_one(client, q, image)
 
         tasks = [asyncio.create_task(one(q)) for q in queries.iter_rows(named=True)]
+        stop = asyncio.Event()
+        restore_signals = trap_stop_signals(asyncio.get_running_loop(), stop)
+
+        async def cancel_on_stop() -> None:
+            await stop.wait()
+            for t in tasks:
+                t.cancel()
+
+        watcher = asyncio.create_task(cancel_on_stop())
         try:
             for fut in asyncio.as_completed(tasks):
-                row = await fut
+                try:
+                    row = await fut
+                except asyncio.CancelledError:
+                    if stop.is_set():
+                        continue  # interrupted: the call was never recorded, the next run redoes it
+                    raise
                 rows.append(row)
                 pending.append(row)
                 if bar is not None:
@@ -332,12 +349,40 @@ class ModelCollector:
             if on_batch is not None and pending:
                 on_batch(pending)
         finally:
+            restore_signals()
+            watcher.cancel()
             for t in tasks:
                 t.cancel()
             if bar is not None:
                 bar.close()
             await client._client.aclose()
+        if stop.is_set():
+            raise CollectionInterrupted(f"{self.model.model_id}: stopped by a signal after {len(rows)} of "
+                                        f"{queries.height} calls; they are staged and the next run resumes")
         return rows
+
+
+class CollectionInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM during a collection: in-flight calls were cancelled, finished rows were handed to
+    ``on_batch`` (staged), and the run stops at once instead of finishing the model first."""
+
+
+def trap_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Callable[[], None]:
+    """Route SIGINT/SIGTERM to ``stop`` while the collection runs (main thread only) and return a function
+    that puts the previous handlers back. Without this, a signal handler that raises (Dagster's does) hits
+    whichever call coroutine happens to run, is recorded as one failed call, and the collection goes on."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        loop.add_signal_handler(sig, stop.set)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
+
+    return restore
 
 
 def collect_model(

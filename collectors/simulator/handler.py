@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from collectors.simulator import openai_compat
 from collectors.simulator.behaviour import SimAnswer
 from collectors.simulator.faults import draw_fault
 from collectors.simulator.protocol import (
@@ -129,6 +130,8 @@ class SimHandler(BaseHTTPRequestHandler):
             self._send_json(200, {"models": self._ps()})
         elif path in ("/api/chat", "/api/generate", "/api/show"):
             self._error(405, "method not allowed")
+        elif path == openai_compat.MODELS_PATH:
+            openai_compat.handle_models(self)
         else:
             self._send_bytes(404, b"404 page not found", "text/plain")
 
@@ -141,6 +144,8 @@ class SimHandler(BaseHTTPRequestHandler):
                 self._show(body)
             elif path in ("/api/chat", "/api/generate"):
                 self._inference(path, body)
+            elif path == openai_compat.CHAT_PATH:  # OpenAI-compatible (the routing gateway's upstream)
+                openai_compat.handle_chat(self, body)
             elif path in ("/api/version", "/api/tags", "/api/ps"):
                 self._error(405, "method not allowed")
             else:

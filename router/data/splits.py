@@ -4,11 +4,17 @@ Why: profiles must come from rows the router is never evaluated on, and results 
 order. Each query gets a pseudo-random rank from sha256(seed, query_id), so the same queries always land in the
 same split whatever order they arrive in, and adding queries moves no existing one. Strata are
 dataset x task_group; benchmark-provided splits (``official_split``) are honoured ("dev" counts as val).
+
+Group-aware: queries that share a group (a ``group_id`` column, or ``group_id`` in the ``source_meta`` JSON,
+e.g. paraphrases or crops of one question in an import) are ranked and assigned as one unit, so variants of a
+question never straddle train and test. Without groups every query is its own group (the same split as before).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -33,14 +39,36 @@ def _allocate(n: int, fractions: tuple[float, ...]) -> list[int]:
     return [bounds[i + 1] - bounds[i] for i in range(len(fractions))]
 
 
+def query_groups(queries: pl.DataFrame) -> list[str]:
+    """Each query's group: its ``group_id`` column, else ``source_meta["group_id"]``, else its own query_id."""
+    qids = queries["query_id"].to_list()
+    if "group_id" in queries.columns:
+        vals = queries["group_id"].cast(pl.String).to_list()
+        return [f"g:{g}" if g not in (None, "") else f"q:{q}" for q, g in zip(qids, vals, strict=True)]
+    if "source_meta" not in queries.columns:
+        return [f"q:{q}" for q in qids]
+    out = []
+    for q, meta in zip(qids, queries["source_meta"].to_list(), strict=True):
+        try:
+            g = json.loads(meta).get("group_id") if meta else None
+        except (ValueError, AttributeError):
+            g = None
+        out.append(f"g:{g}" if g not in (None, "") else f"q:{q}")
+    return out
+
+
 def make_splits(
     queries: pl.DataFrame,
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     calib_fraction: float = 0.35,
     calib_cap: int | None = None,
+    groups: Sequence[str] | None = None,
 ) -> pl.DataFrame:
-    """One row per query: split (train|val|test), in_calibration (train rows only), stratum."""
+    """One row per query: split (train|val|test), in_calibration (train rows only), stratum.
+
+    ``groups`` (one label per query; default :func:`query_groups`) keeps each group inside one split.
+    """
     for col in ("query_id", "dataset", "task_group"):
         if col not in queries.columns:
             raise ValueError(f"make_splits: queries table lacks column {col!r}; have {queries.columns}")
@@ -68,14 +96,27 @@ def make_splits(
                                  f"expected one of {sorted(OFFICIAL_ALIASES)} or ''")
             split[q] = OFFICIAL_ALIASES[off]
 
+    labels = query_groups(queries) if groups is None else [str(g) for g in groups]
+    if len(labels) != len(qids):
+        raise ValueError(f"make_splits: groups has {len(labels)} labels for {len(qids)} queries")
     by_stratum: dict[str, list[str]] = {}
     for q, s in zip(qids, strata, strict=True):
         by_stratum.setdefault(s, []).append(q)
-    for members in by_stratum.values():
-        free = sorted((q for q in members if q not in split), key=lambda q: _rank(seed, "split", q))
-        n_tr, n_va, _ = _allocate(len(free), fractions)
-        for j, q in enumerate(free):
-            split[q] = "train" if j < n_tr else ("val" if j < n_tr + n_va else "test")
+    # a group is allocated in the stratum of its first query; its rank key is the query id for singletons
+    home: dict[str, str] = {}
+    members_of: dict[str, list[str]] = {}
+    for q, s, g in zip(qids, strata, labels, strict=True):
+        if q in split:
+            continue
+        home.setdefault(g, s)
+        members_of.setdefault(g, []).append(q)
+    for stratum in by_stratum:
+        glist = sorted((g for g, s in home.items() if s == stratum),
+                       key=lambda g: _rank(seed, "split", g[2:] if g.startswith("q:") else g))
+        n_tr, n_va, _ = _allocate(len(glist), fractions)
+        for j, g in enumerate(glist):
+            for q in members_of[g]:
+                split[q] = "train" if j < n_tr else ("val" if j < n_tr + n_va else "test")
 
     # calibration: calib_fraction of each stratum's train rows; a cap keeps the stratified shares
     calib_pos: dict[str, float] = {}

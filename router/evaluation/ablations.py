@@ -14,15 +14,21 @@ from router.evaluation.results import ExperimentResult, result_rows, results_fra
 from router.models.latent_router.model import LatentRouterConfig
 from warehouse.vocabulary import SETTINGS
 
+FULL_LABEL = "Full LatentRouter"
 
 def ablation_variants(base: LatentRouterConfig, h_values: Sequence[int] = (0, 1, 2, 3),
                       c_values: Sequence[int] = (1, 4, 7, 12)) -> list[tuple[str, str, LatentRouterConfig]]:
     """(family, label, config): component removals (paper Fig. 3b / Table 5), depth H and capsule count C."""
     out = [
-        ("component", "Full LatentRouter", base),
+        ("component", FULL_LABEL, base),
         ("component", "w/o routing capsules", replace(base, use_capsules=False)),
         ("component", "w/o model capability tokens", replace(base, use_model_tokens=False)),
-        ("component", "w/o latent communication", replace(base, use_communication=False)),
+        # paper's "w/o latent communication": model tokens read the capsules once, no model-model exchange,
+        # no feedback; the head still sees the query
+        ("component", "w/o latent communication (read once)", replace(base, use_model_exchange=False)),
+        ("component", "query-blind (H=0)", replace(base, use_communication=False)),
+        ("component", "w/o pairwise bias", replace(base, use_pairwise_bias=False)),
+        ("component", "w/o feedback", replace(base, use_feedback=False)),
         ("component", "w/o distributional prediction", replace(base, distributional=False)),
         ("component", "w/o bounded correction", replace(base, bounded_correction=False)),
     ]
@@ -41,7 +47,7 @@ def ablations(ctx: EvalContext) -> ExperimentResult:
     """
     cfg, rows, info = ctx.cfg, [], []
     seeds = cfg.ablation_seeds or cfg.seeds
-    for family, label, variant in ablation_variants(cfg.model, cfg.h_values, cfg.c_values):
+    for family, label, variant in ablation_variants(ctx.model_cfg, cfg.h_values, cfg.c_values):
         info.append({"router": f"{LATENT} [{label}]", "family": family, "label": label})
         for seed in seeds:
             m: dict[str, float] = {}

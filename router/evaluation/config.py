@@ -28,7 +28,7 @@ EXPERIMENTS: tuple[str, ...] = (
     "efficiency",
 )
 AVG = "avg"  # setting label of the primary metric (mean of the oriented and cost values)
-PRIMARY_METRICS: tuple[str, ...] = ("rank_score", "nauc_interp", "nauc_step")
+PRIMARY_METRICS: tuple[str, ...] = ("rank_score", "nauc_budget", "nauc_interp", "nauc_step")
 LATENT = "LatentRouter"
 LATENCY_THREADS = 1  # efficiency timings: one CPU thread per call, the routing API's setting
 ORACLE = "Oracle"
@@ -45,7 +45,18 @@ LEARNED_BASELINES: tuple[str, ...] = tuple(n for n in BASELINE_NAMES if n not in
 DEFAULT_EVAL_LAMBDAS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 FULL_POOL = "full"
 ALL_GROUPS = "all"
-NO_SEED = -1  # seed of aggregate rows (Welch tests)
+NO_SEED = -1  # seed of aggregate rows (Welch / paired tests)
+# Validation-only hyperparameter candidates per trainable router, defaults first: ``EvalConfig.tuning_trials``
+# of them are tried for every router (the same budget each). Keys are BaselineConfig fields ("train.lr" for its
+# torch optimiser) or, for LatentRouter, LatentRouterConfig fields ("train.<field>" for TrainConfig).
+TUNING_GRIDS: dict[str, tuple[dict[str, Any], ...]] = {
+    "KNNRouter": ({}, {"knn_k": 20}, {"knn_k": 100}, {"knn_k": 10}),
+    "KMeansRouter": ({}, {"kmeans_clusters": 8}, {"kmeans_clusters": 40}, {"kmeans_clusters": 4}),
+    "MLPMFRouter": ({}, {"train.lr": 3e-3}, {"train.lr": 3e-4}, {"mlpmf_hidden": (64, 32)}),
+    "RouteLLM-MF": ({}, {"routellm_dim": 32}, {"train.lr": 3e-3}, {"routellm_dim": 256}),
+    "VL feature router": ({}, {"vl_hidden": (64,)}, {"train.lr": 3e-3}, {"vl_hidden": (512,)}),
+    "LatentRouter": ({}, {"dropout": 0.1}, {"train.lr": 3e-3}, {"dropout": 0.3}),
+}
 
 
 @dataclass
@@ -58,7 +69,7 @@ class BaselineConfig:
     mlpmf_hidden: tuple[int, ...] = (256, 128, 64)
     routellm_dim: int = 128
     vl_hidden: tuple[int, ...] = (256,)
-    vl_lambdas: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0)
+    vl_lambdas: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0)  # plus the cost-only classifier (see VLFeatureConfig)
     train: TorchTrainConfig = field(default_factory=TorchTrainConfig)
 
 
@@ -71,7 +82,7 @@ class EvalConfig:
     decision_lambda: float = 0.3  # the cost-aware lambda of routing_decisions and the task-group cost view
     cost_train_lambdas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)  # cost-aware LatentRouter training
     experiments: tuple[str, ...] = EXPERIMENTS
-    primary_metric: str = "rank_score"  # rank_score | nauc_interp | nauc_step
+    primary_metric: str = "rank_score"  # rank_score | nauc_budget | nauc_interp | nauc_step
     model: LatentRouterConfig = field(default_factory=lambda: LatentRouterConfig(hidden=48))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, patience=5))
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
@@ -91,6 +102,13 @@ class EvalConfig:
     latency_single_calls: int = 50
     latency_repeats: int = 5
     decisions_seed: int | None = None  # None: the first seed
+    # R seeded random re-splits of the queries (split 0 = the data's own split); group-aware when the data has
+    # groups. Only the main table runs on every split; the other experiments judge split 0.
+    n_splits: int = 1
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    # hyperparameter candidates tried per trainable router on each split's validation rows (first seed), see
+    # TUNING_GRIDS; 1 = the defaults only
+    tuning_trials: int = 1
 
     def __post_init__(self) -> None:
         unknown = [e for e in self.experiments if e not in EXPERIMENTS]
@@ -111,6 +129,12 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.cold_start_sizes must be >= 0, got {self.cold_start_sizes}")
         if self.latency_batch < 1 or self.latency_single_calls < 1 or self.latency_repeats < 1:
             raise ValueError("EvalConfig latency sizes must be >= 1")
+        if self.n_splits < 1 or self.tuning_trials < 1:
+            raise ValueError(f"EvalConfig needs n_splits >= 1 and tuning_trials >= 1, got {self.n_splits}, "
+                             f"{self.tuning_trials}")
+        fr = self.split_fractions
+        if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0 or fr[2] <= 0 or abs(sum(fr) - 1) > 1e-6:
+            raise ValueError(f"EvalConfig.split_fractions must be (train, val, test) summing to 1, got {fr}")
 
     @property
     def sweep_lambdas(self) -> np.ndarray:
@@ -119,7 +143,7 @@ class EvalConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> EvalConfig:
-        """Tiny routers, 2 seeds (Welch needs 2), few epochs: every experiment in seconds (CI)."""
+        """Tiny routers, 2 seeds (Welch needs 2), few epochs, one split, two tuning trials: seconds (CI)."""
         tt = TorchTrainConfig(epochs=3, batch_size=64, patience=2)
         base: dict[str, Any] = dict(
             seeds=(0, 1),
@@ -137,29 +161,37 @@ class EvalConfig:
             latency_batch=64,
             latency_single_calls=10,
             latency_repeats=2,
+            tuning_trials=2,
         )
         base.update(overrides)
         return cls(**base)
 
     @classmethod
     def demo(cls, **overrides: Any) -> EvalConfig:
-        """Three seeds, the paper's hidden size 48 and a moderate epoch budget: the pipeline default on CPU."""
+        """Two splits x two seeds, the paper's hidden size 48, a moderate epoch budget and two tuning trials per
+        router: the pipeline default, sized so ``make demo`` stays within 10 minutes on 2 cores."""
         tt = TorchTrainConfig(epochs=15, batch_size=64, patience=3)
         base: dict[str, Any] = dict(
             model=LatentRouterConfig(hidden=48),
             train=TrainConfig(epochs=12, patience=3, batch_size=128),
             baselines=BaselineConfig(train=tt, kmeans_n_init=4),
+            seeds=(0, 1),
             ablation_seeds=(0, 1),
             ablation_shared_fit=True,
             cold_start_seeds=(0, 1),
+            n_splits=2,
+            tuning_trials=2,
         )
         base.update(overrides)
         return cls(**base)
 
     @classmethod
     def paper(cls, **overrides: Any) -> EvalConfig:
-        """The full protocol: 3 seeds everywhere, separate oriented / cost fits for ablations, 20 epochs."""
-        return cls(**overrides)
+        """The full protocol: 3 splits x 3 seeds, 4 tuning trials per router, separate oriented / cost fits for
+        ablations, 20 epochs."""
+        base: dict[str, Any] = dict(n_splits=3, tuning_trials=4)
+        base.update(overrides)
+        return cls(**base)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for the report's ``meta`` (the run states the config it ran with)."""

@@ -88,7 +88,7 @@ def pool_changes(ctx: EvalContext) -> ExperimentResult:
                         else:
                             sw = lambda_sweep(ctx.baseline(name, seed), d, te,
                                               np.array([0.0]) if st == "oriented" else ctx.lambdas, av)
-                            m.update({k: v for k, v in evaluate_sweep(sw, d, ctx.bounds).items()
+                            m.update({k: v for k, v in evaluate_sweep(sw, d, ctx.bounds, ctx.rank.beta).items()
                                       if k.startswith(f"{st}/")})
                     vals = {f"{AVG}/{pm}": ctx.primary_of(m, m), "oriented/regret": m["oriented/regret"],
                             "cost/regret": m["cost/regret"]}

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from router.evaluation.config import ALL_GROUPS, AVG, FULL_POOL
-from router.evaluation.metrics.statistics import mean_std
+from router.evaluation.metrics.statistics import ci95, mean_std
 from warehouse.schemas import EVAL_RESULTS, conform
 from warehouse.vocabulary import SETTINGS
 
@@ -39,7 +39,7 @@ class EvalOutput:
 
 def result_rows(
     run_id: str, experiment: str, router: str, seed: int, values: Mapping[str, float],
-    pool: str = FULL_POOL, task_group: str = ALL_GROUPS, setting: str | None = None,
+    pool: str = FULL_POOL, task_group: str = ALL_GROUPS, setting: str | None = None, split: int = 0,
 ) -> list[dict[str, Any]]:
     """Long rows from a metrics dict. Keys "setting/metric" give their own setting; bare keys need ``setting``."""
     out = []
@@ -54,7 +54,7 @@ def result_rows(
             continue
         out.append({"run_id": run_id, "experiment": experiment, "router": router, "setting": st,
                     "seed": int(seed), "metric": metric, "value": float(val), "pool": pool,
-                    "task_group": task_group})
+                    "task_group": task_group, "split": int(split)})
     return out
 
 
@@ -62,6 +62,7 @@ def results_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """The rows as a conformed ``eval_results`` frame (an empty one with the schema when there are none)."""
     if not rows:
         return pl.DataFrame(schema=EVAL_RESULTS)
+    rows = [r if "split" in r else {**r, "split": 0} for r in rows]
     return conform(pl.DataFrame(rows, schema=EVAL_RESULTS), EVAL_RESULTS, "eval_results")
 
 
@@ -80,16 +81,21 @@ def _mean_std(values: np.ndarray) -> tuple[float, float]:
 
 def summarise(results: pl.DataFrame, by: Sequence[str] = ("experiment", "router", "setting", "metric", "pool",
                                                            "task_group")) -> pl.DataFrame:
-    """Mean and sample std over seeds (aggregate rows with seed < 0 are left out) per ``by`` group."""
+    """Mean, sample std and 95% t-interval half-width over splits x seeds (aggregate rows with seed < 0 are
+    left out) per ``by`` group; ``n_seeds`` counts the values (splits x seeds)."""
     per = results.filter(pl.col("seed") >= 0)
     if per.height == 0:
         return pl.DataFrame(schema={**{c: pl.String for c in by}, "mean": pl.Float64, "std": pl.Float64,
-                                    "n_seeds": pl.Int64})
+                                    "n_seeds": pl.Int64, "ci95": pl.Float64})
     recs = []
     for key, grp in per.group_by(list(by), maintain_order=True):
-        m, s = _mean_std(grp["value"].to_numpy())
-        recs.append({**dict(zip(by, key, strict=True)), "mean": m, "std": s, "n_seeds": grp.height})
-    return pl.DataFrame(recs, schema_overrides={"mean": pl.Float64, "std": pl.Float64, "n_seeds": pl.Int64})
+        v = grp["value"].to_numpy()
+        m, s = _mean_std(v)
+        half = ci95(v)[1] if np.all(np.isfinite(v)) else float("nan")
+        half = 0.0 if s == 0 else half
+        recs.append({**dict(zip(by, key, strict=True)), "mean": m, "std": s, "n_seeds": grp.height, "ci95": half})
+    return pl.DataFrame(recs, schema_overrides={"mean": pl.Float64, "std": pl.Float64, "n_seeds": pl.Int64,
+                                                "ci95": pl.Float64})
 
 
 def wide_summary(summary: pl.DataFrame, keys: Sequence[str], wanted: Mapping[str, tuple[str, str]]) -> pl.DataFrame:

@@ -27,6 +27,12 @@ from router.features.side import side_features
 REQUIRED_QUERY_COLUMNS = ("query_id", "question", "image_path", "image_sha256", "task_group", "dataset")
 
 
+def _bar_off(progress: bool, todo: list) -> bool | None:
+    """tqdm's ``disable``: off when not asked or nothing to do, else None = shown only on a terminal (a log
+    file would get a wall of carriage-return updates)."""
+    return True if not progress or not todo else None
+
+
 def _validate_queries(queries: pl.DataFrame) -> None:
     missing = [c for c in REQUIRED_QUERY_COLUMNS if c not in queries.columns]
     if missing:
@@ -70,7 +76,7 @@ def _image_features(
     failures: dict[str, str] = {}
     pending: dict[str, dict[str, np.ndarray]] = {}
     batches = [todo[i: i + cfg.image_batch_size] for i in range(0, len(todo), cfg.image_batch_size)]
-    bar = tqdm(total=len(todo), desc="image features", unit="img", disable=not cfg.progress or not todo)
+    bar = tqdm(total=len(todo), desc="image features", unit="img", disable=_bar_off(cfg.progress, todo))
     with ThreadPoolExecutor(max_workers=max(1, cfg.loader_threads)) as pool:
         def submit(b: list[tuple[str, Path]]) -> list[Future]:
             return [pool.submit(_load_one, p, enc, 2 * cfg.image_size) for _, p in b]
@@ -103,7 +109,7 @@ def _text_features(
 ) -> dict[str, dict[str, np.ndarray]]:
     todo = sorted(((k, q) for k, q in items if k not in cache), key=lambda kq: len(kq[1]))  # less padding
     pending: dict[str, dict[str, np.ndarray]] = {}
-    bar = tqdm(total=len(todo), desc="question features", unit="q", disable=not cfg.progress or not todo)
+    bar = tqdm(total=len(todo), desc="question features", unit="q", disable=_bar_off(cfg.progress, todo))
     for i in range(0, len(todo), cfg.text_batch_size):
         batch = todo[i: i + cfg.text_batch_size]
         tokens, pooled = enc.encode([q for _, q in batch])

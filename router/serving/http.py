@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,20 +107,16 @@ class _State:
     model_lock: anyio.Lock = field(default_factory=anyio.Lock)  # queued requests wait here, not in threads
     validate_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(4))
     score_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
-    build_error: str | None = None
-    build_guard: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self) -> RouterService:
-        """The service, built on first use when a factory was given (in a worker thread, under the model lock)."""
+        """The service, built on first use when a factory was given (in a worker thread, under the model
+        lock); a failed build is retried by the next request."""
         if self.service is None:
             assert self.factory is not None
-            with self.build_guard:
-                try:
-                    self.service = self.factory()
-                    self.build_error = None
-                except Exception as exc:
-                    self.build_error = f"{type(exc).__name__}: {exc}"
-                    raise Unavailable(f"no usable router snapshot: {self.build_error}") from exc
+            try:
+                self.service = self.factory()
+            except Exception as exc:
+                raise Unavailable(f"no usable router snapshot: {type(exc).__name__}: {exc}") from exc
         return self.service
 
 

@@ -17,12 +17,13 @@ from collectors.simulator.specs import HELD_OUT
 from pipelines import cli
 from pipelines.automation import RECALIBRATE_JOB, RETRAIN_JOB, model_pool_sensor, recalibration_schedule
 from router.training.artifacts import latest_checkpoint_dir
+from tests.conftest import TINY_QUERIES as N_QUERIES
 from warehouse.catalog import run_query
 from warehouse.store import Warehouse
 
-N_QUERIES = 96
+pytestmark = pytest.mark.slow  # subprocess runs / the whole graph: `pytest -m 'not slow'` skips them
+
 WHEN = datetime.datetime(2026, 11, 30, 3, 0, tzinfo=datetime.UTC)
-SMALL_ROUTER = {"epochs": 3, "hidden": 32, "n_capsules": 4, "patience": 3, "batch_size": 64}
 
 
 def _sensor_resources(defs) -> dict:
@@ -35,30 +36,8 @@ def _digest(path) -> str:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    home = tmp_path_factory.mktemp("lifecycle")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LROUTER_HOME", str(home))
-    mp.delenv("LROUTER_REGISTRY", raising=False)
-    mp.delenv("OLLAMA_HOST", raising=False)
-    from pipelines.definitions import defs
-
-    instance = dg.DagsterInstance.ephemeral()
-    from pipelines.definitions import materialize
-
-    def mat(names, **kw):
-        r = materialize(names, instance=instance, resources=defs.resources, **kw)
-        assert r.success, names
-        return r
-
-    mat(["benchmark_queries", "candidate_models", "data_splits"],
-        run_config={"ops": {"benchmark_queries": {"config": {"n_queries": N_QUERIES, "seed": 3}}}})
-    for m in instance.get_dynamic_partitions("models"):
-        mat(["outcome_traces"], partition_key=m)
-    mat(["warehouse_views", "query_features", "capability_profiles", "latent_router", "current_pool_routing"],
-        run_config={"ops": {"latent_router": {"config": SMALL_ROUTER}}})
-    yield home, instance, defs
-    mp.undo()
+def pipeline(tiny_pipeline):
+    return tiny_pipeline
 
 
 def _run(defs, instance, job_name, **kw):
@@ -289,6 +268,7 @@ def test_latent_router_asset_records_what_was_trained(pipeline):
     assert md["model_config"].value["hidden"] == 32 == cfg.hidden  # the run config reached the model
     assert md["model_config"].value["image_token_pool"] == cfg.image_token_pool == 4
     assert md["seconds_per_epoch"].value > 0 and np.isfinite(md["val_utility"].value)
-    curve = md["training_curve"].value
-    assert curve.count("\n") >= 3 and "val_utility" in curve  # header, rule and one row per epoch
-    assert md["test_quality_lambda0"].value == pytest.approx(meta["test_quality_lambda0"])
+    curve = md["training_curve"]  # a table (one row per epoch) and its plot
+    assert len(curve.records) >= 1 and "val_utility" in [c.name for c in curve.schema.columns]
+    assert "data:image/png;base64," in md["training_curve_plot"].value
+    assert md["test_quality_lambda0"].value == pytest.approx(meta["test_quality_lambda0"], rel=1e-3)  # 4 digits

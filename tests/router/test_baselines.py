@@ -10,8 +10,9 @@ import torch
 
 import router.models.baselines as B
 from router.data.routing_data import RoutingData, synthetic_routing_data
-from router.evaluation.metrics.sweep import evaluate_router, route_outcomes
+from router.evaluation.metrics.sweep import evaluate_router, lambda_sweep, route_outcomes
 from router.models.base import Router
+from router.models.baselines.classifiers import cheapest_labels
 
 SEEDS = (0, 1, 2)
 N = 400
@@ -161,6 +162,20 @@ def test_evaluate_router_on_baselines(fitted):
     assert not any(k.startswith("outcome/") for k in vl)
 
 
+def test_vl_feature_router_reaches_the_cheapest_model_at_the_top_of_the_sweep(fitted):
+    data, routers = fitted[0]
+    vl = routers["vl_feature"]
+    rows = data.idx("test")
+    sw = lambda_sweep(vl, data, rows, [0.0, 0.3, 1.0, 3.0])
+    cheapest = np.argmin(np.where(data.avail[sw.rows], data.cost[sw.rows], np.inf), axis=1)
+    top = sw.choices[sw.at(3.0)]
+    assert np.mean(top == cheapest) >= 0.95
+    assert sw.cost[sw.at(3.0)] < sw.cost[sw.at(0.0)]
+    np.testing.assert_allclose(cheapest_labels(np.array([[0.5, 0.2, 0.9], [0.1, 0.3, 0.2]]),
+                                                 np.array([[True, False, True], [False, False, False]])),
+                               [[1, 0, 0], [0, 0, 0]])
+
+
 def test_soft_labels_hand_computed():
     q = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     c = np.array([[0.2, 1.0, 0.1], [0.5, 0.3, 0.9]])
@@ -175,8 +190,12 @@ def test_soft_labels_hand_computed():
 
 
 def test_vl_feature_nearest_lambda_and_pair_loss():
-    r = B.VLFeatureRouter(B.VLFeatureConfig(lambdas=(10.0, 0.0, 1.0)))
-    assert [r.nearest_lambda(x) for x in (0.0, 0.2, 2.0, 1000.0)] == [0.0, 0.0, 1.0, 10.0]
+    # classifiers [0, 1, 10, inf (cost-only)]; index = round(3 * log1p(lam) / log1p(3)):
+    # 0 -> 0, 0.2 -> round(0.39) = 0, 2 -> round(2.38) = 2, 3 -> 3 (top of the sweep), beyond clips to 3
+    r = B.VLFeatureRouter(B.VLFeatureConfig(lambdas=(10.0, 0.0, 1.0), sweep_max=3.0))
+    assert [r.nearest_lambda(x) for x in (0.0, 0.2, 2.0, 3.0, 1000.0)] == [0.0, 0.0, 10.0, np.inf, np.inf]
+    old = B.VLFeatureRouter(B.VLFeatureConfig(lambdas=(10.0, 0.0, 1.0), cost_only=False, sweep_max=3.0))
+    assert [old.nearest_lambda(x) for x in (0.0, 1.0, 3.0)] == [0.0, 1.0, 10.0]
     s = torch.tensor([[2.0, 0.0, 5.0]])
     y = torch.tensor([[1.0, 0.0, 0.0]])
     m = torch.tensor([[True, True, False]])
@@ -190,7 +209,8 @@ def test_parameter_counts(fitted):
     per_net = d * 256 + 256 + 256 * 128 + 128 + 128 * 64 + 64 + k * 64 + k
     assert routers["mlpmf"].n_parameters() == 2 * per_net
     assert routers["routellm_mf"].n_parameters() == d * 32 + k * 32 + 32 + 2
-    assert routers["vl_feature"].n_parameters() == 3 * (d * 256 + 256 + 256 * k + k)
+    # 3 soft-label classifiers + the cost-only one
+    assert routers["vl_feature"].n_parameters() == 4 * (d * 256 + 256 + 256 * k + k)
     assert routers["knn"].n_parameters() > 0 and routers["kmeans"].n_parameters() > 0
     assert routers["oracle"].n_parameters() == 0
 

@@ -309,7 +309,7 @@ def test_scores_a_pool_of_different_size_through_model_tokens() -> None:
 
 
 ABLATIONS = ["use_capsules", "use_model_tokens", "use_communication", "use_pairwise_bias", "use_feedback",
-             "distributional", "bounded_correction"]
+             "use_model_exchange", "distributional", "bounded_correction"]
 
 
 @pytest.mark.parametrize("switch", ABLATIONS)
@@ -326,7 +326,7 @@ def test_ablation_switches_run_forward_and_backward(switch: str) -> None:
     assert model.n_parameters() < full.n_parameters()
     if switch == "use_communication":
         assert len(model.layers) == 0 and out["layer_scores"].shape[1] == 0
-    if switch == "use_feedback":
+    if switch in ("use_feedback", "use_model_exchange"):
         assert out["layer_scores"].shape[1] == 0
     if switch == "distributional":
         assert (out["sigma"] == 1).all()
@@ -336,6 +336,25 @@ def test_ablation_switches_run_forward_and_backward(switch: str) -> None:
             segs, side_tok = model.query_inputs(x["img_tokens"], x["img_mask"], x["txt_tokens"], x["txt_mask"],
                                                 x["side"])
             assert model.capsules(segs, side_tok).shape == (4, 1, 32)
+
+
+def test_read_only_communication_reads_the_query_but_not_the_other_models() -> None:
+    """use_model_exchange=False: one read of the capsules, no model-model exchange, no feedback."""
+    ro, full = _model(use_model_exchange=False), _model()
+    assert len(ro.layers) == 1 and ro.layers[0].self_attn is None and ro.layers[0].score_head is None
+    x = _inputs(b=4, k=5)
+    x["avail"][:] = True
+    other = dict(x, model_feats=x["model_feats"].clone())
+    other["model_feats"][0] += 3.0  # change model 0's capability token only
+    q2 = dict(x, txt_tokens=x["txt_tokens"] + 1.0)  # change the question
+    with torch.no_grad():
+        base, moved, asked = ro(**x), ro(**other), ro(**q2)
+        f_base, f_moved = full(**x), full(**other)
+    # no exchange: the other models' predictions ignore model 0's token (the full model's do not)
+    torch.testing.assert_close(moved["mu_tilde"][:, 1:], base["mu_tilde"][:, 1:])
+    assert not torch.allclose(f_moved["mu_tilde"][:, 1:], f_base["mu_tilde"][:, 1:])
+    # but the head still sees the query, unlike H = 0 (query-blind apart from the bounded correction)
+    assert not torch.allclose(asked["mu"], base["mu"])
 
 
 def test_no_model_id_embedding_identical_tokens_get_identical_scores() -> None:

@@ -77,8 +77,14 @@ def test_row_cap_streams_and_stops(wh):
 
 
 def test_cli_row_cap_message_and_bounded_memory(wh):
-    p = _cli(wh.root.parent, "select i, i::varchar s from range(100000000) t(i)", "--format", "csv",
-             "--max-rows", "5")
+    p = _cli(
+        wh.root.parent,
+        "select i, i::varchar s from range(100000000) t(i)",
+        "--format",
+        "csv",
+        "--max-rows",
+        "5",
+    )
     _, status, usage = os.wait4(p.pid, 0)
     out, err = p.stdout.read(), p.stderr.read()
     p.stdout.close()

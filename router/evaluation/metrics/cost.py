@@ -4,7 +4,9 @@ Ps, QNC and the single-model reference points (definitions in the package docstr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,25 +37,59 @@ def rank_score(acc: float, cost: float, cmin: float, cmax: float, beta: float = 
     return float((1.0 + beta) * a * c_term / (beta * a + c_term))
 
 
+@dataclass(frozen=True)
+class RankBounds:
+    """The Rank Score constants of one benchmark: (cmin, cmax) in USD per query, beta, and where they came from
+    (``cost_bounds.json`` of an import, or computed from the per-sample cost matrix)."""
+
+    cmin: float
+    cmax: float
+    beta: float = RANK_BETA
+    source: str = "per-sample cost matrix"
+
+    @property
+    def pair(self) -> tuple[float, float]:
+        return self.cmin, self.cmax
+
+    @property
+    def defined(self) -> bool:
+        return bool(np.isfinite(self.cmin) and np.isfinite(self.cmax) and 0 < self.cmin <= self.cmax)
+
+
 def cost_bounds(
     data: RoutingData, rows: np.ndarray | None = None, avail: np.ndarray | None = None
 ) -> tuple[float, float]:
-    """(cmin, cmax) = min / max over models of the model's mean raw USD cost per query on ``rows``.
+    """(cmin, cmax) = min / max of the per-sample USD cost matrix over ``rows`` x every available model.
 
-    ``rows`` defaults to every row of the benchmark (the bounds are a benchmark constant, not learned).
-    Models with no available row are ignored. A model with zero mean cost (free local model) cannot enter a
-    log scale, so cmin is the smallest *positive* model mean; such a model clips to cmin (C = 1).
+    As the VL-RouterBench and LatentRouter reference evaluators do (when no ``cost_bounds.json`` ships):
+    ``rows`` defaults to every row of the benchmark (a constant, not learned). cmin is the smallest *positive*
+    entry (a log scale cannot hold 0; free picks clip to cmin, C = 1); unavailable entries are ignored.
     """
     rows = np.arange(data.n) if rows is None else np.asarray(rows)
     mask = data.avail[rows] if avail is None else np.asarray(avail, dtype=bool)
-    usd = np.where(mask, data.cost_usd[rows], np.nan)
-    with np.errstate(invalid="ignore"):
-        means = np.nanmean(usd, axis=0) if len(rows) else np.full(data.k, np.nan)
-    means = means[np.isfinite(means)]
-    positive = means[means > 0]
+    usd = np.asarray(data.cost_usd[rows], dtype=np.float64)[mask]
+    usd = usd[np.isfinite(usd)]
+    positive = usd[usd > 0]
     if positive.size == 0:
-        raise ValueError("cost_bounds: no model has a positive mean cost_usd on these rows; Rank Score is undefined")
-    return float(positive.min()), float(means.max())
+        raise ValueError("cost_bounds: no available entry has a positive cost_usd; Rank Score is undefined")
+    return float(positive.min()), float(usd.max())
+
+
+def rank_bounds(data: RoutingData, shipped: Mapping[str, Any] | None = None) -> RankBounds:
+    """The benchmark's Rank Score constants: ``shipped`` (a parsed ``cost_bounds.json``: ``{"cmin", "cmax"[,
+    "beta"]}`` or ``{"*": {...}, <dataset>: {...}}``, whole-benchmark key ``"*"``) when it has usable whole-
+    benchmark bounds, else :func:`cost_bounds` over all rows; NaN bounds when no cost is positive."""
+    if shipped:
+        whole = shipped.get("*", shipped) if isinstance(shipped.get("*"), Mapping) else shipped
+        lo, hi = whole.get("cmin"), whole.get("cmax")
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo <= hi:
+            beta = whole.get("beta", shipped.get("beta", RANK_BETA))
+            return RankBounds(float(lo), float(hi), float(beta), "cost_bounds.json")
+    try:
+        lo, hi = cost_bounds(data)
+    except ValueError:
+        return RankBounds(float("nan"), float("nan"), RANK_BETA, "undefined (no positive cost)")
+    return RankBounds(lo, hi, RANK_BETA, "per-sample cost matrix")
 
 
 def best_rank_score(
@@ -117,7 +153,8 @@ def _step_envelope(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray
 def nauc(points: np.ndarray | Sequence[Sequence[float]], mode: str = "interp") -> float:
     """Normalised area under the cost-quality frontier; ``mode`` is "interp" (MMR-Bench) or "step" (LatentRouter).
 
-    See the module docstring for both curves. Single point or zero cost range: the (best) quality.
+    See the module docstring for both curves. "interp" (the reference definition): fewer than 2 frontier
+    points or a zero cost range is NaN. "step": a single point or zero range gives the (best) quality.
     """
     if mode == "interp":
         curve = pareto_frontier(points)
@@ -129,7 +166,7 @@ def nauc(points: np.ndarray | Sequence[Sequence[float]], mode: str = "interp") -
         return float("nan")
     span = float(curve[-1, 0] - curve[0, 0])
     if len(curve) == 1 or span <= 0:
-        return float(curve[:, 1].max())
+        return float("nan") if mode == "interp" else float(curve[:, 1].max())
     area = float(np.sum(np.diff(curve[:, 0]) * (curve[1:, 1] + curve[:-1, 1]) / 2.0))
     return area / span
 

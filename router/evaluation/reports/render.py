@@ -11,34 +11,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def decimals(x: float, digits: int = 3) -> int:
+    """Fixed-point decimals for ``x``: ``digits``, or enough for 3 significant digits of a tiny value (<= 10)."""
+    if x == 0 or not math.isfinite(x) or abs(x) >= 10 ** (-digits + 1):
+        return digits
+    return min(10, max(digits, 2 - math.floor(math.log10(abs(x)))))
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
-    """A number for a table: fixed digits, scientific for tiny magnitudes, ∞ and – for inf / missing."""
+    """A number for a table: fixed-point (tiny values get 3 significant digits), ∞ and – for inf / missing."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     if math.isinf(x):
         return "∞" if x > 0 else "-∞"
-    if x != 0 and abs(x) < 10 ** (-digits + 1):
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}f}"
+    return f"{x:.{decimals(x, digits)}f}"
 
 
 def fmt_pm(mean: float | None, std: float | None, digits: int = 3) -> str:
-    """mean ± std with one format for both: fixed ``digits`` decimals, or 3 significant digits for tiny means."""
+    """mean ± spread in one fixed-point format for both (the mean's decimals), never mixing notations."""
     if mean is None or (isinstance(mean, float) and (math.isnan(mean) or math.isinf(mean))):
         return fmt(mean, digits)
+    d = decimals(mean, digits)
     if std is None or math.isnan(std):
-        return f"{fmt(mean, digits)} ± –"
-    if mean != 0 and abs(mean) < 10 ** (-digits + 1):
-        return f"{mean:.{digits - 1}e} ± {std:.1e}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+        return f"{mean:.{d}f} ± –"
+    return f"{mean:.{d}f} ± {std:.{d}f}"
 
 
 def fmt_p(p: float | None) -> str:
-    """A p-value, saying why it is missing (one seed) or exactly 0 (constant samples)."""
+    """A p-value; "n/a" when there is no test (one split / seed, or no spread: never "significant")."""
     if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "n/a (needs ≥ 2 seeds)"
-    if p == 0:
-        return "0 (both samples constant, means differ)"
+        return "n/a (no spread or < 2 splits/seeds)"
+    if p < 1e-4:
+        return "< 0.0001"
     return f"{p:.3g}"
 
 

@@ -7,14 +7,15 @@ import math
 
 import polars as pl
 
-from router.evaluation.config import AVG, ORACLE, ROUTERS
-from router.evaluation.reports.render import fmt_p, fmt_pm, md_table
+from router.evaluation.config import AVG, ORACLE, ROUTERS, STRONGEST
+from router.evaluation.reports.render import fmt, fmt_p, fmt_pm, md_table
 from router.evaluation.results import EvalOutput
 
 METRIC_LABELS = {
     "rank_score": "Rank Score",
-    "nauc_interp": "nAUC (interp)",
-    "nauc_step": "nAUC (step)",
+    "nauc_budget": "nAUC (budget sweep)",
+    "nauc_interp": "nAUC (λ sweep, interp)",
+    "nauc_step": "nAUC (λ sweep, step)",
     "quality": "Accuracy",
     "cost_usd": "USD / query",
     "ps": "Ps",
@@ -29,10 +30,10 @@ TABLE1_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("Oriented: Accuracy", "oriented", "quality"),
     ("Oriented: USD/query", "oriented", "cost_usd"),
     ("Cost: USD/query at best Rank Score", "cost", "rank_cost_usd"),
-    ("Cost: nAUC (interp)", "cost", "nauc_interp"),
-    ("Cost: nAUC (step)", "cost", "nauc_step"),
-    ("Cost: Ps", "cost", "ps"),
-    ("Cost: QNC", "cost", "qnc"),
+    ("Cost: nAUC (budget sweep)", "cost", "nauc_budget"),
+    ("Cost: Ps (budget sweep)", "cost", "ps"),
+    ("Cost: QNC (budget sweep)", "cost", "qnc"),
+    ("Cost: nAUC (λ sweep, interp)", "cost", "nauc_interp"),
     ("Oracle regret (λ=0)", "oriented", "regret"),
 )
 
@@ -63,7 +64,7 @@ def rank_marks(values: dict[str, float], lower_better: bool) -> dict[str, str]:
 
 
 def table1_markdown(output: EvalOutput) -> str:
-    """Paper Table 1 shape: routers x settings, mean ± std over seeds, best non-oracle bold, second italic."""
+    """Paper Table 1 shape: routers x settings, mean ± std over splits x seeds, best non-oracle bold, second italic."""
     header, rows = table1_rows(output)
     return md_table(header, rows)
 
@@ -77,16 +78,17 @@ def table1_rows(output: EvalOutput) -> tuple[list[str], list[list[str]]]:
         cols.insert(0, (f"Avg primary ({METRIC_LABELS.get(pm, pm)})", AVG, pm))
     else:
         cols.insert(2, ("Avg Rank Score (primary)", AVG, pm))
+    routers = list(output.meta.get("routers", ROUTERS))
     cells: dict[tuple[str, int], str] = {}
     for ci, (_, st, metric) in enumerate(cols):
         vals = {}
-        for r in ROUTERS:
+        for r in routers:
             got = lookup(summary, router=r, setting=st, metric=metric)
             vals[r] = got[0] if got else float("nan")
             cells[(r, ci)] = fmt_pm(*got) if got else "–"
         for r, mark in rank_marks(vals, metric in LOWER_IS_BETTER).items():
             cells[(r, ci)] = f"{mark}{cells[(r, ci)]}{mark}"
-    rows = [[r] + [cells[(r, ci)] for ci in range(len(cols))] for r in ROUTERS
+    rows = [[r] + [cells[(r, ci)] for ci in range(len(cols))] for r in routers
             if lookup(summary, router=r, setting="oriented", metric="quality") is not None]
     return ["Router"] + [c[0] for c in cols], rows
 
@@ -110,7 +112,7 @@ def verdict_sentences(output: EvalOutput) -> list[str]:
         sig = ""
         if not math.isnan(r["p"]):
             sig = " (significant at 0.05)" if r["p"] < 0.05 else " (not significant at 0.05)"
-        diff = f" (difference {r['latent_mean'] - r['baseline_mean']:+.2g})"
+        diff = f" (difference {r['latent_mean'] - r['baseline_mean']:+.3f})"
         if r["latent_mean"] > r["baseline_mean"]:
             verdict = (f"LatentRouter **is** the best non-oracle router: {lat} vs the best baseline "
                        f"{r['best_baseline']} {base}")
@@ -121,9 +123,38 @@ def verdict_sentences(output: EvalOutput) -> list[str]:
                        f"vs LatentRouter {lat}")
         if r["latent_mean"] != r["baseline_mean"]:
             verdict += diff
-        out.append(f"**{names[st]}** ({label}): {verdict}; Welch two-sided p = {p}{sig}, "
-                   f"{r['n_seeds']} seeds.")
+        test = r.get("test", "Welch over seeds")
+        out.append(f"**{names[st]}** ({label}): {verdict}; {test}, two-sided p = {p}{sig}; "
+                   f"{r.get('n_splits', 1)} split(s) x {r['n_seeds']} seeds.")
     return out
+
+
+def _cell(summary: pl.DataFrame, router: str, setting: str, metric: str) -> float:
+    got = lookup(summary, router=router, setting=setting, metric=metric)
+    return got[0] if got else float("nan")
+
+
+def decision_line(output: EvalOutput) -> str:
+    """The deployment decision: the non-oracle router with the best primary metric, at its best-Rank-Score
+    lambda, against the strongest single model (quality and USD cost per query on the test split)."""
+    summary = output.tables.get("main_summary")
+    if summary is None or summary.height == 0:
+        return "No decision: the main table was not run."
+    pm = output.meta.get("primary_metric", "rank_score")
+    routers = [r for r in output.meta.get("routers", ROUTERS) if r != ORACLE]
+    scores = {r: _cell(summary, r, AVG, pm) for r in routers}
+    scores = {r: v for r, v in scores.items() if math.isfinite(v)}
+    if not scores:
+        return "No decision: the primary metric is undefined for every router."
+    best = max(scores, key=lambda r: (scores[r], -routers.index(r)))
+    lam = _cell(summary, best, "cost", "rank_lambda")
+    q, c = _cell(summary, best, "cost", "rank_quality"), _cell(summary, best, "cost", "rank_cost_usd")
+    if not math.isfinite(q):  # no Rank Score (free pool): the lambda = 0 pick
+        lam, q, c = 0.0, _cell(summary, best, "oriented", "quality"), _cell(summary, best, "oriented", "cost_usd")
+    sq, sc = _cell(summary, STRONGEST, "oriented", "quality"), _cell(summary, STRONGEST, "oriented", "cost_usd")
+    at = f" at λ = {lam:.3g}" if math.isfinite(lam) else ""
+    return (f"**Decision: deploy {best}{at}** (best {METRIC_LABELS.get(pm, pm)} {fmt(scores[best])}): "
+            f"quality {fmt(q)} vs Strongest {fmt(sq)}, cost {fmt(c)} USD/query vs Strongest's {fmt(sc)}.")
 
 
 def ablation_rows(ab: pl.DataFrame, family: str, pm: str) -> list[tuple[str, dict[str, tuple[float, float]]]]:

@@ -1,5 +1,6 @@
 """VL-RouterBench's feature-level classifier router: an MLP over models on standardised ``data.pooled``,
-trained with cost-aware soft labels (one classifier per training lambda).
+trained with cost-aware soft labels (one classifier per training lambda, plus a cost-only classifier so the
+evaluation sweep reaches the cheapest model at its top).
 """
 
 from __future__ import annotations
@@ -36,12 +37,29 @@ class VLFeatureConfig:
     lambdas: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0)
     correct_threshold: float = 0.5  # quality >= this counts as correct
     train: TorchTrainConfig = field(default_factory=lambda: TorchTrainConfig(batch_size=64))
+    # one more classifier whose target is the cheapest available model (the lambda -> inf limit of utility
+    # routing, where correctness no longer matters); soft labels alone stop at the cheapest *correct* model
+    cost_only: bool = True
+    # the top of the evaluation's lambda sweep: routing lambdas in [0, sweep_max] map monotonically (log1p
+    # scale) onto the classifiers, lambda 0 -> the lambda-0 classifier, sweep_max -> the last (cost-only) one
+    sweep_max: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.lambdas or any(not (lam >= 0) for lam in self.lambdas):
             raise ValueError(f"VLFeatureConfig.lambdas must be non-empty and >= 0, got {self.lambdas}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"VLFeatureConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not (self.sweep_max > 0 and np.isfinite(self.sweep_max)):
+            raise ValueError(f"VLFeatureConfig.sweep_max must be finite and > 0, got {self.sweep_max}")
+
+
+def cheapest_labels(cost: np.ndarray, avail: np.ndarray) -> np.ndarray:
+    """One-hot targets on each row's cheapest available model (zeros for rows with no available model)."""
+    c = np.where(avail, np.nan_to_num(cost, nan=np.inf), np.inf)
+    out = np.zeros(cost.shape, dtype=np.float64)
+    has = avail.any(axis=1)
+    out[np.flatnonzero(has), np.argmin(c[has], axis=1)] = 1.0
+    return out
 
 
 def soft_labels(
@@ -76,9 +94,10 @@ def soft_labels(
 class VLFeatureRouter(FittedOnModels, Router):
     """VL-RouterBench feature-level router: standardised ``pooled`` -> MLP -> softmax over available models.
 
-    One classifier per lambda in ``config.lambdas``, trained on :func:`soft_labels`; routing at lambda uses the
-    classifier whose training lambda is nearest on a log(1 + lambda) scale and picks its most probable
-    available model. ``predict`` returns the lambda-0 (lowest) classifier's probabilities as a quality proxy and
+    One classifier per lambda in ``config.lambdas``, trained on :func:`soft_labels`, then (``cost_only``) one on
+    :func:`cheapest_labels`. Routing at lambda uses classifier ``round((n - 1) * log1p(lambda) /
+    log1p(sweep_max))`` (clipped), so the evaluation sweep covers every classifier, from the lambda-0 one to the
+    cheapest-model one at its top, and picks its most probable available model. ``predict`` returns the lambda-0 (lowest) classifier's probabilities as a quality proxy and
     the train mean cost (not outcome estimates, so ``predicts_outcomes`` is False).
     """
 
@@ -88,7 +107,8 @@ class VLFeatureRouter(FittedOnModels, Router):
     def __init__(self, config: VLFeatureConfig | None = None) -> None:
         self.config = config or VLFeatureConfig()
         self._nets: list[nn.Module] = []
-        self._lams = np.array(sorted(self.config.lambdas), dtype=np.float64)
+        lams = sorted(self.config.lambdas)
+        self._lams = np.array([*lams, np.inf] if self.config.cost_only else lams, dtype=np.float64)
         self._scaler: StandardScaler | None = None
 
     def fit(self, data: RoutingData, seed: int = 0) -> VLFeatureRouter:
@@ -102,7 +122,8 @@ class VLFeatureRouter(FittedOnModels, Router):
         tr_p, va_p = positions(len(tr), len(va), dev)
         self._nets = []
         for i, lam in enumerate(self._lams):
-            target = soft_labels(data.quality[rows], data.cost[rows], data.avail[rows], lam, cfg.correct_threshold)
+            target = (cheapest_labels(data.cost[rows], data.avail[rows]) if np.isinf(lam) and cfg.cost_only else
+                      soft_labels(data.quality[rows], data.cost[rows], data.avail[rows], lam, cfg.correct_threshold))
             t = torch.as_tensor(target, dtype=torch.float32, device=dev)
             torch.manual_seed(seed * 1000 + i)
             net = mlp((data.pooled.shape[1], *cfg.hidden, data.k), cfg.dropout).to(dev)
@@ -116,15 +137,21 @@ class VLFeatureRouter(FittedOnModels, Router):
             self._nets.append(net)
         return self
 
+    def classifier_index(self, lam: float) -> int:
+        """Which classifier routes at ``lam``: the sweep [0, sweep_max] spread evenly (log1p) over all of them."""
+        n = len(self._lams)
+        pos = (n - 1) * min(1.0, float(np.log1p(max(lam, 0.0)) / np.log1p(self.config.sweep_max)))
+        return int(np.floor(pos + 0.5))
+
     def nearest_lambda(self, lam: float) -> float:
-        """The training lambda whose classifier routes at ``lam``."""
-        return float(self._lams[int(np.argmin(np.abs(np.log1p(self._lams) - np.log1p(lam))))])
+        """The training lambda (inf = the cost-only classifier) of the classifier that routes at ``lam``."""
+        return float(self._lams[self.classifier_index(lam)])
 
     @torch.no_grad()
     def _probs(self, data: RoutingData, rows: np.ndarray, lam: float) -> np.ndarray:
         self._check(data)
         assert self._scaler is not None
-        net = self._nets[int(np.flatnonzero(self._lams == self.nearest_lambda(lam))[0])]
+        net = self._nets[self.classifier_index(lam)]
         x = torch.as_tensor(self._scaler.transform(data.pooled[rows]), dtype=torch.float32, device=default_device())
         return torch.softmax(net(x), dim=-1).double().cpu().numpy()
 

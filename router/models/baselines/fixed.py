@@ -19,6 +19,7 @@ class OracleRouter(Router):
 
     name = "oracle"
     learned = False
+    sweeps_budget = True  # its "predictions" are the true outcomes, so a budget sweep traces the oracle frontier
 
     def fit(self, data: RoutingData, seed: int = 0) -> OracleRouter:
         return self

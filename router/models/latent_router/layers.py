@@ -120,10 +120,11 @@ class CommunicationLayer(nn.Module):
         self.read = nn.MultiheadAttention(d, h, dropout=p, batch_first=True)
         self.read_ffn = FFN(3 * d, d, d, p)
         self.read_norm = nn.LayerNorm(d)
-        self.pair_bias = PairwiseBias(d, h) if cfg.use_pairwise_bias else None
-        self.self_attn = nn.MultiheadAttention(d, h, dropout=p, batch_first=True)
-        self.self_norm = nn.LayerNorm(d)
-        if cfg.use_feedback:
+        exchange = cfg.use_model_exchange
+        self.pair_bias = PairwiseBias(d, h) if cfg.use_pairwise_bias and exchange else None
+        self.self_attn = nn.MultiheadAttention(d, h, dropout=p, batch_first=True) if exchange else None
+        self.self_norm = nn.LayerNorm(d) if exchange else None
+        if cfg.use_feedback and exchange:
             self.score_head: nn.Module | None = FFN(d, d // 2, 1)
             self.feedback = nn.MultiheadAttention(d, h, dropout=p, batch_first=True)
             self.feedback_norm = nn.LayerNorm(d)
@@ -142,6 +143,8 @@ class CommunicationLayer(nn.Module):
         # (1) model-conditioned read of the capsules: each model token queries the capsules
         r_hat = attend(self.read, a, r)
         a_bar = self.read_norm(a + self.read_ffn(torch.cat([a, r_hat, a * r_hat], dim=-1)))
+        if self.self_attn is None or self.self_norm is None:  # read-only: no model-model exchange, no feedback
+            return a_bar, r, None
         # (2) availability-masked comparison with an additive pairwise bias per head
         bias = self.pair_bias(a_bar) if self.pair_bias is not None else None
         bias = key_bias if bias is None else bias + key_bias

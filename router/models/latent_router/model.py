@@ -68,6 +68,9 @@ class LatentRouterConfig:
     use_communication: bool = True  # False: H = 0
     use_pairwise_bias: bool = True
     use_feedback: bool = True
+    # False: "no latent communication" that still reads the query: the model tokens read the capsules once
+    # (one read layer), with no model-model self-attention and no feedback (H = 0 is the query-blind variant)
+    use_model_exchange: bool = True
     distributional: bool = True  # False: point head trained with MSE
     bounded_correction: bool = True
 
@@ -87,7 +90,9 @@ class LatentRouterConfig:
 
     @property
     def effective_layers(self) -> int:
-        return self.n_layers if self.use_communication else 0
+        if not self.use_communication:
+            return 0
+        return self.n_layers if self.use_model_exchange else min(self.n_layers, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,5 +1,5 @@
-"""Fixtures for the HTTP front end: a small trained warehouse (built as tests/test_lifecycle.py's ``pipeline``
-fixture builds it) and a real uvicorn server on loopback in a thread."""
+"""Fixtures for the HTTP front end: a small trained warehouse (tests/conftest.py's tiny pipeline) and a real
+uvicorn server on loopback in a thread."""
 
 from __future__ import annotations
 
@@ -12,34 +12,18 @@ from typing import Any
 
 import pytest
 
-N_QUERIES = 96
-SMALL_ROUTER = {"epochs": 3, "hidden": 32, "n_capsules": 4, "patience": 3, "batch_size": 64}
-
 
 @pytest.fixture(scope="package")
 def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """An LROUTER_HOME with a small trained router (the simulated pool, 96 queries, a 3-epoch router)."""
-    import dagster as dg
+    """An LROUTER_HOME with a small trained router, shared by every serving test."""
+    from tests.conftest import build_tiny_pipeline
 
     home = tmp_path_factory.mktemp("serving")
     mp = pytest.MonkeyPatch()
     mp.setenv("LROUTER_HOME", str(home))
     mp.delenv("LROUTER_REGISTRY", raising=False)
     mp.delenv("OLLAMA_HOST", raising=False)
-    from pipelines.definitions import defs, materialize
-
-    instance = dg.DagsterInstance.ephemeral()
-
-    def mat(names: list[str], **kw: Any) -> None:
-        r = materialize(names, instance=instance, resources=defs.resources, **kw)
-        assert r.success, names
-
-    mat(["benchmark_queries", "candidate_models", "data_splits"],
-        run_config={"ops": {"benchmark_queries": {"config": {"n_queries": N_QUERIES, "seed": 3}}}})
-    for m in instance.get_dynamic_partitions("models"):
-        mat(["outcome_traces"], partition_key=m)
-    mat(["warehouse_views", "query_features", "capability_profiles", "latent_router", "current_pool_routing"],
-        run_config={"ops": {"latent_router": {"config": SMALL_ROUTER}}})
+    build_tiny_pipeline(home)
     yield home
     mp.undo()
 

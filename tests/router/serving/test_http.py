@@ -159,6 +159,29 @@ def test_oversized_input_refused_fast_while_the_model_is_busy(svc, serve, monkey
     assert slow["r"].status_code == 200 and slow["r"].json()["chosen_model"]
 
 
+def test_a_request_that_waits_too_long_for_the_model_gets_503(svc, serve, monkeypatch):
+    started, release = threading.Event(), threading.Event()
+    real_route = svc.route
+
+    def slow_route(*args, **kwargs):
+        started.set()
+        release.wait(20)
+        return real_route(*args, **kwargs)
+
+    monkeypatch.setattr(svc, "route", slow_route)
+    with serve(svc, ServeLimits(request_timeout_s=1.0)) as url:
+        slow: dict = {}
+        t = threading.Thread(target=lambda: slow.update(
+            r=httpx.post(url + "/route", json={"question": QUESTION}, timeout=60)))
+        t.start()
+        assert started.wait(20)
+        r = httpx.post(url + "/route", json={"question": QUESTION}, timeout=10)
+        assert r.status_code == 503 and "busy" in r.json()["error"] and r.headers["retry-after"]
+        release.set()
+        t.join(60)
+    assert slow["r"].status_code == 200
+
+
 def test_image_header_over_the_limit_names_its_size(svc, serve):
     with serve(svc) as url:
         r = httpx.post(url + "/route", json={"question": QUESTION,

@@ -1,0 +1,290 @@
+"""``POST /v1/chat/completions``: validate, resolve the policy, route (worker thread), forward with fallback,
+answer (JSON or SSE) and log exactly one served_requests row per request.
+
+Why this order: everything cheap and refusable (body size, JSON, images, policy) happens before the route
+lock; routing runs in one worker thread under that lock (the service's arrays are rebuilt in place when the
+warehouse changes) while the event loop keeps serving; upstream calls are plain async I/O, so a slow model
+or a slow client only holds its own request. Fallback happens only while the client has received nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from router.serving.gateway.policies import ROUTER_POLICY, Plan, PolicyError
+from router.serving.gateway.schema import ApiError, ChatRequest, parse_chat, refused
+from router.serving.gateway.served_log import now_iso
+from router.serving.gateway.state import GatewayState, Unavailable
+from router.serving.gateway.upstream import Attempt, UpstreamFailure, UpstreamStream, complete, open_stream
+from router.serving.limits import RequestRefused, read_body
+
+
+@dataclass
+class Served:
+    """The served_requests row of one request, filled in as it goes."""
+
+    request_id: str
+    received_at: str
+    t0: float
+    requested_model: str | None = None
+    policy: str | None = None
+    lam: float | None = None
+    chosen_model: str | None = None
+    predicted_quality: float | None = None
+    expected_cost_usd: float | None = None
+    realised_cost_usd: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    routing_ms: float | None = None
+    upstream_ms: float | None = None
+    status: str = "ok"
+    http_status: int = 200
+    attempts: list[Attempt] = field(default_factory=list)
+    stream: bool = False
+    has_image: bool = False
+    error: str = ""
+    prompt: str | None = None
+
+    @property
+    def fallbacks(self) -> int:
+        return max(0, len(self.attempts) - 1) if self.chosen_model else 0
+
+    def row(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "received_at": self.received_at, "policy": self.policy,
+                "requested_model": self.requested_model, "lambda": self.lam, "chosen_model": self.chosen_model,
+                "predicted_quality": self.predicted_quality, "expected_cost_usd": self.expected_cost_usd,
+                "realised_cost_usd": self.realised_cost_usd, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "latency_ms": (time.perf_counter() - self.t0) * 1e3, "routing_ms": self.routing_ms,
+                "upstream_ms": self.upstream_ms, "status": self.status, "http_status": self.http_status,
+                "fallbacks": self.fallbacks, "attempts": json.dumps([a.as_dict() for a in self.attempts]),
+                "stream": self.stream, "has_image": self.has_image, "error": self.error[:2000],
+                "prompt": self.prompt}
+
+    def headers(self) -> dict[str, str]:
+        h = {"x-lrouter-request-id": self.request_id}
+        if self.policy:
+            h["x-lrouter-policy"] = self.policy
+        if self.lam is not None:
+            h["x-lrouter-lambda"] = f"{self.lam:g}"
+        if self.chosen_model:
+            h["x-lrouter-model"] = self.chosen_model
+            h["x-lrouter-fallbacks"] = str(self.fallbacks)
+        if self.predicted_quality is not None:
+            h["x-lrouter-predicted-quality"] = f"{self.predicted_quality:.4f}"
+        if self.expected_cost_usd is not None:
+            h["x-lrouter-expected-cost-usd"] = f"{self.expected_cost_usd:.3e}"
+        if self.routing_ms is not None:
+            h["x-lrouter-routing-ms"] = f"{self.routing_ms:.2f}"
+        if self.attempts:
+            h["x-lrouter-attempts"] = ", ".join(a.model + ("" if a.ok else f" ({a.kind})") for a in self.attempts)
+        return h
+
+    def info(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "policy": self.policy, "lambda": self.lam,
+                "chosen_model": self.chosen_model, "predicted_quality": self.predicted_quality,
+                "expected_cost_usd": self.expected_cost_usd, "fallbacks": self.fallbacks,
+                "attempts": [a.as_dict() for a in self.attempts]}
+
+
+def _metric_policy(policy: str | None) -> str:
+    if policy is None:
+        return "invalid"
+    return f"{ROUTER_POLICY}:*" if policy.startswith(ROUTER_POLICY + ":") else policy
+
+
+def _finish(state: GatewayState, rec: Served) -> None:
+    """Log the row and count the request (once per request, whatever its outcome)."""
+    state.metrics.requests.labels(_metric_policy(rec.policy), rec.status).inc()
+    if rec.chosen_model:
+        state.metrics.chosen.labels(rec.chosen_model).inc()
+        if rec.fallbacks:
+            state.metrics.fallbacks.inc()
+    if state.log is not None:
+        state.log.record(rec.row())
+
+
+def _fail(state: GatewayState, rec: Served, err: ApiError, status: str | None = None) -> JSONResponse:
+    rec.status = status or ("invalid" if err.status < 500 else "error")
+    rec.http_status, rec.error = err.status, err.message
+    _finish(state, rec)
+    return err.response(headers=rec.headers())
+
+
+async def _ensure_service(state: GatewayState) -> None:
+    if state.service is None:
+        async with state.route_lock:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(state.get, limiter=state.route_threads)
+
+
+def _route_sync(state: GatewayState, req: ChatRequest, plan: Plan, pool: list[str]) -> tuple[list[dict], float]:
+    service = state.get()
+    t = time.perf_counter()
+    ranked = service.route(req.image, req.question, pool=pool, lam=float(plan.lam or 0.0),
+                           task_group=req.extras.get("task_group"), dataset=req.extras.get("dataset"))
+    return ranked, (time.perf_counter() - t) * 1e3
+
+
+async def _candidates(state: GatewayState, req: ChatRequest, plan: Plan, rec: Served) -> list[dict[str, Any]]:
+    """The models to try, best first: the router's ranking within the request's pool and budget."""
+    if plan.concrete is not None:
+        return [{"model_id": plan.concrete, "quality": None, "cost_usd": None}]
+    routable = state.routable()
+    pool = list(plan.models) if plan.models else routable
+    missing = [m for m in pool if m not in routable]
+    if missing or not pool:
+        raise ApiError(400, f"model(s) {missing} cannot be routed to (no capability profile or no upstream); "
+                       f"routable: {routable}", "models", "model_not_routable")
+    acquired = False
+    with anyio.move_on_after(state.limits.request_timeout_s):
+        await state.route_lock.acquire()
+        acquired = True
+    if not acquired:
+        raise ApiError(503, f"busy: the router did not become free within {state.limits.request_timeout_s:g} s",
+                       None, "router_busy")
+    try:
+        with anyio.CancelScope(shield=True):  # the thread cannot be interrupted; keep the lock until it ends
+            ranked, rec.routing_ms = await anyio.to_thread.run_sync(_route_sync, state, req, plan, pool,
+                                                                    limiter=state.route_threads)
+    except Unavailable as exc:
+        raise ApiError(503, str(exc), None, "router_unavailable") from None
+    except ValueError as exc:  # the service's own input errors (an image PIL cannot decode, ...)
+        raise ApiError(400, str(exc), "messages", "invalid_image" if "image" in str(exc) else "invalid_value") \
+            from None
+    finally:
+        state.route_lock.release()
+    state.metrics.routing.observe(rec.routing_ms / 1e3)
+    cap = plan.max_cost_usd
+    ok = [r for r in ranked if cap is None or r["cost_usd"] <= cap]
+    if not ok:
+        cheapest = min(ranked, key=lambda r: r["cost_usd"])
+        raise ApiError(400, f"no model's expected cost is within max_cost_usd={cap:g}; the cheapest is "
+                       f"{cheapest['model_id']} at {cheapest['cost_usd']:.3e} USD", "max_cost_usd", "budget_too_low")
+    return ok
+
+
+def _use(rec: Served, cand: dict[str, Any]) -> None:
+    rec.chosen_model = cand["model_id"]
+    rec.predicted_quality = cand.get("quality")
+    rec.expected_cost_usd = cand.get("cost_usd")
+
+
+def _account(state: GatewayState, rec: Served, usage: dict[str, Any] | None) -> None:
+    up = state.upstreams().get(rec.chosen_model or "")
+    if usage and up is not None:
+        p, c = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        rec.prompt_tokens, rec.completion_tokens = p, c
+        rec.realised_cost_usd = up.cost_usd(p, c)
+
+
+async def chat_completions(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    rec = Served(request_id=f"chatcmpl-lr-{uuid.uuid4().hex}", received_at=now_iso(), t0=time.perf_counter())
+    try:
+        with anyio.fail_after(state.limits.request_timeout_s):
+            raw = await read_body(request, state.limits.max_body_bytes)
+    except TimeoutError:
+        return _fail(state, rec, ApiError(408, f"the body did not arrive within {state.limits.request_timeout_s:g} s",
+                                          None, "request_timeout"))
+    except RequestRefused as exc:
+        return _fail(state, rec, refused(exc, "body"))
+    try:
+        req = await anyio.to_thread.run_sync(parse_chat, raw, state.limits, limiter=state.parse_threads)
+        rec.requested_model, rec.stream, rec.has_image = req.model, req.stream, req.image is not None
+        rec.prompt = req.question if state.cfg.log_prompts else None
+        await _ensure_service(state)
+        try:
+            plan = state.policies.resolve(req.model, req.extras, state.upstreams().ids())
+        except PolicyError as exc:
+            raise ApiError(exc.status, str(exc), exc.param, exc.code or "invalid_value") from None
+        rec.policy, rec.lam = plan.policy, plan.lam
+        candidates = await _candidates(state, req, plan, rec)
+    except ApiError as err:
+        return _fail(state, rec, err)
+    except Unavailable as exc:
+        return _fail(state, rec, ApiError(503, str(exc), None, "router_unavailable"))
+    return await _forward(state, req, rec, candidates)
+
+
+async def _forward(state: GatewayState, req: ChatRequest, rec: Served, candidates: list[dict[str, Any]]) -> Response:
+    upstreams, client, cfg = state.upstreams(), state.http(), state.cfg
+    for cand in candidates[: 1 + cfg.max_fallbacks]:
+        model = cand["model_id"]
+        up = upstreams.get(model)
+        if up is None:
+            rec.attempts.append(Attempt(model, False, "no upstream configured", "config"))
+            continue
+        t = time.perf_counter()
+        try:
+            result: dict[str, Any] | UpstreamStream = (await open_stream(client, up, req.body, cfg) if req.stream
+                                                      else await complete(client, up, req.body, cfg))
+        except UpstreamFailure as f:
+            ms = (time.perf_counter() - t) * 1e3
+            rec.attempts.append(Attempt(model, False, str(f), f.kind, ms))
+            state.metrics.upstream_errors.labels(model, f.kind).inc()
+            if not f.retryable:  # the upstream refused the request itself: another model would too
+                return _fail(state, rec, ApiError(f.status or 502, f"upstream {model}: {f}", None, "upstream_error"),
+                             "upstream_error")
+            continue
+        rec.upstream_ms = (time.perf_counter() - t) * 1e3
+        state.metrics.upstream_latency.labels(model).observe(rec.upstream_ms / 1e3)
+        rec.attempts.append(Attempt(model, True, latency_ms=rec.upstream_ms))
+        _use(rec, cand)
+        if isinstance(result, UpstreamStream):
+            return StreamingResponse(_sse(state, req, rec, result), media_type="text/event-stream",
+                                     headers={**rec.headers(), "cache-control": "no-cache"})
+        _account(state, rec, result.get("usage"))
+        result.update(id=rec.request_id, model=model, lrouter=rec.info())
+        _finish(state, rec)
+        return JSONResponse(_finite(result), headers=rec.headers())
+    tried = "; ".join(f"{a.model}: {a.error}" for a in rec.attempts)
+    return _fail(state, rec, ApiError(502, f"every upstream attempt failed ({len(rec.attempts)}): {tried}", None,
+                                      "upstream_failed", extra={"attempts": [a.as_dict() for a in rec.attempts]}),
+                 "upstream_error")
+
+
+def _finite(obj: Any) -> Any:
+    """Replace non-finite floats (never valid JSON) by null, so a strange upstream cannot break the answer."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+async def _sse(state: GatewayState, req: ChatRequest, rec: Served, stream: UpstreamStream):
+    """The client's event stream: upstream chunks re-labelled with the request id and chosen model; the
+    usage chunk only when asked for (``stream_options.include_usage``)."""
+    try:
+        async for ev in stream.events():
+            ev["id"], ev["model"] = rec.request_id, rec.chosen_model
+            if "usage" in ev and not ev.get("choices"):
+                if not req.include_usage:
+                    continue
+            elif not req.include_usage:
+                ev.pop("usage", None)
+            yield f"data: {json.dumps(_finite(ev))}\n\n"
+        yield "data: [DONE]\n\n"
+    except UpstreamFailure as f:  # after the first byte: no fallback, the client is told in-stream
+        rec.status, rec.error = "error", f"mid-stream: {f}"
+        state.metrics.upstream_errors.labels(rec.chosen_model or "", f.kind).inc()
+        err = ApiError(502, f"upstream {rec.chosen_model} failed mid-stream: {f}", None, "upstream_stream_error")
+        yield f"data: {json.dumps(err.payload())}\n\n"
+    except BaseException:
+        rec.status, rec.error = "client_disconnected", "the client went away mid-stream"
+        raise
+    finally:
+        _account(state, rec, stream.usage)
+        _finish(state, rec)

@@ -1,0 +1,143 @@
+"""The production trace of the gateway: ``served_requests`` (one row per answered chat request) and
+``served_feedback`` (quality labels from ``POST /v1/feedback``), Parquet part files under the warehouse.
+
+Why part files written by a background task: a response never waits for disk, rows are batched (one file
+per flush, not per request), every file is written to a temporary name and renamed (readers see whole
+files), and the lifespan shutdown flushes what is left, so a clean stop loses nothing. Feedback is its own
+table, merged on read (the latest label per request wins), so labelling never rewrites a served row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import polars as pl
+
+from warehouse.schemas import SERVED_FEEDBACK, SERVED_REQUESTS, conform
+from warehouse.store import atomic_write_parquet
+
+SERVED_DIR = "served_requests"
+FEEDBACK_DIR = "served_feedback"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _parts(folder: Path) -> list[Path]:
+    return sorted(folder.glob("part-*.parquet")) if folder.exists() else []
+
+
+def _read(folder: Path, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:
+    frames = [pl.read_parquet(p) for p in _parts(folder)]
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return conform(pl.concat(frames, how="diagonal_relaxed"), schema, table)
+
+
+def read_served(root: Path) -> pl.DataFrame:
+    """served_requests with the latest feedback label per request (``label`` null when none)."""
+    served = _read(Path(root) / SERVED_DIR, SERVED_REQUESTS, "served_requests")
+    fb = read_feedback(root)
+    latest = (fb.sort("labelled_at").group_by("request_id").last() if fb.height
+              else pl.DataFrame(schema=SERVED_FEEDBACK))
+    return served.join(latest, on="request_id", how="left")
+
+
+def read_feedback(root: Path) -> pl.DataFrame:
+    return _read(Path(root) / FEEDBACK_DIR, SERVED_FEEDBACK, "served_feedback")
+
+
+class _Buffer:
+    """Rows waiting for the next part file of one table."""
+
+    def __init__(self, folder: Path, schema: dict[str, pl.DataType], table: str):
+        self.folder, self.schema, self.table = folder, schema, table
+        self.rows: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.write_lock = threading.Lock()  # one writer at a time: the loop's task or the final flush
+
+    def take(self) -> list[dict[str, Any]]:
+        with self.lock:
+            rows, self.rows = self.rows, []
+        return rows
+
+    def write(self) -> int:
+        with self.write_lock:
+            rows = self.take()
+            if not rows:
+                return 0
+            df = conform(pl.from_dicts(rows, schema=self.schema), self.schema, self.table)
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+            try:
+                atomic_write_parquet(df, self.folder / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet")
+            except BaseException:
+                with self.lock:  # keep them for the next flush
+                    self.rows[:0] = rows
+                raise
+            return len(rows)
+
+
+class ServedLog:
+    """Buffered, batched writer of served_requests / served_feedback for one warehouse root."""
+
+    def __init__(self, root: Path, flush_interval_s: float = 1.0, flush_rows: int = 2000):
+        self.root = Path(root)
+        self.flush_interval_s, self.flush_rows = flush_interval_s, flush_rows
+        self.served = _Buffer(self.root / SERVED_DIR, SERVED_REQUESTS, "served_requests")
+        self.feedback = _Buffer(self.root / FEEDBACK_DIR, SERVED_FEEDBACK, "served_feedback")
+        self._ids: set[str] = set()  # request ids served by this process
+        self._disk_ids: dict[str, set[str]] = {}  # part file -> its request ids (files never change)
+        self._wake: anyio.Event | None = None
+        self.written = 0
+        self.last_error: str | None = None
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Queue one served row (called on the event loop; never blocks on disk)."""
+        with self.served.lock:
+            self.served.rows.append(row)
+            n = len(self.served.rows)
+        self._ids.add(row["request_id"])
+        if n >= self.flush_rows and self._wake is not None:
+            self._wake.set()
+
+    def add_feedback(self, request_id: str, label: float, source: str = "api") -> dict[str, Any]:
+        row = {"request_id": request_id, "label": float(label), "labelled_at": now_iso(), "label_source": source}
+        with self.feedback.lock:
+            self.feedback.rows.append(row)
+        return row
+
+    def known(self, request_id: str) -> bool:
+        """Whether ``request_id`` was served (by this process, or is in a part file on disk)."""
+        if request_id in self._ids:
+            return True
+        for p in _parts(self.root / SERVED_DIR):
+            if p.name not in self._disk_ids:
+                self._disk_ids[p.name] = set(pl.read_parquet(p, columns=["request_id"])["request_id"].to_list())
+            if request_id in self._disk_ids[p.name]:
+                return True
+        return False
+
+    def flush(self) -> int:
+        """Write what is queued (blocking; call from a worker thread or at shutdown)."""
+        n = self.served.write()
+        self.feedback.write()
+        self.written += n
+        return n
+
+    async def run(self) -> None:
+        """Flush every ``flush_interval_s`` (or sooner when ``flush_rows`` wait) until cancelled."""
+        while True:
+            self._wake = anyio.Event()
+            with anyio.move_on_after(self.flush_interval_s):
+                await self._wake.wait()
+            try:
+                await anyio.to_thread.run_sync(self.flush)
+                self.last_error = None
+            except Exception as exc:  # a full disk must not take the gateway down; rows are kept
+                self.last_error = f"{type(exc).__name__}: {exc}"
