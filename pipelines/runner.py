@@ -14,12 +14,15 @@ Stages, on whatever the warehouse holds (the built-in benchmark or an import):
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
 
+from pipelines.deployment import deployment, submit_runs, wait_for_runs
 from pipelines.recovery import reap_dead_runs
 
 STAGES = ("setup", "collect", "features", "train", "evaluate")
@@ -67,14 +70,44 @@ def _setup_selection(opts: RunOptions) -> list[str] | None:
     """Keep imported or earlier queries unless new built-in ones are asked for."""
     from warehouse.store import Warehouse, lrouter_home
 
-    if opts.n_queries is None and Warehouse(lrouter_home() / "warehouse").has_table("queries"):
+    location = os.environ.get("LROUTER_WAREHOUSE", "").strip() or lrouter_home() / "warehouse"
+    if opts.n_queries is None and Warehouse(location).has_table("queries"):
         return ["candidate_models", "data_splits"]
     return None
+
+
+# what one console line says of each asset a run materialized (the first key it has), besides its row count
+SUMMARY_KEYS = (("attempted_this_run", "calls"), ("parameters", "params"), ("test_quality_lambda0", "test quality"),
+                ("eval_rows", "result rows"))
+
+
+def run_summary(result: dg.ExecuteInProcessResult) -> str:
+    """Counts for the one line a run gets on the console: rows per asset, calls, checks passed."""
+    parts = []
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        md = {k: v.value for k, v in mat.metadata.items()}
+        name = mat.asset_key.to_user_string()
+        bits = [f"{md['dagster/row_count']:,} rows"] if isinstance(md.get("dagster/row_count"), int) else []
+        for key, label in SUMMARY_KEYS:
+            value = md.get(key)
+            if isinstance(value, float):
+                bits.append(f"{label} {value:.3f}")
+            elif isinstance(value, int):
+                bits.append(f"{value:,} {label}")
+        parts.append(f"{name} {', '.join(bits)}" if bits else name)
+    checks = result.get_asset_check_evaluations()
+    if checks:
+        passed = sum(1 for c in checks if c.passed)
+        parts.append(f"checks {passed}/{len(checks)} passed")
+    return "; ".join(parts) or "nothing materialized"
 
 
 def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None = None,
               log: Callable[[str], None] = print) -> list[StageRun]:
     """Launch one stage's job(s) in-process; raises :class:`StageFailed` naming the failed run."""
+    if not sys.stderr.isatty():  # transformers' "Loading weights" bar: read once, when it is first imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from pipelines.definitions import defs
 
     opts = opts or RunOptions()
@@ -92,6 +125,8 @@ def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None 
         if unknown:
             raise ValueError(f"no trace partition for {unknown}; registered active models: {known}")
     selection = _setup_selection(opts) if stage == "setup" else None
+    if deployment() == "cluster":  # queue the runs (all partitions at once) for the daemon and Celery
+        return _submit_stage(stage, job.name, partitions, opts, selection, instance, log)
     runs: list[StageRun] = []
     for key in partitions:
         tags = {"lrouter/stage": stage, "lrouter/trigger": opts.trigger, **({"lrouter/model": key} if key else {})}
@@ -103,5 +138,26 @@ def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None 
             raise StageFailed(f"stage {stage!r}{f' ({key})' if key else ''}: run {result.run_id} of {job.name} "
                               "failed; open it in the UI (`make dev`) for the step that failed")
         runs.append(StageRun(stage, job.name, result.run_id, key, time.perf_counter() - t0))
-        log(f"[{stage}] {job.name}{f' {key}' if key else ''}: done in {runs[-1].seconds:.0f}s (run {result.run_id[:8]})")
+        log(f"[{stage}] {job.name}{f' {key}' if key else ''}: {run_summary(result)} in {runs[-1].seconds:.0f}s "
+            f"(run {result.run_id[:8]})")
     return runs
+
+
+def _submit_stage(stage: str, job_name: str, partitions: list[str | None], opts: RunOptions,
+                  selection: list[str] | None, instance: dg.DagsterInstance,
+                  log: Callable[[str], None]) -> list[StageRun]:
+    """The cluster profile's stage: one queued run per partition, submitted together, then awaited."""
+    t0 = time.perf_counter()
+    tags = {"lrouter/stage": stage, "lrouter/trigger": opts.trigger}
+    requests = [(key, {**tags, **({"lrouter/model": key} if key else {})}) for key in partitions]
+    run_ids = submit_runs(instance, job_name, requests, _run_config(stage, opts),
+                          [dg.AssetKey(n) for n in selection] if selection else None)
+    log(f"[{stage}] {job_name}: {len(run_ids)} run(s) queued")
+    statuses = wait_for_runs(instance, run_ids)
+    failed = [r for r, s in statuses.items() if s != dg.DagsterRunStatus.SUCCESS]
+    if failed:
+        raise StageFailed(f"stage {stage!r}: run(s) {', '.join(failed)} of {job_name} did not succeed; "
+                          "open them in the UI for the step that failed")
+    seconds = time.perf_counter() - t0
+    log(f"[{stage}] {job_name}: {len(run_ids)} run(s) done in {seconds:.0f}s")
+    return [StageRun(stage, job_name, r, k, seconds) for r, k in zip(run_ids, partitions, strict=True)]

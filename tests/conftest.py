@@ -9,6 +9,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a 2-core box
+# pipeline tests use the 8-model simulated default pool; tests of the real local model opt in explicitly
+os.environ.setdefault("LROUTER_LOCAL_POOL", "0")
 
 
 import pytest  # noqa: E402

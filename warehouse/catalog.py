@@ -36,6 +36,8 @@ VIEW_SOURCES: dict[str, tuple[str, str]] = {
     "eval_results": ("tables/eval_results.parquet", "evaluation metrics per router/setting/seed"),
     "routing_decisions": ("tables/routing_decisions.parquet", "per-query routing decisions vs the oracle"),
     "import_skipped": ("tables/import_skipped.parquet", "rows skipped by the last import, with reasons"),
+    "served_requests": ("served_requests/part-*.parquet", "one row per request the gateway answered"),
+    "served_feedback": ("served_feedback/part-*.parquet", "quality labels posted to the gateway's /v1/feedback"),
 }
 
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
@@ -72,20 +74,34 @@ def _source_sql(base_sql: str, pattern: str) -> str:
     return f"read_parquet({base_sql} || {_sql_str('/' + pattern)}, union_by_name = true)"
 
 
+def _files_sql(urls: list[str]) -> str:
+    return f"read_parquet([{', '.join(_sql_str(u) for u in urls)}], union_by_name = true)"
+
+
 def _define_views(
     con: duckdb.DuckDBPyConnection, wh: Warehouse, base_sql: str = CATALOG_DIR_SQL
 ) -> list[str]:
-    """Create a view per table whose files exist; ``base_sql`` is the SQL for the warehouse directory."""
+    """Create a view per table whose files exist; ``base_sql`` is the SQL for the warehouse directory.
+
+    On S3 there is no directory to glob safely (a glob would also match objects being replaced), so each
+    view names the objects the current pointers publish, resolved when the connection is made."""
     created = []
+    sources: dict[str, str] = {}
     for name, (pattern, _desc) in VIEW_SOURCES.items():
-        if not any(wh.root.glob(pattern)):
+        if wh.remote:
+            urls = wh.fs.resolve(pattern)
+            source = _files_sql(urls) if urls else ""
+        else:
+            source = _source_sql(base_sql, pattern) if any(wh.root.glob(pattern)) else ""
+        if not source:
             con.execute(f"DROP VIEW IF EXISTS {name}")
             continue
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {_source_sql(base_sql, pattern)}")
+        sources[name] = source
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
         created.append(name)
     if "traces" in created and "models" in created:
         # every trace row says whether it came from a simulated model
-        traces = _source_sql(base_sql, VIEW_SOURCES["traces"][0])
+        traces = sources["traces"]
         con.execute(
             "CREATE OR REPLACE VIEW traces AS SELECT t.*, coalesce(m.simulated, false) AS simulated "
             f"FROM {traces} t "
@@ -108,7 +124,17 @@ def _pin_temp_directory(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
 
 
 def refresh_catalog(wh: Warehouse) -> list[str]:
-    """(Re)create every view in ``warehouse.duckdb``; returns the names of the views that exist."""
+    """(Re)create every view in ``warehouse.duckdb``; returns the names of the views that exist.
+
+    An S3 warehouse has no catalog file (DuckDB cannot write a database into a bucket): readers build the
+    same views in memory from the published pointers, so this only reports which views exist."""
+    if wh.remote:
+        con = duckdb.connect(":memory:")
+        try:
+            con.register_filesystem(wh.fs.fs)
+            return _define_views(con, wh)
+        finally:
+            con.close()
     with catalog_lock(wh):
         con = duckdb.connect(str(wh.db_path))
         try:
@@ -201,7 +227,7 @@ def check_read_only(sql: str) -> None:
 
 
 def _lock_down(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
-    root = str(wh.root)
+    root = wh.location if wh.remote else str(wh.root)
     con.execute(f"SET allowed_directories = [{_sql_str(root + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -210,6 +236,15 @@ def _lock_down(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
 def read_only_connection(wh: Warehouse) -> duckdb.DuckDBPyConnection:
     """A connection that can read the warehouse views and nothing else (no writes, files, ATTACH)."""
     con: duckdb.DuckDBPyConnection | None = None
+    if wh.remote:
+        # views over the published objects, read through a filesystem that refuses every write
+        from warehouse.filesystem import s3_filesystem
+
+        con = duckdb.connect(":memory:")
+        con.register_filesystem(s3_filesystem(read_only=True))
+        _define_views(con, wh)
+        _lock_down(con, wh)
+        return con
     if wh.db_path.exists():
         try:
             con = duckdb.connect(str(wh.db_path), read_only=True)

@@ -12,18 +12,33 @@ Layout under ``root`` (``$LROUTER_HOME/warehouse``)::
 
 Every write goes to a temporary file in the same directory and is moved into place with ``os.replace``,
 which is atomic on POSIX: a reader sees the old file or the new one, never half a file.
+
+``LROUTER_WAREHOUSE=s3://bucket/prefix`` puts the same layout in an S3-compatible bucket instead: tables,
+trace partitions and staged rows go through :mod:`warehouse.filesystem` (object, then pointer), and the
+blob folders (images, features, reports, artifacts) live in a local mirror under ``$LROUTER_HOME/s3-cache``
+that :meth:`Warehouse.pull` / :meth:`Warehouse.push` keep in step with the bucket.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 import polars as pl
 
+from warehouse.filesystem import (  # noqa: F401 - atomic_write_* are imported from here by callers
+    S3FS,
+    LocalFS,
+    WarehouseFS,
+    atomic_write_bytes,
+    atomic_write_parquet,
+    is_remote,
+)
 from warehouse.schemas import TABLES, TRACES, conform
+
+# Folders the router code opens by local path; on S3 they are mirrored (see Warehouse.pull / push).
+BLOB_DIRS = ("images", "features", "reports", "artifacts")
 
 
 def lrouter_home() -> Path:
@@ -32,6 +47,14 @@ def lrouter_home() -> Path:
 
 def default_root() -> Path:
     return lrouter_home() / "warehouse"
+
+
+def default_location() -> str | Path:
+    """``$LROUTER_WAREHOUSE`` (a folder or ``s3://bucket/prefix``) when set, else ``$LROUTER_HOME/warehouse``."""
+    env = os.environ.get("LROUTER_WAREHOUSE", "").strip()
+    if not env:
+        return default_root()
+    return env.rstrip("/") if is_remote(env) else Path(env)
 
 
 def partition_file_name(key: str) -> str:
@@ -43,37 +66,37 @@ def partition_key(path: Path) -> str:
     return unquote(path.name[: -len(".parquet")])
 
 
-def atomic_write_parquet(df: pl.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_bytes(data: bytes, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 class Warehouse:
     """Typed access to the warehouse directory; no Dagster here so the CLI and tests use it directly."""
 
     def __init__(self, root: Path | str | None = None):
-        self.root = Path(root).resolve() if root is not None else default_root()
+        location = root if root is not None else default_location()
+        self.fs: WarehouseFS
+        if is_remote(location):
+            self.fs = S3FS(str(location))
+            self.location = self.fs.url()
+            # blobs the router opens by path: a local mirror per machine (see pull / push)
+            self.root = lrouter_home() / "s3-cache" / self.fs.base
+        else:
+            self.root = Path(location).resolve()
+            self.location = str(self.root)
+            self.fs = LocalFS(self.root)
+
+    @property
+    def remote(self) -> bool:
+        return self.fs.remote
+
+    def pull(self, dirs: tuple[str, ...] = BLOB_DIRS) -> int:
+        """Bring the local mirror of the blob folders up to date with the bucket (no-op on local disk)."""
+        if not isinstance(self.fs, S3FS):
+            return 0
+        return sum(self.fs.pull_dir(d, self.root / d) for d in dirs)
+
+    def push(self, dirs: tuple[str, ...] = BLOB_DIRS) -> int:
+        """Upload the blobs written locally since the last push (no-op on local disk)."""
+        if not isinstance(self.fs, S3FS):
+            return 0
+        return sum(self.fs.push_dir(self.root / d, d) for d in dirs)
 
     # --- locations -------------------------------------------------------------------------------
     @property
@@ -114,25 +137,28 @@ class Warehouse:
         return self
 
     # --- single-file tables ------------------------------------------------------------------------
-    def write_table(self, name: str, df: pl.DataFrame) -> Path:
+    def write_table(self, name: str, df: pl.DataFrame) -> Path | str:
         if name in TABLES:
             df = conform(df, TABLES[name], name)
-        return atomic_write_parquet(df, self.table_path(name))
+        if not self.remote:
+            return atomic_write_parquet(df, self.table_path(name))
+        return self.fs.write_parquet(f"tables/{name}.parquet", df)
 
     def has_table(self, name: str) -> bool:
-        return self.table_path(name).exists()
+        return self.fs.parquet_exists(f"tables/{name}.parquet")
 
     def read_table(self, name: str) -> pl.DataFrame:
-        path = self.table_path(name)
-        if not path.exists():
-            raise FileNotFoundError(f"warehouse table {name!r} has not been written yet ({path})")
-        return pl.read_parquet(path)
+        df = self.fs.read_parquet(f"tables/{name}.parquet")
+        if df is None:
+            where = self.table_path(name) if not self.remote else self.fs.url(f"tables/{name}.parquet")
+            raise FileNotFoundError(f"warehouse table {name!r} has not been written yet ({where})")
+        return df
 
     # --- partitioned traces ------------------------------------------------------------------------
     def trace_partition_path(self, model_id: str) -> Path:
         return self.traces_dir / partition_file_name(model_id)
 
-    def write_trace_partition(self, model_id: str, df: pl.DataFrame) -> Path:
+    def write_trace_partition(self, model_id: str, df: pl.DataFrame) -> Path | str:
         """Replace one model's traces atomically; rows for any other model are refused."""
         df = conform(df, TRACES, "traces")
         others = df.filter(pl.col("model_id") != model_id)
@@ -141,18 +167,16 @@ class Warehouse:
                 f"traces partition {model_id!r}: {others.height} row(s) belong to other models "
                 f"{sorted(set(others['model_id'].to_list()))[:5]}"
             )
-        return atomic_write_parquet(df, self.trace_partition_path(model_id))
+        if not self.remote:
+            return atomic_write_parquet(df, self.trace_partition_path(model_id))
+        return self.fs.write_parquet(f"traces/{partition_file_name(model_id)}", df)
 
     def trace_partitions(self) -> list[str]:
-        if not self.traces_dir.exists():
-            return []
-        return sorted(partition_key(p) for p in self.traces_dir.glob("*.parquet"))
+        return sorted(partition_key(Path(name)) for name in self.fs.list_parquet("traces"))
 
     def read_trace_partition(self, model_id: str) -> pl.DataFrame:
-        path = self.trace_partition_path(model_id)
-        if not path.exists():
-            return pl.DataFrame(schema=TRACES)
-        return pl.read_parquet(path)
+        df = self.fs.read_parquet(f"traces/{partition_file_name(model_id)}")
+        return pl.DataFrame(schema=TRACES) if df is None else df
 
     def read_traces(self, model_ids: list[str] | None = None) -> pl.DataFrame:
         ids = self.trace_partitions() if model_ids is None else model_ids
@@ -163,4 +187,4 @@ class Warehouse:
         return pl.concat(frames, how="diagonal_relaxed")
 
     def delete_trace_partition(self, model_id: str) -> None:
-        self.trace_partition_path(model_id).unlink(missing_ok=True)
+        self.fs.delete_parquet(f"traces/{partition_file_name(model_id)}")

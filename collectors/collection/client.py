@@ -133,6 +133,11 @@ def _row(query_id: str, model: ModelEntry, run_id: str, **kw) -> dict:
     return base
 
 
+def skip_row(query_id: str, model: ModelEntry, run_id: str, reason: str) -> dict:
+    """A ``skipped`` row recorded without calling the model (bad input, or outside a local model's subset)."""
+    return _row(query_id, model, run_id, attempt=0, status="skipped", error=reason)
+
+
 def rows_to_frame(rows: list[dict]) -> pl.DataFrame:
     if not rows:
         return pl.DataFrame(schema=TRACES)
@@ -265,6 +270,8 @@ class ModelCollector:
         cost = (
             prompt_tokens * self.model.price_in_per_mtok + completion_tokens * self.model.price_out_per_mtok
         ) / 1e6
+        if self.model.price_per_compute_s:  # local models: priced by measured compute time (seconds)
+            cost += (resp.total_duration / 1e9 if resp.total_duration else wall_ms / 1e3) * self.model.price_per_compute_s
         latency_ms = resp.total_duration / 1e6 if resp.total_duration else wall_ms
         self.stats.by_status["ok"] = self.stats.by_status.get("ok", 0) + 1
         return _row(

@@ -4,43 +4,48 @@ Completed rows are flushed in batches to ``traces/_staging/<model>/part-*.parque
 atomically, outside the glob the ``traces`` view reads). A run that is killed at any point leaves whole
 part files only; the next run merges partition + staging, redoes only the (query, model) pairs that are
 missing (and, by default, those that failed), then replaces the partition atomically and clears staging.
+
+The staging folder is written through the warehouse's filesystem layer, so on an S3 warehouse the resume
+state is in the bucket: a run restarted on another worker (or a Celery task redelivered after its worker
+died) resumes from the rows the first one flushed.
 """
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
-from collectors.collection.client import CallStats, CollectConfig, collect_model, rows_to_frame
+from collectors.collection.client import CallStats, CollectConfig, collect_model, rows_to_frame, skip_row
 from collectors.registry import ModelEntry
 from warehouse.schemas import TRACES, conform
-from warehouse.store import Warehouse, atomic_write_parquet, partition_file_name
+from warehouse.store import Warehouse, partition_file_name
 
 
 class TraceCheckpoint:
     def __init__(self, wh: Warehouse, model_id: str):
         self.wh = wh
         self.model_id = model_id
+        self.rel = "traces/_staging/" + partition_file_name(model_id).removesuffix(".parquet")
         self.dir = wh.traces_dir / "_staging" / partition_file_name(model_id).removesuffix(".parquet")
-        self._seq = len(list(self.dir.glob("part-*.parquet"))) if self.dir.exists() else 0
+        self._seq = len(wh.fs.list_parts(self.rel))
 
-    def append(self, rows: list[dict]) -> Path:
+    def append(self, rows: list[dict]) -> str:
         self._seq += 1
-        path = self.dir / f"part-{self._seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
-        return atomic_write_parquet(rows_to_frame(rows), path)
+        # the random suffix keeps two writers (a redelivered task and a slow original) from colliding
+        return self.wh.fs.put_part(f"{self.rel}/part-{self._seq:06d}-{uuid.uuid4().hex[:8]}.parquet",
+                                   rows_to_frame(rows))
 
     def staged(self) -> pl.DataFrame:
-        files = sorted(self.dir.glob("part-*.parquet")) if self.dir.exists() else []
+        files = self.wh.fs.list_parts(self.rel)
         if not files:
             return pl.DataFrame(schema=TRACES)
-        return pl.concat([conform(pl.read_parquet(f), TRACES, "traces") for f in files], how="vertical_relaxed")
+        return pl.concat([conform(self.wh.fs.read_part(f), TRACES, "traces") for f in files],
+                         how="vertical_relaxed")
 
     def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.wh.fs.delete_dir(self.rel)
 
 
 def latest_per_query(df: pl.DataFrame) -> pl.DataFrame:
@@ -73,8 +78,13 @@ def collect_partition(
     retry_failed: bool = True,
     first: list[str] | None = None,
     headers: dict[str, str] | None = None,
+    skip: dict[str, str] | None = None,
 ) -> PartitionResult:
-    """Bring one model's partition up to date with ``queries``; idempotent when nothing is missing."""
+    """Bring one model's partition up to date with ``queries``; idempotent when nothing is missing.
+
+    ``skip`` (query_id -> reason) records those queries as ``skipped`` without calling the model (a local
+    model's subset); rows skipped for one of those reasons earlier are redone, so a grown subset is collected.
+    """
     cfg = cfg or CollectConfig()
     ckpt = TraceCheckpoint(wh, model.model_id)
     staged = ckpt.staged()
@@ -85,7 +95,14 @@ def collect_partition(
     existing = existing.filter(pl.col("query_id").is_in(queries["query_id"].implode()))
     # transient failures are retried on the next run; skipped rows (bad input) stay until the input changes
     keep = existing if not retry_failed else existing.filter(~pl.col("status").is_in(["error", "timeout"]))
+    skip = skip or {}
+    if skip:
+        stale = (pl.col("status") == "skipped") & pl.col("error").is_in(sorted(set(skip.values()))) \
+            & ~pl.col("query_id").is_in(list(skip))
+        keep = keep.filter(~stale)
     todo = queries.filter(~pl.col("query_id").is_in(keep["query_id"].implode()))
+    skipped_rows = [skip_row(q, model, run_id, skip[q]) for q in todo["query_id"].to_list() if q in skip]
+    todo = todo.filter(~pl.col("query_id").is_in(list(skip)))
     if first:
         rank = {qid: i for i, qid in enumerate(first)}
         todo = (
@@ -106,6 +123,8 @@ def collect_partition(
         merged = latest_per_query(pl.concat([existing, new], how="vertical_relaxed"))
     else:
         merged = existing
+    if skipped_rows:
+        merged = latest_per_query(pl.concat([merged, rows_to_frame(skipped_rows)], how="vertical_relaxed"))
     order = {qid: i for i, qid in enumerate(queries["query_id"].to_list())}
     merged = (
         merged.with_columns(pl.col("query_id").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
@@ -113,7 +132,7 @@ def collect_partition(
         .drop("_o")
     )
     current = wh.read_trace_partition(model.model_id)
-    if todo.height or staged.height or current.height != merged.height:
+    if todo.height or skipped_rows or staged.height or current.height != merged.height:
         wh.write_trace_partition(model.model_id, merged)
     ckpt.clear()
     return PartitionResult(traces=merged, stats=stats, attempted=todo.height, resumed_rows=staged.height)

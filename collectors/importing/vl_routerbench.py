@@ -8,15 +8,14 @@ optional ``split``, ``task``, ``question``, ``answer``, ``answer_kind``, ``image
 ``cost_bounds.json`` may be ``{"cmin": a, "cmax": b}`` (whole benchmark), ``{"cmin": {ds: a}, "cmax": {ds: b}}``
 or ``{ds: {"cmin": a, "cmax": b}}`` (per dataset; the key ``"*"`` is the whole benchmark); it is returned as
 ``ImportResult.cost_bounds`` = ``{key: {"cmin", "cmax"}}`` with 0 < cmin < cmax (the Rank Score takes log2 of
-both). Without the file it is computed as DESIGN.md defines it: min / max over models of each model's mean
-cost per query, key ``"*"``. Everything is vectorised: there is no loop over the N x K pairs.
+both; an optional ``"beta"`` next to whole-benchmark bounds is kept). Without the file nothing is stored and the
+evaluation computes min / max of the per-sample cost matrix, as DESIGN.md defines it. Everything is vectorised: there is no loop over the N x K pairs.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -124,6 +123,8 @@ def _parse_cost_bounds(obj, path: Path, datasets: set[str], log: IssueLog) -> di
             bounds = {k: {"cmin": num(lo[k], k, "cmin"), "cmax": num(hi[k], k, "cmax")} for k in lo}
         else:
             bounds = {"*": {"cmin": num(lo, "cmin", "cmin"), "cmax": num(hi, "cmax", "cmax")}}
+            if "beta" in obj:  # the Rank Score's beta, when the benchmark ships its own
+                bounds["*"]["beta"] = num(obj["beta"], "beta", "beta")
     else:
         bounds = {}
         for k, v in obj.items():
@@ -377,17 +378,14 @@ def _queries(mk: pl.DataFrame, qids: pl.Series, benchmark: str, groups: Mapping[
 
 def _cost_bounds(folder: Path, meta: pl.DataFrame, cost: np.ndarray, cell_bad: np.ndarray, log: IssueLog,
                  notes: list[str]) -> dict[str, dict[str, float]] | None:
-    """cost_bounds.json when shipped, else min/max over models of the mean cost per query (key ``*``)."""
+    """cost_bounds.json when shipped, else None (the evaluation computes them from the cost matrix)."""
     bounds_path = folder / "cost_bounds.json"
     if bounds_path.exists():
         return _parse_cost_bounds(_load_json(bounds_path, log), bounds_path, set(meta["dataset"].to_list()), log)
-    ck = np.where(cell_bad, np.nan, cost)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column -> NaN mean, dropped below
-        means = np.nanmean(ck, axis=0) if ck.size else np.array([])
-    means = means[np.isfinite(means) & (means > 0)]
-    notes.append("no cost_bounds.json: cmin/cmax computed as min/max over models of mean cost per query")
-    return {"*": {"cmin": float(means.min()), "cmax": float(means.max())}} if means.size else None
+    # nothing shipped: nothing stored, so the warehouse's cost_bounds.json only ever holds a benchmark's own
+    # bounds; the evaluation then takes min / max of the per-sample cost matrix (DESIGN.md, Metrics)
+    notes.append("no cost_bounds.json: the evaluation computes cmin/cmax from the per-sample cost matrix")
+    return None
 
 
 def import_vl_routerbench(folder: Path | str, *, benchmark: str = "vl-routerbench",

@@ -35,11 +35,11 @@ ORACLE = "Oracle"
 STRONGEST = "Strongest"
 # display name -> baseline class; the order is the row order of Table 1
 BASELINE_NAMES: tuple[str, ...] = (
-    ORACLE, STRONGEST, "Cheapest", "Random", "KNNRouter", "KMeansRouter", "MLPMFRouter", "RouteLLM-MF",
-    "VL feature router",
+    ORACLE, STRONGEST, "Cheapest", "Random", "GroupBest", "KNNRouter", "KMeansRouter", "MLPMFRouter", "RouteLLM-MF",
+    "VL feature router", "ECVL", "RouterDC", "GraphRouter", "R2-Router",
 )
 ROUTERS: tuple[str, ...] = (*BASELINE_NAMES, LATENT)
-TRAINING_FREE: frozenset[str] = frozenset({ORACLE, STRONGEST, "Cheapest", "Random"})
+TRAINING_FREE: frozenset[str] = frozenset({ORACLE, STRONGEST, "Cheapest", "Random", "GroupBest"})
 LEARNED_BASELINES: tuple[str, ...] = tuple(n for n in BASELINE_NAMES if n not in TRAINING_FREE)
 # 0 plus 12 roughly log-spaced weights in [0.01, 3] on the normalised cost (cost 1 = the priciest model's mean)
 DEFAULT_EVAL_LAMBDAS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -55,6 +55,10 @@ TUNING_GRIDS: dict[str, tuple[dict[str, Any], ...]] = {
     "MLPMFRouter": ({}, {"train.lr": 3e-3}, {"train.lr": 3e-4}, {"mlpmf_hidden": (64, 32)}),
     "RouteLLM-MF": ({}, {"routellm_dim": 32}, {"train.lr": 3e-3}, {"routellm_dim": 256}),
     "VL feature router": ({}, {"vl_hidden": (64,)}, {"train.lr": 3e-3}, {"vl_hidden": (512,)}),
+    "ECVL": ({}, {"ecvl_mes_scale": 0.3}, {"train.lr": 3e-3}, {"ecvl_d_model": 32}),
+    "RouterDC": ({}, {"routerdc_temperature": 0.1}, {"train.lr": 3e-3}, {"routerdc_clusters": 10}),
+    "GraphRouter": ({}, {"graph_hidden": 32}, {"graph_lr": 3e-3}, {"graph_mask_rate": 0.5}),
+    "R2-Router": ({}, {"r2_dropout": 0.1}, {"train.lr": 3e-3}, {"r2_hidden": (128, 64)}),
     "LatentRouter": ({}, {"dropout": 0.1}, {"train.lr": 3e-3}, {"dropout": 0.3}),
 }
 
@@ -70,6 +74,19 @@ class BaselineConfig:
     routellm_dim: int = 128
     vl_hidden: tuple[int, ...] = (256,)
     vl_lambdas: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0)  # plus the cost-only classifier (see VLFeatureConfig)
+    group_best_by: str = "dataset_task"  # GroupBest label (backs off to coarser labels)
+    ecvl_d_model: int = 64
+    ecvl_mes_scale: float = 1.0  # MES(lambda) = exp(-lambda / scale)
+    routerdc_dim: int = 128
+    routerdc_clusters: int = 5
+    routerdc_temperature: float = 1.0
+    routerdc_lambdas: tuple[float, ...] = (0.0, 0.3, 1.0, 3.0)
+    graph_hidden: int = 64
+    graph_steps: int = 400  # full-graph steps (GraphRouter has its own optimiser, not ``train``)
+    graph_lr: float = 1e-3
+    graph_mask_rate: float = 0.3
+    r2_hidden: tuple[int, ...] = (256, 128, 64)
+    r2_dropout: float = 0.5
     train: TorchTrainConfig = field(default_factory=TorchTrainConfig)
 
 
@@ -106,7 +123,7 @@ class EvalConfig:
     # groups. Only the main table runs on every split; the other experiments judge split 0.
     n_splits: int = 1
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    # hyperparameter candidates tried per trainable router on each split's validation rows (first seed), see
+    # hyperparameter candidates tried per trainable router on each split's validation rows (seed 0), see
     # TUNING_GRIDS; 1 = the defaults only
     tuning_trials: int = 1
 
@@ -152,7 +169,9 @@ class EvalConfig:
             model=LatentRouterConfig(hidden=16, n_heads=2, n_side_tokens=2),
             train=TrainConfig(epochs=3, patience=2, batch_size=64),
             baselines=BaselineConfig(knn_k=20, kmeans_clusters=8, kmeans_n_init=2, mlpmf_hidden=(32, 16),
-                                     routellm_dim=16, vl_hidden=(32,), vl_lambdas=(0.0, 1.0, 3.0), train=tt),
+                                     routellm_dim=16, vl_hidden=(32,), vl_lambdas=(0.0, 1.0, 3.0), train=tt,
+                                     ecvl_d_model=16, routerdc_dim=16, routerdc_lambdas=(0.0, 1.0), graph_hidden=16,
+                                     graph_steps=30, r2_hidden=(32, 16)),
             ablation_seeds=(0,),
             ablation_shared_fit=True,
             pool_random_draws=2,

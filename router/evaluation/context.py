@@ -35,14 +35,24 @@ from router.models.base import Router
 from router.models.baselines import (
     BASELINES,
     CheapestRouter,
+    ECVLConfig,
+    ECVLRouter,
+    GraphRouter,
+    GraphRouterConfig,
+    GroupBestConfig,
+    GroupBestRouter,
     KMeansRouter,
     KNNRouter,
     MLPMFConfig,
     MLPMFRouter,
     OracleRouter,
+    R2Router,
+    R2RouterConfig,
     RandomRouter,
     RouteLLMConfig,
     RouteLLMMFRouter,
+    RouterDCConfig,
+    RouterDCRouter,
     StrongestRouter,
     VLFeatureConfig,
     VLFeatureRouter,
@@ -50,6 +60,8 @@ from router.models.baselines import (
 from router.models.latent_router.model import LatentRouterConfig
 from router.training.trainer import LatentRouterRouter, TrainConfig
 from warehouse.vocabulary import SETTINGS
+
+TUNING_SEED = 0  # candidates are fitted at this seed whatever the seed list, so a choice never depends on it
 
 
 def _variant_key(cfg: LatentRouterConfig) -> str:
@@ -165,7 +177,7 @@ class EvalContext:
             self.tuning_log[name] = {"chosen": self._tuned[name], "trials": 1 if len(cands) == 1 else 0,
                                      "scores": [], "candidates": cands}
             return
-        seed = int(self.cfg.seeds[0])
+        seed = TUNING_SEED
         bounds = validation_bounds(self.data, self.rank)
         t0 = time.perf_counter()
         if name == LATENT:
@@ -245,6 +257,15 @@ class EvalContext:
             "RouteLLM-MF": lambda: RouteLLMMFRouter(RouteLLMConfig(dim=b.routellm_dim, train=b.train)),
             "VL feature router": lambda: VLFeatureRouter(VLFeatureConfig(
                 hidden=tuple(b.vl_hidden), lambdas=tuple(b.vl_lambdas), train=b.train, sweep_max=sweep_max)),
+            "GroupBest": lambda: GroupBestRouter(GroupBestConfig(by=b.group_best_by)),
+            "ECVL": lambda: ECVLRouter(ECVLConfig(d_model=b.ecvl_d_model, mes_scale=b.ecvl_mes_scale, train=b.train)),
+            "RouterDC": lambda: RouterDCRouter(RouterDCConfig(
+                dim=b.routerdc_dim, n_clusters=b.routerdc_clusters, temperature=b.routerdc_temperature,
+                lambdas=tuple(b.routerdc_lambdas), train=b.train)),
+            "GraphRouter": lambda: GraphRouter(GraphRouterConfig(
+                hidden=b.graph_hidden, steps=b.graph_steps, lr=b.graph_lr, mask_rate=b.graph_mask_rate)),
+            "R2-Router": lambda: R2Router(R2RouterConfig(hidden=tuple(b.r2_hidden), dropout=b.r2_dropout,
+                                                         train=b.train)),
         }
         if name in makers:
             return makers[name]()

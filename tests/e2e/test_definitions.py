@@ -25,7 +25,8 @@ def test_definitions_have_jobs_sensor_schedule_and_pools():
     repo = defs.get_repository_def()
     assert {"setup_job", "collect_traces_job", "features_job", "train_job", "evaluate_job", "recalibrate_job",
             "retrain_job"} <= {j.name for j in repo.get_all_jobs()}
-    assert sorted(s.name for s in repo.sensor_defs) == ["dead_run_sensor", "model_pool_sensor"]
+    assert sorted(s.name for s in repo.sensor_defs) == ["dead_run_sensor", "model_pool_sensor",
+                                                        "production_feedback_sensor"]
     assert [s.name for s in repo.schedule_defs] == ["recalibration_schedule"]
     traces = next(a for a in defs.assets if a.key.to_user_string() == "outcome_traces")
     assert "model_calls" in {spec.pool for spec in [traces.get_op_def_for_asset_key(traces.key)]

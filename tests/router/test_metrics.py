@@ -17,13 +17,17 @@ from router.evaluation.metrics.cost import (
     pareto_frontier,
     ps,
     qnc,
+    rank_bounds,
     rank_score,
     single_model_points,
     strongest_single,
 )
 from router.evaluation.metrics.prediction import ndcg, outcome_mse, spearman, top3_recall
-from router.evaluation.metrics.statistics import mean_std, welch_from_stats, welch_t
+from router.evaluation.metrics.statistics import ci95, mean_std, paired_t, welch_from_stats, welch_t
 from router.evaluation.metrics.sweep import (
+    budget_metrics,
+    budget_picks,
+    budget_sweep,
     evaluate_by_group,
     evaluate_router,
     group_rows,
@@ -98,16 +102,66 @@ def test_rank_score_rejects_bad_input(args):
         rank_score(*args)
 
 
-def test_cost_bounds_per_model_means_skip_unavailable_and_zero_cost():
+def test_cost_bounds_per_sample_matrix_skip_unavailable_and_zero_cost():
     usd = [[1.0, 4.0, 0.0], [3.0, 8.0, 0.0], [100.0, 6.0, 0.0]]
     avail = [[True, True, True], [True, True, True], [False, True, True]]
     d = tiny(np.zeros((3, 3)), np.zeros((3, 3)), cost_usd=usd, avail=avail)
-    # model 0: mean(1, 3) = 2 (100 is unavailable); model 1: 6; model 2: 0 (free) -> cmin is the smallest positive
-    assert cost_bounds(d) == (2.0, 6.0)
+    # min / max over the available entries of the per-sample matrix (100 is unavailable, 0 is not positive)
+    assert cost_bounds(d) == (1.0, 8.0)
     assert cost_bounds(d, rows=np.array([0])) == (1.0, 4.0)
     free = tiny(np.zeros((2, 2)), np.zeros((2, 2)), cost_usd=np.zeros((2, 2)))
     with pytest.raises(ValueError, match="positive"):
         cost_bounds(free)
+    assert not rank_bounds(free).defined
+
+
+def test_rank_score_and_nauc_by_hand_with_and_without_cost_bounds_json():
+    """Rank Score and budget-sweep nAUC of a hand-made 4 x 3 matrix, worked out from the references."""
+    q = [[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 1, 0]]
+    usd = [[8.0, 2.0, 1.0], [8.0, 2.0, 1.0], [8.0, 2.0, 0.5], [8.0, 4.0, 1.0]]
+    d = tiny(q, np.asarray(usd) / 8.0, cost_usd=usd)
+    # no cost_bounds.json: cmin = 0.5, cmax = 8 (per-sample matrix, not the model means 1.75 / 8)
+    rb = rank_bounds(d)
+    assert (rb.cmin, rb.cmax, rb.beta, rb.source) == (0.5, 8.0, 0.1, "per-sample cost matrix")
+    # always model 1: A = 3/4, mean cost 2.5; C = (log2 8 - log2 2.5) / (log2 8 - log2 0.5) = (3 - 1.3219) / 4
+    c_term = (3.0 - math.log2(2.5)) / 4.0
+    expect = 1.1 * 0.75 * c_term / (0.1 * 0.75 + c_term)
+    assert rank_score(0.75, 2.5, *rb.pair, rb.beta) == pytest.approx(expect)
+    # shipped bounds (VL-RouterBench cost_bounds.json, with its own beta) replace the computed ones
+    shipped = rank_bounds(d, {"*": {"cmin": 1.0, "cmax": 16.0, "beta": 0.5}, "ChartQA": {"cmin": 2, "cmax": 3}})
+    assert (shipped.cmin, shipped.cmax, shipped.beta, shipped.source) == (1.0, 16.0, 0.5, "cost_bounds.json")
+    c2 = (4.0 - math.log2(2.5)) / 4.0
+    assert rank_score(0.75, 2.5, *shipped.pair, shipped.beta) == pytest.approx(1.5 * 0.75 * c2 / (0.375 + c2))
+    assert rank_bounds(d, {"cmin": 1.0, "cmax": 16.0}).source == "cost_bounds.json"
+    # budget sweep over *predicted* costs: model j predicted quality [.9, .8, .3], cost [1, .25, .125]
+    qh = np.tile([0.9, 0.8, 0.3], (4, 1))
+    ch = np.tile([1.0, 0.25, 0.125], (4, 1))
+    bs = budget_sweep(TableRouter(qh, ch), d, np.arange(4), n_budgets=5)
+    # budgets = quantiles of the 12 predicted costs; budget < .25 -> model 2, [.25, 1) -> model 1, 1 -> model 0
+    assert set(map(tuple, bs.choices[:, 0:1].tolist())) == {(2,), (1,), (0,)}
+    # realised points (normalised cost): model 2 (0.875/8 = .109375, q .25), model 1 (.3125, .75), model 0 (1, .75)
+    pts = sorted({(round(c, 6), q_) for c, q_ in bs.points().tolist()})
+    assert pts == [(0.109375, 0.25), (0.3125, 0.75), (1.0, 0.75)]
+    # Pareto frontier: (.109375, .25), (.3125, .75); area = .203125 * .5 over range .203125 = 0.5
+    m = budget_metrics(bs, d)
+    assert m["cost/nauc_budget"] == pytest.approx(0.5)
+    assert m["cost/ps"] == pytest.approx(0.75)
+    # strongest single model: models 0 and 1 both .75, ties to the cheaper model 1 (cost .3125) -> QNC 1
+    assert m["cost/qnc"] == pytest.approx(1.0)
+    # a fixed router has one operating point: nAUC NaN
+    fixed = TableRouter(qh, ch)
+    fixed.learned = False
+    one = budget_sweep(fixed, d, np.arange(4))
+    assert len(one.budgets) == 1 and math.isnan(budget_metrics(one, d)["cost/nauc_budget"])
+
+
+def test_budget_picks_best_predicted_quality_that_fits():
+    qh = np.array([[0.9, 0.5, 0.4], [0.2, 0.6, 0.6]])
+    ch = np.array([[1.0, 0.5, 0.1], [1.0, 0.5, 0.1]])
+    mask = np.array([[True, True, True], [True, False, True]])
+    np.testing.assert_array_equal(budget_picks(qh, ch, mask, 0.5), [1, 2])
+    np.testing.assert_array_equal(budget_picks(qh, ch, mask, 0.05), [2, 2])  # nothing fits: cheapest
+    np.testing.assert_array_equal(budget_picks(qh, ch, mask, 1.0), [0, 2])  # ties (.6, .6) -> cheaper
 
 
 def test_best_rank_score_picks_best_lambda():
@@ -149,10 +203,12 @@ def test_nauc_interp_vs_step():
 
 
 def test_nauc_single_point_and_degenerate():
-    assert nauc([(0.3, 0.6)], "interp") == pytest.approx(0.6)
+    # the reference (interp) definition: fewer than two frontier points has no area -> NaN
+    assert math.isnan(nauc([(0.3, 0.6)], "interp"))
+    assert math.isnan(nauc([(0.3, 0.6), (0.5, 0.6), (0.9, 0.2)], "interp"))  # one frontier point of three
     assert nauc([(0.3, 0.6)], "step") == pytest.approx(0.6)
-    # same cost twice: one distinct point, its best quality
-    assert nauc([(1.0, 0.5), (1.0, 0.7)], "interp") == pytest.approx(0.7)
+    # same cost twice: one distinct point
+    assert math.isnan(nauc([(1.0, 0.5), (1.0, 0.7)], "interp"))
     assert nauc([(1.0, 0.5), (1.0, 0.7)], "step") == pytest.approx(0.7)
     assert math.isnan(nauc([], "interp"))
 
@@ -288,20 +344,20 @@ def test_evaluate_router_settings_are_consistent():
     ch = np.array([[1.0, 0.2]] * 4)
     rows = np.arange(4)
     out = evaluate_router(TableRouter(qh, ch), d, rows, [1.0])
-    cmin, cmax = 1.0, 4.0  # model means of cost_usd over all rows
+    cmin, cmax = 1.0, 4.0  # min / max of the per-sample cost_usd matrix
     assert (out["rank_cmin"], out["rank_cmax"]) == (cmin, cmax)
     assert out["oriented/quality"] == pytest.approx(0.5)
     assert out["oriented/cost_usd"] == pytest.approx(4.0)
     assert out["oriented/rank_score"] == 0.0  # the most expensive model every time
-    assert out["oriented/nauc_interp"] == out["oriented/nauc_step"] == pytest.approx(0.5)
+    assert math.isnan(out["oriented/nauc_interp"]) and out["oriented/nauc_step"] == pytest.approx(0.5)
     # lambda 1 routes to the cheap model: same quality, cost 1 -> C = 1
     assert out["cost/rank_score"] == pytest.approx(1.1 * 0.5 / (0.05 + 1.0))
     assert out["cost/rank_lambda"] == 1.0
-    # both points have quality .5: the frontier is the cheap point alone
-    assert out["cost/nauc_interp"] == pytest.approx(0.5)
-    assert out["cost/ps"] == pytest.approx(0.5)
+    # both points have quality .5: the frontier is the cheap point alone -> no area (NaN) in both sweeps
+    assert math.isnan(out["cost/nauc_interp"]) and math.isnan(out["cost/nauc_budget"])
+    assert out["cost/ps"] == out["cost/ps_lambda"] == pytest.approx(0.5)
     # strongest single model: both 0.5, cheaper model 1 (cost .2) -> router reaches it at cost .2 -> QNC 1
-    assert out["cost/qnc"] == pytest.approx(1.0)
+    assert out["cost/qnc"] == out["cost/qnc_lambda"] == pytest.approx(1.0)
     # regret at lambda 0: rows 1 (0 vs 1) -> 1/4; at lambda 1 (u = q - c): choices model 1:
     # best u per row [0, .8, .8, -.2] vs chosen [-.2, .8, .8, -.2] -> .2/4
     assert out["oriented/regret"] == pytest.approx(0.25)
@@ -355,9 +411,10 @@ def test_welch_against_scipy_and_by_hand():
 
 
 def test_welch_zero_variance_and_bad_input():
-    assert welch_t([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]) == (0.0, 1.0)
-    assert welch_t([0.7, 0.7, 0.7], [0.5, 0.5, 0.5]) == (math.inf, 0.0)
-    assert welch_t([0.5, 0.5], [0.7, 0.7, 0.7]) == (-math.inf, 0.0)
+    # two zero-variance samples carry no evidence: NaN, never p = 0 ("significant")
+    for a, b in (([0.5] * 3, [0.5] * 3), ([0.7] * 3, [0.5] * 3), ([0.5] * 2, [0.7] * 3)):
+        assert all(math.isnan(x) for x in welch_t(a, b))
+    assert all(math.isnan(x) for x in welch_from_stats(0.7, 0.0, 3, 0.5, 0.0, 3))
     # one constant sample is an ordinary Welch test: se = sqrt(0.01 / 3), df = n_b - 1 = 2
     t, p = welch_t([0.5, 0.5, 0.5], [0.6, 0.7, 0.8])
     assert t == pytest.approx(-0.2 / math.sqrt(0.01 / 3))
@@ -366,3 +423,17 @@ def test_welch_zero_variance_and_bad_input():
         welch_t([0.5], [0.5, 0.6])
     with pytest.raises(ValueError):
         welch_t([0.5, float("nan")], [0.5, 0.6])
+
+
+def test_paired_t_over_splits_and_zero_variance():
+    a, b = [0.70, 0.72, 0.75, 0.71], [0.68, 0.69, 0.74, 0.70]
+    t, p = paired_t(a, b)
+    d = np.subtract(a, b)
+    assert t == pytest.approx(d.mean() / (d.std(ddof=1) / 2.0))
+    assert p == pytest.approx(2 * stats.t.sf(abs(t), df=3))
+    # identical differences on every split (or one split): no spread -> NaN, not "significant"
+    assert all(math.isnan(x) for x in paired_t([0.7, 0.8, 0.9], [0.6, 0.7, 0.8]))
+    assert all(math.isnan(x) for x in paired_t([0.7], [0.6]))
+    m, half = ci95([1.0, 2.0, 3.0])
+    assert m == pytest.approx(2.0) and half == pytest.approx(stats.t.ppf(0.975, 2) / math.sqrt(3))
+    assert math.isnan(ci95([1.0])[1])

@@ -285,3 +285,23 @@ def test_profiles_reject_bad_traces(tables):
         build_profiles(broken, s, q, models)
     with pytest.raises(ValueError, match="calib_limit"):
         build_profiles(t, s, q, models, calib_limit={"nope": 3})
+
+
+def test_group_aware_splits_never_straddle_a_group():
+    """Variants of one question (same group_id) land in one split, for every seed; singletons are unchanged."""
+    n = 300
+    qs = pl.DataFrame({"query_id": [f"q{i}" for i in range(n)], "dataset": ["d"] * n,
+                       "task_group": ["ocr" if i % 2 else "chart" for i in range(n)],
+                       "group_id": [f"g{i // 5}" for i in range(n)]})
+    for seed in range(4):
+        sp = make_splits(qs, seed=seed).join(qs, on="query_id")
+        per_group = sp.group_by("group_id").agg(pl.col("split").n_unique().alias("n"))
+        assert per_group["n"].max() == 1
+        assert set(sp["split"].to_list()) == {"train", "val", "test"}
+    # the same groups through source_meta JSON give the same split
+    meta = qs.with_columns(pl.format('{{"group_id": "{}"}}', pl.col("group_id")).alias("source_meta")).drop("group_id")
+    a = make_splits(qs, seed=1)["split"].to_list()
+    assert make_splits(meta, seed=1)["split"].to_list() == a
+    # without groups every query is its own group: the split is the one before groups existed
+    plain = qs.drop("group_id")
+    assert make_splits(plain, seed=1).equals(make_splits(plain, seed=1, groups=plain["query_id"].to_list()))

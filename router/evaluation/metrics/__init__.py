@@ -7,25 +7,21 @@ realised quality). Realised quality and cost are read from ``RoutingData`` for t
 Quality-cost metrics
 --------------------
 * **Rank Score** (VL-RouterBench): ``C = (log2 cmax - log2 clip(cost, cmin, cmax)) / (log2 cmax - log2 cmin)``,
-  ``S = (1 + beta) A C / (beta A + C)`` with ``beta = 0.1``, A the mean accuracy (0..1), cost the mean raw USD
-  cost per query and (cmin, cmax) the min / max over models of each model's mean USD cost per query on the
-  benchmark (:func:`cost_bounds`). ``S = 0`` when A or C is 0; ``C = 1`` when cmin == cmax (cost then carries
-  no information). The reported cost-aware value is the best S over the lambda sweep (:func:`best_rank_score`).
-* **nAUC** (:func:`nauc`), two documented variants; every number says which one it is:
-  - ``mode="interp"`` (MMR-Bench): keep the strict Pareto frontier (:func:`pareto_frontier`), join its points
-    with straight lines, trapezoid area / (max cost - min cost of the frontier).
-  - ``mode="step"`` (LatentRouter's released evaluator): sort *all* operating points by cost (equal costs keep
-    the best quality), replace quality by its running maximum (the best quality affordable at that budget),
-    trapezoid area over those knots / (max cost - min cost of all points). Dominated points are lifted to the
-    running max instead of dropped, so rises between frontier points become steps, and an expensive dominated
-    point extends the curve with a flat segment at the best quality.
-  A frontier with a single point (or zero cost range) has nAUC = its (best) quality, so a router that routes
-  the same way at every lambda scores its accuracy; an empty one is NaN.
-* **Ps** (:func:`ps`): the peak quality over the sweep.
-* **QNC** (:func:`qnc`, MMR-Bench's quality-neutral cost): the lowest cost on the router's Pareto frontier whose
-  quality reaches the strongest single model's quality (the model with the highest mean quality on the same
-  rows, ties to the cheaper), divided by that model's mean cost. < 1 means the router matches the best model
-  for less; ``inf`` when the frontier never reaches it.
+  ``S = (1 + beta) A C / (beta A + C)``, A the mean accuracy (0..1), cost the mean raw USD cost per query.
+  (cmin, cmax, beta) come from the benchmark's ``cost_bounds.json`` when an import shipped one, else cmin / cmax
+  are the min (positive) / max of the per-sample USD cost matrix over every row and available model and
+  beta = 0.1 (:func:`rank_bounds`, :func:`cost_bounds`). ``S = 0`` when A or C is 0; ``C = 1`` when
+  cmin == cmax. The cost-aware value is the best S over the lambda sweep (:func:`best_rank_score`).
+* **nAUC / Ps / QNC over the budget sweep** (MMR-Bench ``evaluate_under_cost``, :func:`budget_sweep`): budgets
+  over the router's *predicted* costs; per budget and query, the best *predicted* quality among the models
+  whose predicted cost fits (none fits: the cheapest predicted); realised (cost, quality) per budget. nAUC =
+  trapezoid area of the strict Pareto frontier / its cost range, NaN below two frontier points (a fixed router
+  has one operating point). Ps = peak quality; QNC (quality-neutral cost) = the lowest frontier cost reaching
+  the strongest single model's quality (highest mean quality on the same rows, ties to the cheaper), over that
+  model's mean cost (``inf`` when never reached).
+* **λ view** (labelled, second): the same quantities over the lambda sweep's points: ``nauc_interp``
+  (:func:`nauc` mode "interp", same NaN rule), ``nauc_step`` (LatentRouter's released evaluator: running-max
+  step curve over all points, a single point gives its quality), ``ps_lambda``, ``qnc_lambda``.
 * **Oracle regret** (:func:`oracle_regret`): mean over rows of ``max_avail u - u_chosen`` with
   ``u = quality - lambda * cost`` (realised, normalised cost).
 
@@ -38,7 +34,8 @@ query = |best ∩ predicted top-3| / |best| with best = the available models rea
 (queries where every available model ties are skipped: there is nothing to find). Each is averaged over the
 queries kept; NaN when none is kept.
 
-Statistics: :func:`mean_std` (sample std, ddof=1, over seeds) and :func:`welch_t` (two-sided Welch t-test).
+Statistics: :func:`mean_std` (sample std, ddof=1), :func:`ci95` (95% t interval), :func:`paired_t` (paired
+t-test over splits) and :func:`welch_t` (two-sided Welch); no spread gives NaN, never p = 0.
 
 Modules: ``cost`` (Rank Score, frontiers, nAUC, Ps, QNC), ``prediction`` (outcome-prediction metrics),
 ``sweep`` (routing a lambda sweep, oracle regret, every metric of a router) and ``statistics`` (seeds, Welch).

@@ -15,6 +15,11 @@ import numpy as np
 from scipy import stats
 
 
+def _constant(v: np.ndarray) -> bool:
+    """No spread beyond floating noise (so equal per-split differences are not a t = inf)."""
+    return bool(np.ptp(v) <= 1e-12 * max(1.0, float(np.max(np.abs(v)))))
+
+
 def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """(mean, sample std with ddof=1) over seeds; std is 0 for a single value, (nan, nan) for none."""
     v = np.asarray(values, dtype=np.float64)
@@ -33,7 +38,7 @@ def welch_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) ->
     for name, v in (("a", x), ("b", y)):
         if v.size < 2 or not np.all(np.isfinite(v)):
             raise ValueError(f"welch_t: sample {name} needs >= 2 finite values, got {v.tolist()}")
-    if np.ptp(x) == 0 and np.ptp(y) == 0:
+    if _constant(x) and _constant(y):
         return float("nan"), float("nan")
     with warnings.catch_warnings():  # scipy warns about "nearly identical data" for a constant sample
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -74,7 +79,7 @@ def paired_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -
         raise ValueError(f"paired_t: samples must be matched, got shapes {x.shape} and {y.shape}")
     ok = np.isfinite(x) & np.isfinite(y)
     d = x[ok] - y[ok]
-    if d.size < 2 or np.ptp(d) == 0:
+    if d.size < 2 or _constant(d):
         return float("nan"), float("nan")
     res = stats.ttest_rel(x[ok], y[ok])
     return float(res.statistic), float(res.pvalue)

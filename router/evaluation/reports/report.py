@@ -12,12 +12,14 @@ import numpy as np
 import polars as pl
 
 from router.evaluation.config import AVG, ROUTERS
+from router.evaluation.reports.hybrid import render_hybrid
 from router.evaluation.reports.plots import PLOTS
 from router.evaluation.reports.render import Doc, fmt, fmt_p, fmt_pm
 from router.evaluation.reports.tables import (
     LOWER_IS_BETTER,
     METRIC_LABELS,
     ablation_rows,
+    decision_line,
     lookup,
     rank_marks,
     table1_rows,
@@ -33,7 +35,7 @@ def headline(output: EvalOutput, simulated_models: Sequence[str] = (), text_only
         lines.append(f"**SIMULATED** models: {', '.join(simulated_models)}.")
     if text_only:
         lines.append("Mode: **text-only** (no image features).")
-    lines += verdict_sentences(output)
+    lines += [decision_line(output), *verdict_sentences(output)]
     return "\n\n".join(lines)
 
 
@@ -79,6 +81,7 @@ def write_report(
     for section in (_main_table, _frontier, _task_groups, _outcome, _ablations, _pool_changes, _cold_start,
                     _efficiency):
         section(doc, sec)
+    render_hybrid(doc, output.tables, out, sim_note)  # only when the run holds a hybrid result
     doc.h(2, "Timings")
     doc.table(["Step", "Seconds"], [[k, f"{v:.1f}"] for k, v in output.timings.items()])
 
@@ -102,37 +105,73 @@ def _preamble(doc: Doc, sec: _Section, title: str, sim: list[str], txt: bool, no
         f"queries train / val / test: {meta.get('n_queries', {})}; task groups: {', '.join(meta.get('task_groups', []))}",
         f"seeds: {meta.get('seeds')}; λ sweep: {[round(x, 4) for x in meta.get('lambdas', [])]}; "
         f"decision λ: {meta.get('decision_lambda')}",
-        f"primary metric: {sec.pm_label}, averaged over the oriented and cost settings",
+        f"primary metric: {sec.pm_label}" + (", averaged over the oriented and cost settings"
+                                              if sec.pm == "rank_score" else " of the cost setting"),
+        _bounds_fact(meta),
+        f"splits: {meta.get('n_splits', 1)} seeded group-aware split(s) for the main table (profiles and "
+        f"normalisers rebuilt from each split's train / calibration rows); other sections: split 0",
+        f"hyperparameters: {meta.get('tuning_trials', 1)} validation-only trial(s) per trainable router "
+        f"(same budget each), fixed before test (see 'Hyperparameters')",
     ]
     doc.bullets([*facts, *meta.get("notes", []), *notes])
 
 
+def _bounds_fact(meta: dict[str, Any]) -> str:
+    lo, hi = (meta.get("rank_bounds_usd") or [float("nan"), float("nan")])[:2]
+    return (f"Rank Score bounds: cmin = {lo:.6g}, cmax = {hi:.6g} USD/query, β = {meta.get('rank_beta', 0.1):g} "
+            f"(from the {meta.get('rank_bounds_source', 'per-sample cost matrix')}, all rows)")
+
+
 def _main_table(doc: Doc, sec: _Section) -> None:
     """The deployment question: computed verdicts, Table 1 and the Welch tests."""
-    output, sim_note = sec.output, sec.sim_note
+    output = sec.output
     doc.h(2, "Which router should I deploy?")
     if "main_summary" not in output.tables:
         doc.p("The main table was not part of this run.")
         return
+    doc.p(decision_line(output))
     for s in verdict_sentences(output):
         doc.p(s)
     header, rows = table1_rows(output)
-    doc.table(header, rows, " ".join(x for x in (
-        "Mean ± std over seeds (test split). Best non-oracle value in bold, second-best in italics. "
-        "Oriented = LatentRouter trained at λ=0, judged at its λ=0 pick (Rank Score of that one point; its "
-        "nAUC equals its accuracy). Cost = cost-aware training, judged over the λ sweep: Rank Score is the "
-        "best over the sweep (VL-RouterBench); nAUC (interp) is MMR-Bench's interpolated Pareto frontier, "
-        "nAUC (step) the LatentRouter evaluator's running-max curve; QNC = cheapest frontier cost reaching the "
-        "strongest single model's quality over that model's cost (∞ = never reached).", sim_note) if x))
+    doc.table(header, rows)
     welch = output.tables.get("welch")
     if welch is not None and welch.height:
-        doc.table(["Setting", "Metric", "LatentRouter", "Best baseline", "Baseline", "t", "Welch p"],
+        doc.table(["Setting", "Metric", "LatentRouter", "Best baseline", "Baseline", "Paired p (splits)",
+                   "Welch p (all runs)"],
                   [[r["setting"], METRIC_LABELS.get(r["metric"], r["metric"]),
-                    fmt_pm(r["latent_mean"], r["latent_std"]), r["best_baseline"],
-                    fmt_pm(r["baseline_mean"], r["baseline_std"]), fmt(r["t"], 2), fmt_p(r["p"])]
-                   for r in welch.iter_rows(named=True)],
-                  "Welch's two-sided t-test over per-seed values, LatentRouter vs the best non-oracle "
-                  "baseline of that column. " + sim_note)
+                    fmt_pm(r["latent_mean"], r["latent_ci95"]), r["best_baseline"],
+                    fmt_pm(r["baseline_mean"], r["baseline_ci95"]), fmt_p(r["paired_p"]), fmt_p(r["welch_p"])]
+                   for r in welch.iter_rows(named=True)])
+    comps = output.tables.get("comparisons")
+    if comps is not None and comps.height:
+        doc.table(["Setting", "LatentRouter vs", "Difference", "Paired p (splits)"],
+                  [[r["setting"], r["baseline"], fmt(r["diff"]), fmt_p(r["paired_p"])]
+                   for r in comps.iter_rows(named=True)])
+    doc.p("_" + " ".join(x for x in (
+        "Test split; mean ± 95% t-interval half-width over splits × seeds (– with a single value). Best "
+        "non-oracle value in bold, second-best in italics. Oriented = trained at λ=0, judged at its λ=0 pick "
+        "(Rank Score of that one point). Cost = cost-aware training: Rank Score is the best over the λ sweep "
+        "(VL-RouterBench, bounds above); nAUC / Ps / QNC (budget sweep) follow MMR-Bench: budgets over the "
+        "router's predicted costs, per query the best predicted quality that fits, Pareto frontier, trapezoid "
+        "area / its cost range, NaN below two frontier points (fixed routers: one point); QNC = cheapest "
+        "frontier cost reaching the strongest single model's quality over that model's cost (∞ = never). "
+        "nAUC (λ sweep, interp) is the same area over the λ-sweep points, a second view. Tests: paired t over "
+        "per-split means (needs ≥ 2 splits), Welch over all split × seed values; no spread gives n/a.",
+        sec.sim_note) if x) + "_")
+    _tuning(doc, sec)
+
+
+def _tuning(doc: Doc, sec: _Section) -> None:
+    tun = sec.output.tables.get("tuning")
+    if tun is None or not tun.height:
+        return
+    doc.h(3, "Hyperparameters (validation only)")
+    rows = [[str(r["split"]), r["router"], r["chosen"] if r["chosen"] != "{}" else "defaults", str(r["trials"]),
+             r["scores"]] for r in tun.iter_rows(named=True) if r["trials"] > 1 or r["chosen"] != "{}"]
+    doc.table(["Split", "Router", "Chosen", "Trials", "Validation primary per trial"], rows,
+              "Each trainable router tried the same number of candidates (defaults first), fitted at seed 0 "
+              "and scored on its split's validation rows only; the winner was fixed before the test split "
+              "was read. Training-free routers have nothing to tune.")
 
 
 def _frontier(doc: Doc, sec: _Section) -> None:
@@ -150,7 +189,7 @@ def _task_groups(doc: Doc, sec: _Section) -> None:
     gains = tg.filter((pl.col("setting") == "oriented") & (pl.col("metric") == "quality"))
     groups = sorted(set(gains["task_group"].to_list()) - {"all"}) + ["all"]
     rows = []
-    for r in ROUTERS:
+    for r in sec.output.meta.get("routers", ROUTERS):
         vals = [lookup(gains, router=r, task_group=g) for g in groups]
         if any(v is not None for v in vals):
             rows.append([r] + [fmt_pm(*v) if v else "–" for v in vals])
@@ -186,11 +225,27 @@ def _ablations(doc: Doc, sec: _Section) -> None:
         rows = [[lab] + [fmt_pm(*v[st]) if st in v else "–" for st in ("oriented", "cost", AVG)]
                 for lab, v in ablation_rows(ab, family, sec.pm)]
         if rows:
-            doc.table([head, f"Oriented {pm_label}", f"Cost {pm_label}", f"Avg {pm_label}"], rows, sec.sim_note)
+            doc.table([head, f"Oriented {pm_label}", f"Cost {pm_label}", f"Avg {pm_label}"], rows)
+    doc.p("_" + " ".join(x for x in (
+        "Split 0, mean ± std over the ablation seeds. 'w/o latent communication' reads the capsules once "
+        "(no model-model exchange, no feedback); 'query-blind (H=0)' has no communication layer at all.",
+        _full_row_note(sec), sec.sim_note) if x) + "_")
     if "ablations" in sec.plots:
         doc.img(sec.plots["ablations"].name, "Removing one component at a time.")
     if "sensitivity" in sec.plots:
         doc.img(sec.plots["sensitivity"].name, "Communication depth H and number of capsules C.")
+
+
+def _full_row_note(sec: _Section) -> str:
+    """Whether the ablation's full row is the main table's LatentRouter, and why not when it is not."""
+    cfg = sec.output.meta.get("config", {})
+    if cfg.get("ablation_shared_fit"):
+        return ("The full row is one λ=0 fit judged in both settings (ablation_shared_fit), so its cost column "
+                "is not the main table's cost-aware LatentRouter; its oriented column is the same fit as the "
+                "main table's on split 0" + (" for the ablation seeds." if cfg.get("ablation_seeds") else "."))
+    if sec.output.meta.get("n_splits", 1) > 1:
+        return "The full row is the main table's LatentRouter on split 0 only (the main table averages splits)."
+    return "The full row is the main table's LatentRouter (same fits)."
 
 
 def _pool_changes(doc: Doc, sec: _Section) -> None:

@@ -48,6 +48,17 @@ def lookup(summary: pl.DataFrame, **where: str) -> tuple[float, float] | None:
     return float(f["mean"][0]), float(f["std"][0])
 
 
+def lookup_ci(summary: pl.DataFrame, **where: str) -> tuple[float, float] | None:
+    """(mean, 95% interval half-width) of a summary cell (the std when the frame has no ci95 column)."""
+    got = lookup(summary, **where)
+    if got is None or "ci95" not in summary.columns:
+        return got
+    f = summary
+    for k, v in where.items():
+        f = f.filter(pl.col(k) == v)
+    return got[0], float(f["ci95"][0]) if f["ci95"][0] is not None else float("nan")
+
+
 def rank_marks(values: dict[str, float], lower_better: bool) -> dict[str, str]:
     """Bold for the best and italic for the second-best non-oracle value (ties share the mark)."""
     finite = {k: v for k, v in values.items() if k != ORACLE and v is not None and not math.isnan(v)}
@@ -83,7 +94,7 @@ def table1_rows(output: EvalOutput) -> tuple[list[str], list[list[str]]]:
     for ci, (_, st, metric) in enumerate(cols):
         vals = {}
         for r in routers:
-            got = lookup(summary, router=r, setting=st, metric=metric)
+            got = lookup_ci(summary, router=r, setting=st, metric=metric)
             vals[r] = got[0] if got else float("nan")
             cells[(r, ci)] = fmt_pm(*got) if got else "–"
         for r, mark in rank_marks(vals, metric in LOWER_IS_BETTER).items():
@@ -107,7 +118,9 @@ def verdict_sentences(output: EvalOutput) -> list[str]:
         if f.height == 0:
             continue
         r = f.row(0, named=True)
-        lat, base = fmt_pm(r["latent_mean"], r["latent_std"]), fmt_pm(r["baseline_mean"], r["baseline_std"])
+        spread = "ci95" if "latent_ci95" in r else "std"  # the same ± as Table 1 (95% interval half-width)
+        lat = fmt_pm(r["latent_mean"], r[f"latent_{spread}"])
+        base = fmt_pm(r["baseline_mean"], r[f"baseline_{spread}"])
         p = fmt_p(r["p"])
         sig = ""
         if not math.isnan(r["p"]):

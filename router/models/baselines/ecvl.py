@@ -46,7 +46,7 @@ from router.models.baselines.common import (
 
 @dataclass
 class ECVLConfig:
-    """Transformer router sizes (lightweight, ~1-2M parameters as reported) and the MES map of lambda."""
+    """Transformer router sizes (a lightweight router, as the paper asks) and the MES map of lambda."""
 
     d_model: int = 64
     n_heads: int = 4
@@ -112,6 +112,7 @@ class ECVLRouter(FittedOnModels, Router):
         self.config = config or ECVLConfig()
         self._net: _ECVLNet | None = None
         self._use_img = False
+        self._memo: tuple[tuple[int, int, bytes], tuple[np.ndarray, np.ndarray]] | None = None
 
     def _tensors(self, data: RoutingData, rows: np.ndarray, dev: torch.device) -> tuple[torch.Tensor, ...]:
         t = self.config.max_tokens
@@ -162,6 +163,7 @@ class ECVLRouter(FittedOnModels, Router):
 
         train_loop(self._net, len(tr), lambda pos: bce(tr[pos.numpy()]), val_loss if len(va) else None,
                    cfg.train, seed)
+        self._memo = None
         return self
 
     @torch.no_grad()
@@ -177,8 +179,14 @@ class ECVLRouter(FittedOnModels, Router):
         return q, np.tile(self._c, (len(rows), 1))
 
     def scores(self, data: RoutingData, rows: np.ndarray, lam: float) -> np.ndarray:
-        """The MES rule as scores: cheapest model clearing ``MES(lam)``, else the best predicted model."""
-        q, c = self.predict(data, rows)
+        """The MES rule as scores: cheapest model clearing ``MES(lam)``, else the best predicted model.
+
+        The prediction is memoised per (data, rows) so a lambda sweep runs the transformer once."""
+        rows = np.asarray(rows)
+        key = (id(data), id(data.pooled), rows.tobytes())
+        if self._memo is None or self._memo[0] != key:
+            self._memo = (key, self.predict(data, rows))
+        q, c = self._memo[1]
         rel = c / (float(np.max(c)) + 1e-12) if c.size else c
         return np.where(q >= self.config.mes(lam), 2.0 - rel, q - 2.0)
 

@@ -218,7 +218,7 @@ class GraphRouter(Router):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
-            self.history_["train"].append(float(loss))
+            self.history_["train"].append(float(loss.detach()))
             if val_graph is None or (step + 1) % cfg.eval_every:
                 continue
             net.eval()

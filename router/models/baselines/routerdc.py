@@ -46,8 +46,9 @@ from router.models.baselines.common import (
 
 @dataclass
 class RouterDCConfig:
-    """RouterDC defaults from the paper / release: top-k = last-k = 3, t = 1 (cosine), H = 3 negatives,
-    sample-sample weight 1, N = 5 k-means clusters; the encoder is an MLP ``hidden`` -> ``dim``."""
+    """RouterDC defaults from its release script: top-k = last-k = 3, t = 1 (cosine), H = 3 negatives,
+    sample-sample (cluster) weight 1; ``n_clusters`` k-means clusters (5 here, tuned on validation by the
+    evaluation); the encoder is an MLP ``hidden`` -> ``dim``."""
 
     hidden: tuple[int, ...] = (256,)
     dim: int = 128

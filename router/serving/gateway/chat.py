@@ -120,7 +120,8 @@ def _fail(state: GatewayState, rec: Served, err: ApiError, status: str | None = 
     return err.response(headers=rec.headers())
 
 
-async def _ensure_service(state: GatewayState) -> None:
+async def ensure_service(state: GatewayState) -> None:
+    """Build the router on first use (worker thread, under the route lock)."""
     if state.service is None:
         async with state.route_lock:
             with anyio.CancelScope(shield=True):
@@ -202,7 +203,7 @@ async def chat_completions(request: Request) -> Response:
         req = await anyio.to_thread.run_sync(parse_chat, raw, state.limits, limiter=state.parse_threads)
         rec.requested_model, rec.stream, rec.has_image = req.model, req.stream, req.image is not None
         rec.prompt = req.question if state.cfg.log_prompts else None
-        await _ensure_service(state)
+        await ensure_service(state)
         try:
             plan = state.policies.resolve(req.model, req.extras, state.upstreams().ids())
         except PolicyError as exc:

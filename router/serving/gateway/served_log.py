@@ -141,3 +141,45 @@ class ServedLog:
                 self.last_error = None
             except Exception as exc:  # a full disk must not take the gateway down; rows are kept
                 self.last_error = f"{type(exc).__name__}: {exc}"
+
+
+# ------------------------------------------------------------------------------------- production traces
+
+PRODUCTION_DIR = "production_traces"
+PRODUCTION_RUN_ID = "production"
+
+
+def production_traces(labelled: pl.DataFrame) -> pl.DataFrame:
+    """Labelled served rows in the ``outcome_traces`` contract (TRACES columns first), marked as production:
+    ``run_id`` = ``source`` = "production", ``query_id`` = "production:<request id>", quality = the label."""
+    from warehouse.schemas import TRACES
+
+    df = labelled.filter(pl.col("label").is_not_null() & pl.col("chosen_model").is_not_null())
+    out = df.select(
+        ("production:" + pl.col("request_id")).alias("query_id"), pl.col("chosen_model").alias("model_id"),
+        (pl.col("fallbacks") + 1).cast(pl.Int32).alias("attempt"), pl.lit("").alias("prediction"),
+        pl.col("label").alias("quality"), (pl.col("label") >= 0.5).alias("correct"), "prompt_tokens",
+        "completion_tokens", pl.lit(None, pl.Int64).alias("image_tokens"),
+        pl.col("realised_cost_usd").alias("cost_usd"), pl.col("upstream_ms").alias("latency_ms"),
+        pl.lit("ok").alias("status"), pl.lit("").alias("error"), pl.col("labelled_at").alias("collected_at"),
+        pl.lit("").alias("model_digest"), pl.lit(PRODUCTION_RUN_ID).alias("run_id"),
+        pl.lit(PRODUCTION_RUN_ID).alias("source"), "request_id", "policy", "lambda", "predicted_quality",
+        "expected_cost_usd", "has_image", "label_source")
+    return conform(out, TRACES, "traces")
+
+
+def write_production_traces(root: Path, traces: pl.DataFrame, key: str) -> Path:
+    """One part file per sensor batch, named by ``key`` (the batch's first label time), so a retried tick
+    rewrites its own file instead of adding a duplicate."""
+    safe = "".join(ch if ch.isalnum() else "-" for ch in key)
+    return atomic_write_parquet(traces, Path(root) / PRODUCTION_DIR / f"part-{safe}.parquet")
+
+
+def read_production_traces(root: Path) -> pl.DataFrame:
+    from warehouse.schemas import TRACES
+
+    frames = [pl.read_parquet(p) for p in _parts(Path(root) / PRODUCTION_DIR)]
+    if not frames:
+        return pl.DataFrame(schema=TRACES)
+    return conform(pl.concat(frames, how="diagonal_relaxed"), TRACES, "traces").unique(
+        ["query_id", "collected_at"], keep="last", maintain_order=True)

@@ -1,0 +1,175 @@
+"""What the Dagster UI shows a newcomer: the evaluation report's plots and main table on its latest
+materialization, typed tables with rounded numbers, a description on every check.
+
+The browser test starts ``dagster-webserver`` on loopback on a small materialized warehouse and drives
+Debian's chromium (``apt-get install chromium``) headless through Playwright (``pip install playwright``; no
+browser download: ``executable_path`` is the system chromium). It skips, saying which, when either is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tests.conftest import TINY_QUERIES, TINY_ROUTER
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+EVAL_CONFIG = {"preset": "quick", "seeds": [0, 1], "experiments": ["main_table", "frontier", "task_groups"]}
+
+
+def browser_missing() -> str | None:
+    """Why the browser test cannot run here, or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install -e '.[dev]')"
+    if not CHROMIUM.exists():
+        return f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def ui_instance(tmp_path_factory):
+    """(home, dagster_home, instance): the graph through evaluation_report on a persistent instance."""
+    from dagster._core.instance.ref import InstanceRef
+
+    from pipelines.definitions import defs, materialize
+
+    root = tmp_path_factory.mktemp("ui")
+    home, dh = root / "home", root / "dagster_home"
+    (dh / ".nux").mkdir(parents=True)
+    (dh / ".nux" / "nux.yaml").write_text("seen: 1\n")  # no "Join the Dagster community" dialog over the page
+    (dh / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # runs under dagster_home/{history,storage}
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LROUTER_HOME", str(home))
+    mp.delenv("LROUTER_REGISTRY", raising=False)
+    mp.delenv("OLLAMA_HOST", raising=False)
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dh)))
+
+    def mat(names: list[str], **kw) -> None:
+        assert materialize(names, instance=instance, resources=defs.resources, **kw).success, names
+
+    mat(["benchmark_queries", "candidate_models", "data_splits"],
+        run_config={"ops": {"benchmark_queries": {"config": {"n_queries": TINY_QUERIES, "seed": 3}}}})
+    for m in instance.get_dynamic_partitions("models"):
+        mat(["outcome_traces"], partition_key=m)
+    mat(["warehouse_views", "query_features", "capability_profiles", "latent_router"],
+        run_config={"ops": {"latent_router": {"config": TINY_ROUTER}}})
+    mat(["evaluation_report"], run_config={"ops": {"evaluation_report": {"config": EVAL_CONFIG}}})
+    yield home, dh, instance
+    instance.dispose()
+    mp.undo()
+
+
+def _latest(instance: dg.DagsterInstance, asset: str) -> dict:
+    rec = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records[0]
+    return rec.asset_materialization.metadata
+
+
+def test_every_asset_check_has_a_description() -> None:
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = list(graph.asset_check_keys)
+    assert keys
+    assert [k.to_user_string() for k in keys if not (graph.get_check_spec(k).description or "").strip()] == []
+
+
+def test_tables_are_typed_with_rounded_numbers_and_plots_are_embedded(ui_instance) -> None:
+    _, _, instance = ui_instance
+    for asset in ("candidate_models", "warehouse_views", "data_splits", "capability_profiles", "latent_router",
+                  "evaluation_report"):
+        for key, value in _latest(instance, asset).items():
+            if isinstance(value, dg.TableMetadataValue):
+                for record in value.records:
+                    for cell in record.data.values():
+                        if isinstance(cell, float) and cell == cell:
+                            assert float(f"{cell:.4g}") == cell, (asset, key, cell)
+    report = _latest(instance, "evaluation_report")
+    assert isinstance(report["main_table"], dg.TableMetadataValue)
+    assert report["main_table"].records[0].data["Router"] == "Oracle"
+    assert not any("*" in str(v) for r in report["main_table"].records for v in r.data.values())
+    assert report["plots"].value.count("](data:image/png;base64,") >= 2  # frontier, task groups
+    router = _latest(instance, "latent_router")
+    assert "data:image/png;base64," in router["training_curve_plot"].value
+    assert isinstance(router["training_curve"], dg.TableMetadataValue)
+    built = _latest(instance, "capability_profiles")["built_from"].value
+    assert "calibration" in built and "{" not in built  # a short list, not the stored JSON
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def webserver(ui_instance):
+    """The UI on loopback over the materialized instance; its URL."""
+    why = browser_missing()
+    if why:
+        pytest.skip(why)
+    home, dh, _ = ui_instance
+    port = _free_port()
+    exe = shutil.which("dagster-webserver", path=str(Path(sys.executable).parent)) or "dagster-webserver"
+    env = {**os.environ, "DAGSTER_HOME": str(dh), "LROUTER_HOME": str(home), "DAGSTER_DISABLE_TELEMETRY": "1"}
+    log = (dh / "webserver.log").open("w")
+    proc = subprocess.Popen([exe, "-m", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)], cwd=dh,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (dh / "webserver.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{url}/server_info", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("dagster-webserver did not answer in 90 s:\n" + (dh / "webserver.log").read_text()[-3000:])
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_evaluation_report_shows_its_main_table_and_plots_in_the_browser(webserver: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.set_default_timeout(60_000)
+            page.goto(f"{webserver}/assets/evaluation_report", wait_until="domcontentloaded")
+            # the latest materialization's metadata: the main table is a real table, its first row the Oracle
+            main = page.locator("tr", has=page.locator("td", has_text="main_table")).first
+            expect(main).to_be_visible()
+            expect(main.locator("table").first).to_contain_text("Oracle")
+            expect(main.locator("table").first).to_contain_text("LatentRouter")
+            expect(main).to_contain_text("Oriented: Accuracy")
+            # the plots open from their row and are decoded images, not broken links
+            plots = page.locator("tr", has=page.locator("td", has_text="plots")).first
+            plots.get_by_text("[Show Markdown]").click()
+            img = page.locator("img[src^='data:image/png;base64,']").first
+            expect(img).to_be_visible()
+            page.wait_for_function("() => { const i = document.querySelector(\"img[src^='data:image/png']\");"
+                                   " return i && i.complete && i.naturalWidth > 100; }")
+        finally:
+            browser.close()
