@@ -106,8 +106,10 @@ def run_summary(result: dg.ExecuteInProcessResult) -> str:
 def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None = None,
               log: Callable[[str], None] = print) -> list[StageRun]:
     """Launch one stage's job(s) in-process; raises :class:`StageFailed` naming the failed run."""
-    if not sys.stderr.isatty():  # transformers' "Loading weights" bar: read once, when it is first imported
+    if not sys.stderr.isatty():  # no progress bars in a log file: libraries' bars (transformers' "Loading
+        # weights", GGUF conversion) read these once, when tqdm / huggingface_hub are first imported
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
     from pipelines.definitions import defs
 
     opts = opts or RunOptions()
