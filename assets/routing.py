@@ -12,17 +12,19 @@ from assets.features import query_features
 from assets.resources import WarehouseResource
 from router.data.warehouse_inputs import routing_data, strongest_on
 from router.evaluation.decisions import decision_rows, merge_decisions
+from router.evaluation.deploy import LATENT, DeployConfig, choose, fit_baselines, load_deployed_baseline, \
+    save_deployment, validation_table
 from router.models.latent_router.model import LatentRouterConfig
 from router.training.artifacts import latest_checkpoint_dir, new_checkpoint_dir, publish
 from router.training.checkpoint import load_checkpoint, meta_from_data, save_checkpoint
-from router.training.trainer import TrainConfig, predict, train_latent_router
+from router.training.trainer import LatentRouterRouter, TrainConfig, predict, train_latent_router
 
 GROUP = "routing"
 DEPLOYED = "LatentRouter (deployed)"
 
 
 LatentRouterTrainConfig = config_from(
-    "LatentRouterTrainConfig", LatentRouterConfig, TrainConfig,
+    "LatentRouterTrainConfig", LatentRouterConfig, TrainConfig, DeployConfig,
     exclude=("lam",),  # the asset trains cost-aware: lambda is drawn per batch from lam_choices
     defaults={"lam_choices": (0.0, 0.1, 0.3, 1.0)},  # one router serves the whole lambda sweep
     doc="Hyper-parameters of the paper (section 2.3, appendix A): every field of ``LatentRouterConfig`` and "
@@ -55,11 +57,32 @@ def latent_router(context: dg.AssetExecutionContext, config: LatentRouterTrainCo
                           train_config={k: v for k, v in tc.__dict__.items()},
                           features_dir=str(wh.features_dir / "current"))
     save_checkpoint(result.model, result.model_cfg, meta, ckpt)
+    # which router to deploy: LatentRouter or a baseline, by validation utility at deploy_lambda (no test rows)
+    dc = config.build(DeployConfig)
+    latent = LatentRouterRouter(result.model_cfg, tc, name=LATENT)
+    latent.model, latent.result = result.model, result
+    fitted: dict = {LATENT: latent}
+    t1 = time.perf_counter()
+    if dc.deploy_select and len(data.idx("val")):
+        fitted.update(fit_baselines(data, [n for n in dc.deploy_candidates if n != LATENT], seed=tc.seed))
+    val_table = validation_table(fitted, data, dc.deploy_lambda)
+    chosen = choose(val_table)
+    save_deployment(ckpt, chosen, dc.deploy_lambda, val_table, fitted.get(chosen) if chosen != LATENT else None)
+    select_s = time.perf_counter() - t1
+    if chosen != LATENT:
+        context.log.warning(f"deployed router: {chosen} (validation utility {val_table[0]['val_utility']:.4f} at "
+                            f"lambda {dc.deploy_lambda} beats LatentRouter's "
+                            f"{next(r['val_utility'] for r in val_table if r['router'] == LATENT):.4f}); "
+                            "routing, serving and current_pool_routing use it")
+    else:
+        context.log.info(f"deployed router: LatentRouter (best validation utility at lambda {dc.deploy_lambda})")
     publish(wh, ckpt)
     curve = pl.DataFrame({
         "epoch": [h.epoch + 1 for h in result.history],
         "train_loss": [h.train_loss for h in result.history],
         "val_utility": [h.val_utility for h in result.history],
+        **({"val_loss": [getattr(h, "val_loss", float("nan")) for h in result.history]}
+           if any(hasattr(h, "val_loss") for h in result.history) else {}),
         "seconds": [h.seconds for h in result.history],
     })
     return dg.MaterializeResult(metadata={
@@ -68,6 +91,10 @@ def latent_router(context: dg.AssetExecutionContext, config: LatentRouterTrainCo
         "val_utility": rounded(result.best_val_utility),
         "seconds_per_epoch": rounded(float(np.mean([h.seconds for h in result.history])), 3),
         "train_seconds": rounded(train_s, 3),
+        "deployed_router": chosen,
+        "deploy_lambda": dc.deploy_lambda,
+        "deploy_selection_seconds": rounded(select_s, 3),
+        "deploy_validation": table_value(pl.DataFrame(val_table)),
         "test_quality_lambda0": rounded(test_quality),
         "strongest_model": strongest,
         "strongest_test_quality": rounded(test_strongest),
@@ -123,11 +150,19 @@ def current_pool_routing(context: dg.AssetExecutionContext, config: PoolRoutingC
     data = routing_data(inputs)
     test = data.idx("test")
     trained_on = set(meta.get("model_ids", []))
+    deployed, baseline, _doc = load_deployed_baseline(ckpt)
+    if baseline is not None and list(getattr(baseline, "_model_ids", None) or data.model_ids) != list(data.model_ids):
+        context.log.warning(f"deployed router {deployed} was fitted on another pool; scoring with LatentRouter")
+        baseline = None
+    serving = deployed if baseline is not None else LATENT
     seed = (meta.get("train_config") or {}).get("seed")
     frames = []
     shares = []
     for lam in config.lambdas:
-        _, _, score = predict(model, data, test, lam)
+        if baseline is not None:
+            score = np.where(data.avail[test], np.asarray(baseline.scores(data, test, lam), np.float64), -np.inf)
+        else:
+            _, _, score = predict(model, data, test, lam)
         frame = decision_rows(data, test, score, router=DEPLOYED, lam=lam, pool="current", run_id=context.run_id,
                               seed=seed)
         frames.append(frame)
@@ -142,6 +177,7 @@ def current_pool_routing(context: dg.AssetExecutionContext, config: PoolRoutingC
     q0 = float(np.mean(frames[0]["quality"].to_numpy()))
     return dg.MaterializeResult(metadata={
         "checkpoint": ckpt.name,
+        "deployed_router": serving,
         "models_scored": data.k,
         "models_new_since_training": ", ".join(new_models) or "none",
         "test_quality_lambda0": rounded(q0),

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.cli import project_instance
+from pipelines.cli.common import project_instance
 from pipelines.runner import RunOptions, StageFailed, run_stage
 from warehouse.store import lrouter_home
 

@@ -45,7 +45,7 @@ def run_import(args, wh: Warehouse, home: Path) -> int:
     from collectors.importing import import_benchmark, import_long
     from collectors.importing.ingest import apply_import
     from collectors.importing.validation import ImportValidationError
-    from pipelines.cli import _registry_path
+    from pipelines.cli.common import _registry_path
 
     side = [c for c in (args.side_features or "").split(",") if c]
     kw = import_kwargs(args.kind, args.images, args.queries, args.benchmark, args.on_error, side)

@@ -130,7 +130,7 @@ def _score(state: _State, kwargs: dict[str, Any]) -> dict[str, Any]:
     service = state.get()
     ranked = service.route(**kwargs)  # re-reads the warehouse first; a failed re-read keeps the held snapshot
     return {"ranked": ranked, "chosen_model": ranked[0]["model_id"] if ranked else None,
-            "checkpoint": service.checkpoint.name, **_refresh_note(service)}
+            "checkpoint": service.checkpoint.name, "router": service.deployment["serving"], **_refresh_note(service)}
 
 
 def _health(state: _State, refresh: bool) -> dict[str, Any]:
@@ -141,6 +141,7 @@ def _health(state: _State, refresh: bool) -> dict[str, Any]:
     note = _refresh_note(service)
     out = {"status": "degraded" if note else "ok", "degraded": bool(note), "refresh_error": None,
            "checkpoint": service.checkpoint.name, "models": list(service.data.model_ids),
+           "router": service.deployment["serving"], "deployment": service.deployment,
            "limits": state.limits.as_dict()}
     out.update(note)
     if not refresh:

@@ -11,6 +11,7 @@ cost scale), so it costs an encoder pass and one router forward, not a rebuild.
 from __future__ import annotations
 
 import io
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from PIL import Image
 from router.data.build import build_routing_data_and_normalisers, expected_cost_usd
 from router.data.routing_data import RoutingData
 from router.data.warehouse_inputs import FEATURES_DIR, WarehouseInputs, load_inputs
+from router.evaluation.deploy import LATENT, load_deployed_baseline
 from router.features.config import FeatureConfig
 from router.features.encoders import load_encoders
 from router.features.extract import encode_single
@@ -32,6 +34,7 @@ from router.training.trainer import predict
 from warehouse.store import Warehouse, lrouter_home
 
 REQUEST_ID = "__request__"
+logger = logging.getLogger("lrouter.serving")
 RETRY_FAILED_BUILD_S = 10.0  # a rebuild that failed on the same files is retried at most this often
 
 
@@ -86,6 +89,17 @@ class RouterService:
         # the warehouse's rows (model tokens' features) and the normalisers they were built with
         data, norms = build_routing_data_and_normalisers(inp.queries, inp.traces, inp.splits, inp.profiles,
                                                          inp.features, inp.models)
+        # the deployed router (deployed.json): a baseline that won validation, else this LatentRouter; a baseline
+        # fitted on another pool than the registry's cannot score it, so the LatentRouter serves instead
+        name, baseline, doc = load_deployed_baseline(ckpt)
+        self.deployment: dict = {"deployed": name, "serving": LATENT if baseline is None else name,
+                                 "lambda": doc.get("lambda"), "note": None}
+        if baseline is not None and list(getattr(baseline, "_model_ids", None) or data.model_ids) != list(data.model_ids):
+            self.deployment.update(serving=LATENT, note=f"{name} was fitted on another model pool; serving "
+                                                        "LatentRouter (capability tokens) until the next training")
+            logger.warning("deployed router %s: %s", name, self.deployment["note"])
+            baseline = None
+        self.baseline = baseline
         self.checkpoint, self.model, self.cfg, self.meta = ckpt, model, cfg, meta
         self.inputs: WarehouseInputs = inp
         self.data, self.norms = data, norms
@@ -174,6 +188,17 @@ class RouterService:
             exp_cost=self._expected_cost(image is not None, tg)[None], split=np.array(["test"], dtype=object),
             task_group=np.array([tg], dtype=object), dataset=np.array([ds], dtype=object), latency_ms=None)
 
+    def predict_rows(self, data: RoutingData, rows: np.ndarray, lam: float,
+                     avail: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(quality, uncertainty, utility) [len(rows), K] of the DEPLOYED router (deployed.json); a baseline has
+        no uncertainty (0) and ranks by its own ``scores``; unavailable models get utility -inf."""
+        mask = data.avail[rows] if avail is None else np.asarray(avail, dtype=bool)
+        if self.baseline is None:
+            return predict(self.model, data, rows, lam, avail=mask)
+        q, _ = self.baseline.predict(data, rows)
+        score = np.where(mask, np.asarray(self.baseline.scores(data, rows, lam), dtype=np.float64), -np.inf)
+        return np.asarray(q, dtype=np.float64), np.zeros_like(score), score
+
     def warm_up(self) -> None:
         """Route one synthetic image+question so the encoders' weights are loaded before real traffic."""
         self.route(Image.new("RGB", (64, 64), (128, 128, 128)), "warm up")
@@ -200,7 +225,7 @@ class RouterService:
             self.refresh(strict=False)  # a failed re-read answers from the held snapshot (see refresh_error)
         req = self.request_data(img, question, pool, task_group, dataset)
         with torch_threads(1):  # one request: a second thread costs more in sync than it saves (bench/router.py)
-            mu, sigma, score = predict(self.model, req, np.array([0]), lam, avail=req.avail)
+            mu, sigma, score = self.predict_rows(req, np.array([0]), lam, req.avail)
         out = []
         for j, m in enumerate(req.model_ids):
             if not req.avail[0, j]:

@@ -106,7 +106,7 @@ def test_lineage_names_an_unknown_table_and_a_missing_dagster_home(elsewhere: Pa
 def test_lineage_without_dagster_home_reads_the_project_instance_from_any_folder(elsewhere: Path, tmp_path: Path) -> None:
     """`ensure_dagster_home` picks the repository's dagster.yaml, whose storage paths are relative: they are
     taken from the repository, not the working directory (which stays empty)."""
-    from pipelines.cli import _rebased_storage
+    from pipelines.cli.common import _rebased_storage
 
     rebased = _rebased_storage(REPO)
     assert rebased["storage"]["sqlite"]["base_dir"].startswith(str(REPO))

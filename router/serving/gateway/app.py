@@ -61,7 +61,8 @@ async def _health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "starting", "error": "the router is not built yet"}, status_code=503)
     log = state.log
     return JSONResponse({
-        "status": "ok", "checkpoint": svc.checkpoint.name, "routable_models": state.routable(),
+        "status": "ok", "checkpoint": svc.checkpoint.name, "router": svc.deployment["serving"],
+        "routable_models": state.routable(),
         "upstream_models": state.upstreams().ids(), "policies": sorted(state.policies.policies()),
         "policy_file_error": state.policies.load_error, "degraded": bool(svc.refresh_error),
         "refresh_error": svc.refresh_error, "served_rows_written": log.written if log else None,

@@ -18,7 +18,6 @@ import numpy as np
 from router.serving.gateway.policies import Policy
 from router.serving.service import RouterService
 from router.threads import torch_threads
-from router.training.trainer import predict
 
 LAMBDA_CEILING = 1e3  # the gateway's MAX_LAMBDA: past this only cost matters
 
@@ -60,7 +59,7 @@ class Calibrator:
         if lam not in self._memo:
             d, rows = self.data, self.rows
             with torch_threads(1):
-                mu, _, score = predict(self.service.model, d, rows, lam, avail=self.mask)
+                mu, _, score = self.service.predict_rows(d, rows, lam, self.mask)  # the deployed router
             pick = np.argmax(score, axis=1)
             cost = d.exp_cost[rows, pick] * self.service.norms.cost_scale
             real = np.where(d.avail[rows, pick], d.quality[rows, pick], np.nan)

@@ -1,0 +1,169 @@
+"""Subcommands that serve: route one request, the decision server, the gateway, calibration, the
+simulated and local model servers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pipelines.cli.common import CliError, _one_line, _warehouse, require_warehouse
+
+
+def cmd_sim_serve(args) -> int:
+    from collectors.simulator.server import serve_forever
+
+    serve_forever(port=args.port, host=args.host, answer_key=Path(args.answer_key) if args.answer_key else None,
+                  time_scale=args.time_scale, seed=args.seed, include_held_out=args.include_held_out)
+    return 0
+
+
+def cmd_local_serve(args) -> int:
+    from collectors.local.server import serve_forever
+    from warehouse.store import lrouter_home
+
+    root = Path(args.capture_dir) if args.capture_dir else lrouter_home() / "warehouse" / "features" / "hidden_states"
+    serve_forever(port=args.port, host=args.host, capture_root=None if args.no_capture else root)
+    return 0
+
+
+def check_route_request(image: str, question: str) -> None:
+    """Refuse a mistyped path, a file that is no image or an empty question before the router loads (seconds)."""
+    from PIL import Image
+
+    if not question.strip():
+        raise CliError("the question is empty; pass --question \"What does the sign say?\"")
+    path = Path(image)
+    if not path.is_file():
+        raise CliError(f"no image file at {path}" + (" (it is a folder)" if path.is_dir() else "")
+                       + "; check --image")
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as exc:
+        raise CliError(f"{path} is not an image PIL can read ({type(exc).__name__}); pass a PNG or JPEG "
+                       "with --image") from exc
+
+
+def cmd_route(args) -> int:
+    from router.serving.service import load_router
+
+    check_route_request(args.image, args.question)
+    home = _warehouse(args)[1]
+    require_warehouse(home)
+    pool = [p for p in args.pool.split(",") if p] if args.pool else None
+    try:
+        router = load_router(home=home)
+        ranked = router.route(args.image, args.question, pool=pool, lam=args.lam)
+    except (FileNotFoundError, ValueError) as exc:  # no trained router yet, unknown pool model, bad image
+        raise CliError(_one_line(exc).removeprefix("[Errno 2] "), code=1) from exc
+    if args.format == "json":
+        print(json.dumps(ranked, indent=2))
+    else:
+        print(f"{'rank':<5}{'model':<28}{'quality':>9}{'sigma':>8}{'cost_usd':>12}{'utility':>9}")
+        for i, r in enumerate(ranked, 1):
+            print(f"{i:<5}{r['model_id']:<28}{r['quality']:>9.3f}{r['uncertainty']:>8.3f}"
+                  f"{r['cost_usd']:>12.2e}{r['utility']:>9.3f}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from router.serving.http import make_server
+    from router.serving.limits import limits_from_args, run_server
+    from router.serving.service import load_router
+
+    try:
+        limits = limits_from_args(args)  # checked before the (slow) service build
+    except ValueError as exc:
+        print(f"lrouter serve: {exc}", file=sys.stderr)
+        return 2
+    service = load_router(home=_warehouse(args)[1])
+    service.warm_up()  # load the encoders now, not on the first request
+    server = make_server(service, host=args.host, port=args.port, limits=limits)
+
+    def started(port: int) -> None:
+        print(f"routing on http://{args.host}:{port}  (POST /route, GET /health); checkpoint "
+              f"{service.checkpoint.name}; models: {', '.join(service.data.model_ids)}", flush=True)
+
+    try:
+        run_server(server, started)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_gateway(args) -> int:
+    """The OpenAI-compatible gateway; sim models are served by an embedded simulator on loopback."""
+    from contextlib import ExitStack
+
+    from router.serving.gateway.app import make_gateway_app, make_gateway_server
+    from router.serving.gateway.config import GatewayConfig, upstreams_from_models
+    from router.serving.limits import limits_from_args, run_server
+    from router.serving.service import load_router
+
+    try:
+        limits = limits_from_args(args)
+        cfg = GatewayConfig(default_lambda=args.lam, max_fallbacks=args.max_fallbacks,
+                            first_byte_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts)
+    except ValueError as exc:
+        print(f"lrouter gateway: {exc}", file=sys.stderr)
+        return 2
+    wh, home = _warehouse(args)
+    service = load_router(home=home)
+    service.warm_up()
+    with ExitStack() as stack:
+        sim_url = None
+        models = service.inputs.models
+        if args.embedded_sim and any(r["backend"] == "sim" and not r["endpoint"] for r in models.iter_rows(named=True)):
+            from collectors.simulator.server import SimServer
+            from collectors.simulator.specs import ALL_MODELS
+
+            key = wh.table_path("queries") if wh.has_table("queries") else None
+            sim = stack.enter_context(SimServer(answer_key=key, models=list(ALL_MODELS.values()),
+                                                time_scale=args.sim_time_scale))
+            sim_url = sim.url
+        app = make_gateway_app(service, lambda m: upstreams_from_models(m, sim_url), home=home, cfg=cfg,
+                               limits=limits)
+        server = make_gateway_server(app, host=args.host, port=args.port, limits=limits)
+
+        def started(port: int) -> None:
+            state = app.state.gateway
+            print(f"OpenAI-compatible gateway on http://{args.host}:{port}/v1 (model: lrouter, lrouter:<lambda>, "
+                  f"{', '.join(sorted(state.policies.policies()))} or a model id); routable: "
+                  f"{', '.join(state.routable())}{'; sim models via the embedded simulator' if sim_url else ''}",
+                  flush=True)
+
+        try:
+            run_server(server, started)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from router.serving.gateway.calibrate import calibrate_policy
+    from router.serving.gateway.policies import POLICY_FILE, save_policy
+    from router.serving.service import load_router
+
+    home = _warehouse(args)[1]
+    models = [m for m in args.models.split(",") if m] if args.models else None
+    try:
+        service = load_router(home=home)
+        name = args.name or (f"budget-{args.target_cost_usd:g}" if args.target_cost_usd is not None
+                             else f"strong-share-{args.target_strong_share:g}")
+        policy = calibrate_policy(service, name, args.target_cost_usd, args.target_strong_share, models)
+        save_policy(home / POLICY_FILE, policy)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"lrouter calibrate: {exc}", file=sys.stderr)
+        return 2
+    c = policy.calibration
+    print(f"policy {policy.name!r}: lambda {policy.lam:.4g} on {c['n_val']} validation queries, "
+          f"{len(policy.models or service.data.model_ids)} models")
+    print(f"  expected cost {c['expected_cost_usd']:.3e} USD/request (target {c['target_cost_usd']}; at lambda 0: "
+          f"{c['at_lambda_0']['expected_cost_usd']:.3e})")
+    real = c["realised_val_quality"]
+    print(f"  expected quality {c['expected_quality']:.3f} (validation traces of the picks: "
+          f"{'n/a' if real is None else f'{real:.3f}'}; at lambda 0: {c['at_lambda_0']['expected_quality']:.3f})")
+    print(f"  share sent to the strongest model {c['strongest_model']}: {c['strong_share']:.1%}")
+    print(f"  stored in {home / POLICY_FILE}; use it as model={policy.name!r}")
+    return 0

@@ -1,0 +1,202 @@
+"""Choosing the deployed router on validation utility: the selection itself, and the pipeline both ways (a
+baseline wins validation -> it is persisted, named in deployed.json and the asset metadata, and served by
+RouterService and current_pool_routing; LatentRouter wins -> it stays deployed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from router.data.routing_data import RoutingData
+from router.evaluation.deploy import (
+    DEPLOY_FILE,
+    LATENT,
+    DeployConfig,
+    choose,
+    load_deployed_baseline,
+    read_deployment,
+    save_deployment,
+    validation_table,
+    validation_utility,
+)
+from router.models.base import Router
+from router.models.baselines import BASELINES
+from router.models.baselines.common import FittedOnModels
+
+
+class _Fixed(Router):
+    """Always model ``j``."""
+
+    def __init__(self, j: int) -> None:
+        self.j = j
+
+    def fit(self, data, seed=0):
+        return self
+
+    def predict(self, data, rows):
+        q = np.zeros((len(rows), data.k))
+        q[:, self.j] = 1.0
+        return q, np.zeros_like(q)
+
+
+class AntiOracle(FittedOnModels, Router):
+    """Test stand-in that is certain to LOSE validation: picks the available model with the worst outcome."""
+
+    name = "anti_oracle"
+    learned = False
+
+    def fit(self, data, seed=0):
+        self._remember(data)
+        return self
+
+    def predict(self, data, rows):
+        self._check(data)
+        return 1.0 - data.quality[rows].astype(np.float64), np.zeros((len(rows), data.k))
+
+
+class ValOracle(FittedOnModels, Router):
+    """Test stand-in that is certain to WIN validation: the realised outcomes (a baseline that wins)."""
+
+    name = "val_oracle"
+    learned = False
+
+    def fit(self, data, seed=0):
+        self._remember(data)
+        return self
+
+    def predict(self, data, rows):
+        self._check(data)
+        return data.quality[rows].astype(np.float64), np.zeros((len(rows), data.k))
+
+
+def _tiny(n: int = 30, k: int = 3) -> RoutingData:
+    rng = np.random.default_rng(0)
+    quality = np.zeros((n, k), np.float32)
+    quality[:, 1] = 1.0  # model 1 is always right
+    cost = rng.uniform(0.1, 1.0, (n, k)).astype(np.float32)
+    split = np.array(["train"] * 20 + ["val"] * 5 + ["test"] * 5, dtype=object)
+
+    class D:  # the few fields validation_utility / validation_table read
+        pass
+
+    d = D()
+    d.quality, d.cost, d.avail, d.k = quality, cost, np.ones((n, k), bool), k
+    d.idx = lambda s: np.flatnonzero(split == s)
+    return d  # type: ignore[return-value]
+
+
+def test_validation_utility_and_choice_on_val_rows_only():
+    d = _tiny()
+    good, bad = _Fixed(1), _Fixed(0)
+    assert validation_utility(good, d, 0.0) == pytest.approx(1.0)
+    assert validation_utility(bad, d, 0.0) == pytest.approx(0.0)
+    table = validation_table({LATENT: bad, "KMeansRouter": good}, d, 0.0)
+    assert [r["router"] for r in table] == ["KMeansRouter", LATENT]
+    assert choose(table) == "KMeansRouter"
+    assert all(r["n_val"] == 5 for r in table)
+    # ties go to LatentRouter
+    assert choose(validation_table({"KNNRouter": good, LATENT: _Fixed(1)}, d, 0.0)) == LATENT
+    # cost enters at lambda > 0
+    u = validation_utility(good, d, 0.5)
+    assert u == pytest.approx(1.0 - 0.5 * d.cost[d.idx("val"), 1].mean())
+
+
+def test_deployment_files_round_trip(tmp_path):
+    assert read_deployment(tmp_path) == {"deployed": LATENT}
+    save_deployment(tmp_path, LATENT, 0.1, [{"router": LATENT, "val_utility": float("nan")}])
+    assert load_deployed_baseline(tmp_path)[:2] == (LATENT, None)
+    d = _tiny()
+    r = ValOracle().fit(type("X", (), {"model_ids": ["a", "b", "c"]})())  # remembers the pool
+    save_deployment(tmp_path, "val_oracle", 0.0, [{"router": "val_oracle", "val_utility": 1.0}], r)
+    name, loaded, doc = load_deployed_baseline(tmp_path)
+    assert name == "val_oracle" and isinstance(loaded, ValOracle) and doc["model_ids"] == ["a", "b", "c"]
+    assert json.loads((tmp_path / DEPLOY_FILE).read_text())["validation"][0]["val_utility"] == 1.0
+    with pytest.raises(ValueError, match="needs|needed"):
+        save_deployment(tmp_path, "KNNRouter", 0.0, [], None)
+    assert d.k == 3
+    with pytest.raises(ValueError, match="deploy_lambda"):
+        DeployConfig(deploy_lambda=float("nan"))
+
+
+# ------------------------------------------------------------------------------------------- the pipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_pipeline):
+    return tiny_pipeline
+
+
+def _materialize(pipeline, mp, candidates, lam=0.0):
+    from pipelines.definitions import materialize
+    from tests.conftest import TINY_ROUTER
+
+    home, instance, defs = pipeline
+    mp.setitem(BASELINES, "anti_oracle", AntiOracle)
+    mp.setitem(BASELINES, "val_oracle", ValOracle)
+    cfg = {**TINY_ROUTER, "deploy_candidates": list(candidates), "deploy_lambda": lam}
+    r = materialize(["latent_router", "current_pool_routing"], instance=instance, resources=defs.resources,
+                    run_config={"ops": {"latent_router": {"config": cfg}}})
+    assert r.success
+    mats = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in r.get_asset_materialization_events()}
+    logs = [e.message for e in instance.all_logs(r.run_id) if e.message]
+    return home, mats, logs
+
+
+def _service(home):
+    from router.serving.service import RouterService
+    from warehouse.store import Warehouse
+
+    return RouterService(Warehouse(home / "warehouse"), auto_refresh=False)
+
+
+def test_baseline_that_wins_validation_is_deployed_and_served(pipeline, monkeypatch):
+    from router.training.artifacts import latest_checkpoint_dir
+    from warehouse.store import Warehouse
+
+    home, mats, logs = _materialize(pipeline, monkeypatch, ["val_oracle", "anti_oracle"])
+    meta = mats["latent_router"]
+    assert meta["deployed_router"].value == "val_oracle"
+    val = meta["deploy_validation"]
+    assert val is not None
+    assert any("deployed router: val_oracle" in m for m in logs)
+    ckpt = latest_checkpoint_dir(Warehouse(home / "warehouse"))
+    doc = json.loads((ckpt / DEPLOY_FILE).read_text())
+    assert doc["deployed"] == "val_oracle" and (ckpt / "baseline.joblib").is_file()
+    assert {r["router"] for r in doc["validation"]} == {LATENT, "val_oracle", "anti_oracle"}
+    assert mats["current_pool_routing"]["deployed_router"].value == "val_oracle"
+    svc = _service(home)
+    assert svc.deployment["serving"] == "val_oracle" and svc.baseline is not None
+    rows = svc.data.idx("val")
+    mu, sigma, score = svc.predict_rows(svc.data, rows, 0.0)
+    np.testing.assert_allclose(mu, svc.data.quality[rows])  # the baseline's predictions, not LatentRouter's
+    assert np.all(sigma == 0)
+    from PIL import Image
+
+    ranked = svc.route(Image.new("RGB", (32, 32), (200, 10, 10)), "What colour is this?", lam=0.1)
+    assert len(ranked) == svc.data.k and {"model_id", "quality", "utility"} <= set(ranked[0])
+
+
+def test_latent_router_stays_deployed_when_it_wins(pipeline, monkeypatch):
+    home, mats, logs = _materialize(pipeline, monkeypatch, ["anti_oracle"])
+    assert mats["latent_router"]["deployed_router"].value == LATENT
+    assert mats["current_pool_routing"]["deployed_router"].value == LATENT
+    assert any("deployed router: LatentRouter" in m for m in logs)
+    svc = _service(home)
+    assert svc.deployment["serving"] == LATENT and svc.baseline is None
+
+
+def test_baseline_fitted_on_another_pool_falls_back_to_latent_router(pipeline, monkeypatch):
+    from router.training.artifacts import latest_checkpoint_dir
+    from warehouse.store import Warehouse
+
+    home, _, _ = _materialize(pipeline, monkeypatch, ["val_oracle"])
+    ckpt = latest_checkpoint_dir(Warehouse(home / "warehouse"))
+    r = ValOracle()
+    r._model_ids = ["some-other-model"]
+    save_deployment(ckpt, "val_oracle", 0.0, [{"router": "val_oracle", "val_utility": 1.0}], r)
+    svc = _service(home)
+    assert svc.deployment["deployed"] == "val_oracle" and svc.deployment["serving"] == LATENT
+    assert "another model pool" in svc.deployment["note"]
