@@ -12,8 +12,15 @@ from assets.features import query_features
 from assets.resources import WarehouseResource
 from router.data.warehouse_inputs import routing_data, strongest_on
 from router.evaluation.decisions import decision_rows, merge_decisions
-from router.evaluation.deploy import LATENT, DeployConfig, choose, fit_baselines, load_deployed_baseline, \
-    save_deployment, validation_table
+from router.evaluation.deploy import (
+    LATENT,
+    DeployConfig,
+    choose,
+    fit_baselines,
+    load_deployed_baseline,
+    save_deployment,
+    validation_table,
+)
 from router.models.latent_router.model import LatentRouterConfig
 from router.training.artifacts import latest_checkpoint_dir, new_checkpoint_dir, publish
 from router.training.checkpoint import load_checkpoint, meta_from_data, save_checkpoint
@@ -81,12 +88,14 @@ def latent_router(context: dg.AssetExecutionContext, config: LatentRouterTrainCo
         "epoch": [h.epoch + 1 for h in result.history],
         "train_loss": [h.train_loss for h in result.history],
         "val_utility": [h.val_utility for h in result.history],
-        **({"val_loss": [getattr(h, "val_loss", float("nan")) for h in result.history]}
-           if any(hasattr(h, "val_loss") for h in result.history) else {}),
+        "val_loss": [h.val_loss for h in result.history],
         "seconds": [h.seconds for h in result.history],
     })
+    calib, optimal = _calibration(result.model, data)
     return dg.MaterializeResult(metadata={
         "parameters": result.n_params,
+        "val_calibration": table_value(calib),
+        "val_pick_is_oracle_optimal": rounded(optimal),
         "best_epoch": result.best_epoch + 1,
         "val_utility": rounded(result.best_val_utility),
         "seconds_per_epoch": rounded(float(np.mean([h.seconds for h in result.history])), 3),
@@ -104,6 +113,30 @@ def latent_router(context: dg.AssetExecutionContext, config: LatentRouterTrainCo
         "training_curve": table_value(curve),
         "models": ", ".join(data.model_ids),
     })
+
+
+def _calibration(model, data) -> tuple[pl.DataFrame, float]:
+    """Per model on the validation rows: mean predicted vs realised quality (calibration), and its share of the
+    router's lambda-0 picks vs its share of the rows where it is among the best (oracle picks); plus the share
+    of rows where the pick is oracle-optimal."""
+    va = data.idx("val")
+    va = va[data.avail[va].any(axis=1)]
+    if len(va) == 0:
+        return pl.DataFrame({"model_id": list(data.model_ids)}), float("nan")
+    mu, _, score = predict(model, data, va, 0.0)
+    av = data.avail[va]
+    q = np.where(av, data.quality[va], np.nan)
+    pick = np.argmax(score, axis=1)
+    best = np.nanmax(q, axis=1, keepdims=True)
+    top = (q >= best - 1e-9) & av
+    frame = pl.DataFrame({
+        "model_id": list(data.model_ids),
+        "predicted_quality": np.nanmean(np.where(av, mu, np.nan), axis=0).round(4),
+        "realised_quality": np.nanmean(q, axis=0).round(4),
+        "share_of_picks": np.bincount(pick, minlength=data.k).astype(float).round(4) / len(va),
+        "share_of_oracle_best": (top / top.sum(axis=1, keepdims=True).clip(1)).sum(axis=0).round(4) / len(va),
+    })
+    return frame, float(top[np.arange(len(va)), pick].mean())
 
 
 def _curve_png(curve: pl.DataFrame, best_epoch: int) -> bytes:

@@ -86,6 +86,48 @@ def deployed_rows(ctx: EvalContext, lam: float) -> tuple[dict[str, np.ndarray], 
     return {"oriented/quality": acc, "cost/rank_score": rank, "cost/nauc_budget": nauc}, picks
 
 
+VARIANTS: dict[str, dict] = {
+    "default (4x4 image grid, 16 question tokens)": {},
+    "use_pooled (+ the baselines' pooled vectors)": {"use_pooled": True},
+    "no token reduction (49 image, all question tokens)": {"image_token_pool": 0, "max_text_tokens": 0},
+}
+
+
+def diagnose(ctx: EvalContext, n_splits: int, seeds: list[int]) -> None:
+    """VALIDATION-only comparison of LatentRouter input variants and of a seed ensemble (mean of the seeds'
+    scores), cost-aware fits as deployed, utility at lambda 0; Strongest and the best baseline for reference.
+    Nothing here reads test rows."""
+    from dataclasses import replace
+
+    from router.training.trainer import LatentRouterRouter
+
+    class Ensemble:
+        def __init__(self, rs):
+            self.rs = rs
+
+        def select(self, data, rows, lam, avail=None):
+            mask = data.avail[rows] if avail is None else avail
+            s = np.mean([r.scores(data, rows, lam, mask) for r in self.rs], axis=0)
+            return np.argmax(np.where(mask, s, -np.inf), axis=1)
+
+    table: dict[str, list[float]] = {}
+    for r in range(n_splits):
+        sc = ctx.split_ctx(r)
+        for name, over in VARIANTS.items():
+            fits = [LatentRouterRouter(replace(sc.cfg.model, **over), sc.train_cfg("cost", {}), name=LATENT)
+                    .fit(sc.data, seed=s) for s in seeds]
+            table.setdefault(name, []).append(float(np.mean([validation_utility(f, sc.data, 0.0) for f in fits])))
+            if not over and len(fits) > 1:
+                table.setdefault(f"seed ensemble of {len(fits)} (default inputs)", []).append(
+                    validation_utility(Ensemble(fits), sc.data, 0.0))
+        for b in (STRONGEST, "GroupBest", "GraphRouter", "MLPMFRouter"):
+            table.setdefault(b, []).append(validation_utility(sc.baseline(b, seeds[0]), sc.data, 0.0))
+        print(f"[diagnose] split {r} done", flush=True)
+    print("\nVALIDATION accuracy at lambda 0 (mean over splits; per split)")
+    for name, v in table.items():
+        print(f"| {name} | {np.mean(v):.4f} | {[round(x, 4) for x in v]} |")
+
+
 def fmt(m: float, s: float) -> str:
     return "n/a" if not np.isfinite(m) else f"{m:.4f} ± {s:.4f}"
 
@@ -103,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--trials", type=int, default=2, help="validation tuning trials per trainable router")
     ap.add_argument("--epochs", type=int, default=12, help="LatentRouter epochs (demo preset: 12)")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="only the validation-only comparison of LatentRouter variants (no test figures)")
     ap.add_argument("--json", type=Path, default=None, help="also write the table and picks as JSON here")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -116,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     wh = Warehouse(home / "warehouse")
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("LROUTER_BENCH_THREADS", "1")))  # 2 benches share 2 cores
     inputs = load_inputs(wh)
     data = routing_data(inputs)
     cfg = EvalConfig.demo(experiments=("main_table",), n_splits=args.splits, seeds=tuple(range(args.seeds)),
@@ -126,6 +170,10 @@ def main(argv: list[str] | None = None) -> None:
     shipped = json.loads(bounds_path.read_text()) if bounds_path.exists() else None
     ctx = EvalContext(data, cfg, "bench", progress=bool(os.environ.get("LROUTER_BENCH_VERBOSE")),
                       shipped_bounds=shipped, split_source=warehouse_split_source(inputs, cfg.split_fractions))
+    if args.diagnose:
+        diagnose(ctx, cfg.n_splits, list(cfg.seeds))
+        print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min")
+        return
     out = run_experiments(ctx)
     res = out.eval_results.filter(pl.col("experiment") == "main_table")
     dep, picks = deployed_rows(ctx, 0.0)

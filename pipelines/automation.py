@@ -18,10 +18,16 @@ import dagster as dg
 from assets.common import MODELS_PARTITIONS
 from assets.resources import WarehouseResource
 from collectors.registry import ensure_registry
+from pipelines.jobs import (
+    COLLECT_JOB,
+    RECALIBRATE_ASSETS,
+    RECALIBRATE_JOB,
+    RETRAIN_JOB,
+    collect_job,
+    recalibrate_job,
+    retrain_job,
+)
 
-COLLECT_JOB = "collect_traces_job"
-RECALIBRATE_JOB = "recalibrate_job"
-RETRAIN_JOB = "retrain_job"
 DEFAULT_CRON = "0 3 * * 1"  # weekly, Monday 03:00
 RETRAIN_MIN_NEW_TRACES = int(os.environ.get("LROUTER_RETRAIN_MIN_NEW_TRACES", "2000"))
 
@@ -48,7 +54,7 @@ def _partition_materialized_since(instance: dg.DagsterInstance, model_id: str, s
     return bool(records) and records[0].timestamp >= since
 
 
-@dg.sensor(job_name=COLLECT_JOB, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(jobs=[collect_job, recalibrate_job], minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="New or re-enabled model -> collect its traces, then recalibrate (no retraining).")
 def model_pool_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     state = PoolState.load(context.cursor)
@@ -97,14 +103,15 @@ def new_traces_since_training(warehouse: WarehouseResource) -> tuple[int, float 
     return traces.filter(pl.col("collected_at") > cut).height, trained_at
 
 
-@dg.schedule(cron_schedule=os.environ.get("LROUTER_RECALIBRATE_CRON", DEFAULT_CRON), job_name=RECALIBRATE_JOB,
+@dg.schedule(cron_schedule=os.environ.get("LROUTER_RECALIBRATE_CRON", DEFAULT_CRON), job=retrain_job,
              default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="Recalibrate profiles weekly; retrain the router when enough new traces exist.")
+             description="Recalibrate profiles weekly; retrain the router when enough new traces exist. A schedule "
+                         "targets one job: recalibration runs retrain_job's recalibration assets only.")
 def recalibration_schedule(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
     n_new, _ = new_traces_since_training(warehouse)
     stamp = context.scheduled_execution_time.isoformat()
     if n_new >= RETRAIN_MIN_NEW_TRACES:
         return dg.RunRequest(run_key=f"retrain:{stamp}", job_name=RETRAIN_JOB,
                              tags={"lrouter/reason": f"{n_new} new traces since the last training"})
-    return dg.RunRequest(run_key=f"recalibrate:{stamp}", job_name=RECALIBRATE_JOB,
+    return dg.RunRequest(run_key=f"recalibrate:{stamp}", job_name=RETRAIN_JOB, asset_selection=RECALIBRATE_ASSETS,
                          tags={"lrouter/reason": f"weekly recalibration ({n_new} new traces)"})

@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 
 from assets.resources import WarehouseResource
-from pipelines.automation import RECALIBRATE_JOB
+from pipelines.jobs import RECALIBRATE_JOB
 from router.serving.gateway.served_log import production_traces, read_served, write_production_traces
 
 MIN_LABELS = int(os.environ.get("LROUTER_RECALIBRATE_MIN_LABELS", "50"))

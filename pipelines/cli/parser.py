@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     msub = m.add_subparsers(dest="models_cmd", required=True)
     add = msub.add_parser("add", help="register a model (or re-enable a disabled one)")
     add.add_argument("name", help="model id as the server names it, e.g. llama3.2-vision:11b")
-    add.add_argument("--backend", default="ollama", choices=["ollama", "sim"],
+    add.add_argument("--backend", default="ollama",  # checked by the registry, which names the valid ones
                      help="ollama: a real server; sim: a model of the built-in simulator")
     add.add_argument("--endpoint", default="", help="server URL (default: $OLLAMA_HOST / embedded simulator)")
     add.add_argument("--api-key-env", default="",

@@ -61,8 +61,13 @@ def warehouse_split_source(inputs: Any, fractions: tuple[float, float, float] = 
 
     queries = inputs.queries.filter(pl.col("query_id").is_in(inputs.splits["query_id"].implode()))
 
+    # split r >= 1 is a seeded re-draw: an imported benchmark's own split (official_split, which make_splits
+    # honours) would otherwise come back unchanged for every r
+    redraw = queries.drop("official_split", strict=False)
+
     def source(r: int) -> RoutingData:
-        splits = make_splits(queries, seed=int(r), fractions=fractions, groups=query_groups(queries))
+        qs = queries if r == 0 else redraw
+        splits = make_splits(qs, seed=int(r), fractions=fractions, groups=query_groups(qs))
         profiles = build_profiles(inputs.traces, splits, inputs.queries, inputs.models)
         return build_routing_data(inputs.queries, inputs.traces, splits, profiles, inputs.features, inputs.models)
 

@@ -96,6 +96,7 @@ class EpochLog:
     parts: dict[str, float]  # mean weighted-free value of each loss term
     val_utility: float
     seconds: float
+    val_loss: float = float("nan")  # the training objective at lambda 0 on the validation rows (EMA weights)
 
 
 @dataclass
@@ -332,7 +333,8 @@ def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress:
         parts = _train_epoch(state, data, rng.permutation(train), rng, mc, tc)
         live = _swap_in(params, state.ema) if state.ema is not None else None  # validate (and keep) the EMA
         val_u = pick_utility(model, data, val, tc.eval_lams, tc.eval_batch_size)
-        history.append(EpochLog(epoch, parts.pop("total"), parts, val_u, time.perf_counter() - t0))
+        val_l = _val_loss(model, data, val, mc, tc, device)
+        history.append(EpochLog(epoch, parts.pop("total"), parts, val_u, time.perf_counter() - t0, val_l))
         if progress:
             print(f"[LatentRouter] epoch {epoch + 1}/{tc.epochs} loss={history[-1].train_loss:.4f} "
                   f"val_utility={val_u:.4f} ({history[-1].seconds:.2f}s)", flush=True)
@@ -345,6 +347,22 @@ def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress:
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, history, best_epoch, model.n_parameters(), float(best_val), mc, tc)
+
+
+def _val_loss(model: LatentRouter, data: RoutingData, rows: np.ndarray, mc: LatentRouterConfig, tc: TrainConfig,
+              device: torch.device) -> float:
+    """Mean training objective at lambda 0 over ``rows`` (no availability dropout, no gradient): the learning
+    curve's validation loss."""
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(rows), tc.eval_batch_size):
+            r = rows[start : start + tc.eval_batch_size]
+            batch = make_batch(data, r, mc, device, data.avail[r])
+            q = torch.as_tensor(data.quality[r].astype(np.float32), device=device)
+            losses = routing_losses(model(**batch, lam=0.0), q, q, 0.0 * batch["model_cost"], batch["avail"], mc, tc)
+            total += float(losses["total"]) * len(r)
+    return total / max(len(rows), 1)
 
 
 def _train_epoch(state: _Optimiser, data: RoutingData, perm: np.ndarray, rng: np.random.Generator,

@@ -31,3 +31,15 @@ def test_definitions_have_jobs_sensor_schedule_and_pools():
     traces = next(a for a in defs.assets if a.key.to_user_string() == "outcome_traces")
     assert "model_calls" in {spec.pool for spec in [traces.get_op_def_for_asset_key(traces.key)]
                              if hasattr(spec, "pool")}
+
+
+def test_sensors_target_every_job_they_request():
+    """The daemon refuses a RunRequest for a job the sensor does not target (model_pool_sensor asks for
+    collection, then recalibration); a schedule targets one job, so recalibration is a subset of retrain_job."""
+    from pipelines.automation import model_pool_sensor, recalibration_schedule
+    from pipelines.jobs import COLLECT_JOB, RECALIBRATE_JOB, RETRAIN_JOB
+    from pipelines.production import production_feedback_sensor
+
+    assert {t.job_name for t in model_pool_sensor.targets} == {COLLECT_JOB, RECALIBRATE_JOB}
+    assert {t.job_name for t in production_feedback_sensor.targets} == {RECALIBRATE_JOB}
+    assert recalibration_schedule.job_name == RETRAIN_JOB

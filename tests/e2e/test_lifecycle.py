@@ -15,7 +15,8 @@ import pytest
 
 from collectors.simulator.specs import HELD_OUT
 from pipelines import cli
-from pipelines.automation import RECALIBRATE_JOB, RETRAIN_JOB, model_pool_sensor, recalibration_schedule
+from pipelines.automation import model_pool_sensor, recalibration_schedule
+from pipelines.jobs import RECALIBRATE_ASSETS, RECALIBRATE_JOB, RETRAIN_JOB
 from router.training.artifacts import latest_checkpoint_dir
 from tests.conftest import TINY_QUERIES as N_QUERIES
 from warehouse.catalog import run_query
@@ -29,6 +30,13 @@ WHEN = datetime.datetime(2026, 11, 30, 3, 0, tzinfo=datetime.UTC)
 def _sensor_resources(defs) -> dict:
     """Sensors and schedules read only the warehouse resource (the IO manager is for runs)."""
     return {"warehouse": defs.resources["warehouse"]}
+
+
+def _tick(sensor, instance, defs, cursor=None):
+    """One sensor evaluation, as the daemon runs it (resources opened for the tick)."""
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=_sensor_resources(defs),
+                                 cursor=cursor) as ctx:
+        return sensor(ctx)
 
 
 def _digest(path) -> str:
@@ -53,8 +61,7 @@ def test_add_model_sensor_collects_recalibrates_and_routes_without_retraining(pi
     weights_before = _digest(ckpt / "model.safetensors")
 
     # nothing changed yet: the sensor skips
-    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=_sensor_resources(defs))
-    res = model_pool_sensor(ctx)
+    res = _tick(model_pool_sensor, instance, defs)
     assert not res.run_requests and res.skip_reason
 
     # add the held-back model through the CLI
@@ -63,8 +70,7 @@ def test_add_model_sensor_collects_recalibrates_and_routes_without_retraining(pi
                      "--params-b", str(HELD_OUT.params_b)]) == 0
     assert "added" in capsys.readouterr().out
 
-    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=_sensor_resources(defs), cursor=res.cursor)
-    res = model_pool_sensor(ctx)
+    res = _tick(model_pool_sensor, instance, defs, cursor=res.cursor)
     assert [r.partition_key for r in res.run_requests] == [HELD_OUT.name]
     assert res.dynamic_partitions_requests[0].partition_keys == [HELD_OUT.name]
     instance.add_dynamic_partitions("models", [HELD_OUT.name])
@@ -73,8 +79,7 @@ def test_add_model_sensor_collects_recalibrates_and_routes_without_retraining(pi
     assert traces.height == N_QUERIES and (traces["status"] == "ok").all()
 
     # next tick: the collection is done, so the sensor asks for a recalibration (not a retraining)
-    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=_sensor_resources(defs), cursor=res.cursor)
-    res = model_pool_sensor(ctx)
+    res = _tick(model_pool_sensor, instance, defs, cursor=res.cursor)
     assert [r.job_name for r in res.run_requests] == [RECALIBRATE_JOB]
     _run(defs, instance, RECALIBRATE_JOB)
 
@@ -119,15 +124,19 @@ def test_readding_and_unreachable_endpoint_are_refused_cleanly(pipeline, capsys)
 
 def test_schedule_recalibrates_or_retrains(pipeline, monkeypatch):
     home, instance, defs = pipeline
-    ctx = dg.build_schedule_context(instance=instance, resources=_sensor_resources(defs), scheduled_execution_time=WHEN)
-    req = recalibration_schedule(ctx)
-    assert req.job_name == RECALIBRATE_JOB  # few new traces since training
+    with dg.build_schedule_context(instance=instance, resources=_sensor_resources(defs),
+                                   scheduled_execution_time=WHEN) as ctx:
+        req = recalibration_schedule(ctx)
+    # few new traces since training: the schedule's job (retrain_job) limited to the recalibration assets
+    assert req.job_name == RETRAIN_JOB and set(req.asset_selection) == set(RECALIBRATE_ASSETS)
     monkeypatch.setattr("pipelines.automation.RETRAIN_MIN_NEW_TRACES", 1)
     wh = Warehouse(home / "warehouse")
     t = wh.read_trace_partition("simvl-nano:1b")
     wh.write_trace_partition("simvl-nano:1b", t.with_columns(pl.lit("2999-01-01T00:00:00").alias("collected_at")))
-    req = recalibration_schedule(dg.build_schedule_context(instance=instance, resources=_sensor_resources(defs), scheduled_execution_time=WHEN))
-    assert req.job_name == RETRAIN_JOB and "new traces" in req.tags["lrouter/reason"]
+    with dg.build_schedule_context(instance=instance, resources=_sensor_resources(defs),
+                                   scheduled_execution_time=WHEN) as ctx:
+        req = recalibration_schedule(ctx)
+    assert req.job_name == RETRAIN_JOB and not req.asset_selection and "new traces" in req.tags["lrouter/reason"]
 
 
 def test_lineage_names_the_run(pipeline, capsys):

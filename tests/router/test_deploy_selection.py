@@ -53,7 +53,7 @@ class AntiOracle(FittedOnModels, Router):
 
     def predict(self, data, rows):
         self._check(data)
-        return 1.0 - data.quality[rows].astype(np.float64), np.zeros((len(rows), data.k))
+        return 1.0 - data.quality[rows].astype(np.float64), -data.cost[rows].astype(np.float64)
 
 
 class ValOracle(FittedOnModels, Router):
@@ -68,7 +68,7 @@ class ValOracle(FittedOnModels, Router):
 
     def predict(self, data, rows):
         self._check(data)
-        return data.quality[rows].astype(np.float64), np.zeros((len(rows), data.k))
+        return data.quality[rows].astype(np.float64), data.cost[rows].astype(np.float64)
 
 
 def _tiny(n: int = 30, k: int = 3) -> RoutingData:
@@ -128,14 +128,14 @@ def pipeline(tiny_pipeline):
     return tiny_pipeline
 
 
-def _materialize(pipeline, mp, candidates, lam=0.0):
+def _materialize(pipeline, mp, candidates, lam=0.3):
     from pipelines.definitions import materialize
     from tests.conftest import TINY_ROUTER
 
     home, instance, defs = pipeline
     mp.setitem(BASELINES, "anti_oracle", AntiOracle)
     mp.setitem(BASELINES, "val_oracle", ValOracle)
-    cfg = {**TINY_ROUTER, "deploy_candidates": list(candidates), "deploy_lambda": lam}
+    cfg = {**TINY_ROUTER, "deploy_select": True, "deploy_candidates": list(candidates), "deploy_lambda": lam}
     r = materialize(["latent_router", "current_pool_routing"], instance=instance, resources=defs.resources,
                     run_config={"ops": {"latent_router": {"config": cfg}}})
     assert r.success
@@ -158,7 +158,7 @@ def test_baseline_that_wins_validation_is_deployed_and_served(pipeline, monkeypa
 
     home, mats, logs = _materialize(pipeline, monkeypatch, ["val_oracle", "anti_oracle"])
     meta = mats["latent_router"]
-    assert meta["deployed_router"].value == "val_oracle"
+    assert meta["deployed_router"].value == "val_oracle", meta["deploy_validation"]
     val = meta["deploy_validation"]
     assert val is not None
     assert any("deployed router: val_oracle" in m for m in logs)
@@ -170,7 +170,7 @@ def test_baseline_that_wins_validation_is_deployed_and_served(pipeline, monkeypa
     svc = _service(home)
     assert svc.deployment["serving"] == "val_oracle" and svc.baseline is not None
     rows = svc.data.idx("val")
-    mu, sigma, score = svc.predict_rows(svc.data, rows, 0.0)
+    mu, sigma, score = svc.predict_rows(svc.data, rows, 0.3)
     np.testing.assert_allclose(mu, svc.data.quality[rows])  # the baseline's predictions, not LatentRouter's
     assert np.all(sigma == 0)
     from PIL import Image
@@ -179,11 +179,25 @@ def test_baseline_that_wins_validation_is_deployed_and_served(pipeline, monkeypa
     assert len(ranked) == svc.data.k and {"model_id", "quality", "utility"} <= set(ranked[0])
 
 
+def test_suite_fixture_deploys_latent_router_without_fitting_baselines(pipeline):
+    from router.training.artifacts import latest_checkpoint_dir
+    from warehouse.store import Warehouse
+
+    home = pipeline[0]
+    doc = read_deployment(latest_checkpoint_dir(Warehouse(home / "warehouse")))
+    assert doc["deployed"] == LATENT and [r["router"] for r in doc["validation"]] == [LATENT]
+
+
 def test_latent_router_stays_deployed_when_it_wins(pipeline, monkeypatch):
     home, mats, logs = _materialize(pipeline, monkeypatch, ["anti_oracle"])
     assert mats["latent_router"]["deployed_router"].value == LATENT
     assert mats["current_pool_routing"]["deployed_router"].value == LATENT
     assert any("deployed router: LatentRouter" in m for m in logs)
+    meta = mats["latent_router"]  # the diagnosis rows: learning curve with val loss, calibration, picks
+    assert any(c.name == "val_loss" for c in meta["training_curve"].schema.columns)
+    assert {c.name for c in meta["val_calibration"].schema.columns} >= {
+        "model_id", "predicted_quality", "realised_quality", "share_of_picks", "share_of_oracle_best"}
+    assert 0.0 <= meta["val_pick_is_oracle_optimal"].value <= 1.0
     svc = _service(home)
     assert svc.deployment["serving"] == LATENT and svc.baseline is None
 
