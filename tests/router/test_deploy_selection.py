@@ -180,11 +180,13 @@ def test_baseline_that_wins_validation_is_deployed_and_served(pipeline, monkeypa
 
 
 def test_suite_fixture_deploys_latent_router_without_fitting_baselines(pipeline):
-    from router.training.artifacts import latest_checkpoint_dir
+    from router.training.artifacts import router_root
     from warehouse.store import Warehouse
 
-    home = pipeline[0]
-    doc = read_deployment(latest_checkpoint_dir(Warehouse(home / "warehouse")))
+    home = pipeline[0]  # the fixture's own checkpoint is the oldest (the other tests retrain)
+    first = min((d for d in router_root(Warehouse(home / "warehouse")).iterdir() if d.is_dir()),
+                key=lambda d: d.stat().st_mtime_ns)
+    doc = read_deployment(first)
     assert doc["deployed"] == LATENT and [r["router"] for r in doc["validation"]] == [LATENT]
 
 
