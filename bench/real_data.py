@@ -122,7 +122,7 @@ def diagnose(ctx: EvalContext, n_splits: int, seeds: list[int]) -> None:
                     validation_utility(Ensemble(fits), sc.data, 0.0))
         for b in (STRONGEST, "GroupBest", "GraphRouter", "MLPMFRouter"):
             table.setdefault(b, []).append(validation_utility(sc.baseline(b, seeds[0]), sc.data, 0.0))
-        print(f"[diagnose] split {r} done", flush=True)
+        print(f"[diagnose] split {r}: " + "; ".join(f"{k} {v[-1]:.4f}" for k, v in table.items()), flush=True)
     print("\nVALIDATION accuracy at lambda 0 (mean over splits; per split)")
     for name, v in table.items():
         print(f"| {name} | {np.mean(v):.4f} | {[round(x, 4) for x in v]} |")

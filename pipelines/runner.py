@@ -103,6 +103,16 @@ def run_summary(result: dg.ExecuteInProcessResult) -> str:
     return "; ".join(parts) or "nothing materialized"
 
 
+def _collectable_models(instance: dg.DagsterInstance) -> list[str]:
+    """Active models of THIS home's registry that have a partition: the instance's partition list also holds
+    models of other homes that used the same Dagster instance (e.g. an import into another home)."""
+    from assets.resources import WarehouseResource
+    from collectors.registry import ensure_registry
+
+    partitions = set(instance.get_dynamic_partitions("models"))
+    return [e.model_id for e in ensure_registry(WarehouseResource().registry()) if e.active and e.model_id in partitions]
+
+
 def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None = None,
               log: Callable[[str], None] = print) -> list[StageRun]:
     """Launch one stage's job(s) in-process; raises :class:`StageFailed` naming the failed run."""
@@ -121,7 +131,7 @@ def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None 
     job = defs.resolve_job_def(STAGE_JOBS[stage])
     partitions: list[str | None] = [None]
     if stage == "collect":
-        known = instance.get_dynamic_partitions("models")
+        known = _collectable_models(instance)
         partitions = list(opts.models) or known
         unknown = [m for m in partitions if m not in known]
         if unknown:

@@ -72,7 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", default=None, help=HOME_HELP)
     p.add_argument("--version", action="version", version=f"lrouter {_version()}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    _add_data_commands(sub)
+    _add_serving_commands(sub)
+    _add_home(p)
+    return p
 
+
+def _add_data_commands(sub) -> None:
+    """Subcommands over the warehouse and the pipeline: query, models, import, run, lineage."""
     q = sub.add_parser("query", help="read-only SQL over the warehouse views (DuckDB)")
     q.add_argument("sql")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -102,6 +109,42 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("name", help="model id (see `lrouter models list`)")
     m.set_defaults(func=cmd_models)
 
+    i = sub.add_parser("import", help="import a routing benchmark or your own queries")
+    i.add_argument("kind", choices=["mmr-bench", "vl-routerbench", "long", "queries"],
+                   help="format of PATH (see the README's 'Bring your own data')")
+    i.add_argument("path", help="the file or folder to import")
+    i.add_argument("--images", default="", help="image folder")
+    i.add_argument("--queries", default="", help="queries file (long format)")
+    i.add_argument("--benchmark", default="", help="benchmark name to record")
+    i.add_argument("--on-error", choices=["skip", "fail"], default="fail",
+                   help="fail: any bad row refuses the import; skip: bad rows are listed and left out")
+    i.add_argument("--replace", action="store_true", help="drop the queries, trace partitions and models "
+                   "not in the import (default: merge, keeping them)")
+    i.add_argument("--side-features", default="", help="MMR-Bench: comma-separated columns to use as "
+                   "categorical side features")
+    i.set_defaults(func=cmd_import)
+
+    run = sub.add_parser("run", help="run pipeline stages without the UI (named jobs, visible in the UI)")
+    run.add_argument("stage", choices=["setup", "collect", "features", "train", "evaluate", "all"],
+                     help="setup = queries/models/splits; collect = traces per model; features = features, "
+                          "profiles, views; train = router + pool routing; evaluate = report; all = in order")
+    run.add_argument("--model", action="append", default=[], help="collect only this model (repeatable)")
+    run.add_argument("--queries", type=int, default=None,
+                     help="setup: (re)generate the built-in benchmark with this many queries (default: keep the "
+                          "warehouse's queries, built-in or imported)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the built-in benchmark")
+    run.add_argument("--preset", choices=["quick", "demo", "paper"], default=None,
+                     help="evaluation preset (default: the asset's, demo)")
+    run.set_defaults(func=cmd_run)
+
+    lin = sub.add_parser("lineage", help="which run and inputs produced a table")
+    lin.add_argument("table", help="warehouse table: queries, models, traces, features, splits, profiles, "
+                     "router, eval_results or routing_decisions")
+    lin.set_defaults(func=cmd_lineage)
+
+
+def _add_serving_commands(sub) -> None:
+    """Subcommands that serve: route, serve, gateway, calibrate, sim-serve, local-serve."""
     r = sub.add_parser("route", help="rank the candidate models for one image+question")
     r.add_argument("--image", required=True, help="PNG or JPEG file of the request")
     r.add_argument("--question", required=True, help="the question asked about the image")
@@ -159,41 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "$LROUTER_HOME/warehouse/features/hidden_states)")
     ls.add_argument("--no-capture", action="store_true", help="do not store hidden states")
     ls.set_defaults(func=cmd_local_serve)
-
-    i = sub.add_parser("import", help="import a routing benchmark or your own queries")
-    i.add_argument("kind", choices=["mmr-bench", "vl-routerbench", "long", "queries"],
-                   help="format of PATH (see the README's 'Bring your own data')")
-    i.add_argument("path", help="the file or folder to import")
-    i.add_argument("--images", default="", help="image folder")
-    i.add_argument("--queries", default="", help="queries file (long format)")
-    i.add_argument("--benchmark", default="", help="benchmark name to record")
-    i.add_argument("--on-error", choices=["skip", "fail"], default="fail",
-                   help="fail: any bad row refuses the import; skip: bad rows are listed and left out")
-    i.add_argument("--replace", action="store_true", help="drop the queries, trace partitions and models "
-                   "not in the import (default: merge, keeping them)")
-    i.add_argument("--side-features", default="", help="MMR-Bench: comma-separated columns to use as "
-                   "categorical side features")
-    i.set_defaults(func=cmd_import)
-
-    run = sub.add_parser("run", help="run pipeline stages without the UI (named jobs, visible in the UI)")
-    run.add_argument("stage", choices=["setup", "collect", "features", "train", "evaluate", "all"],
-                     help="setup = queries/models/splits; collect = traces per model; features = features, "
-                          "profiles, views; train = router + pool routing; evaluate = report; all = in order")
-    run.add_argument("--model", action="append", default=[], help="collect only this model (repeatable)")
-    run.add_argument("--queries", type=int, default=None,
-                     help="setup: (re)generate the built-in benchmark with this many queries (default: keep the "
-                          "warehouse's queries, built-in or imported)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the built-in benchmark")
-    run.add_argument("--preset", choices=["quick", "demo", "paper"], default=None,
-                     help="evaluation preset (default: the asset's, demo)")
-    run.set_defaults(func=cmd_run)
-
-    lin = sub.add_parser("lineage", help="which run and inputs produced a table")
-    lin.add_argument("table", help="warehouse table: queries, models, traces, features, splits, profiles, "
-                     "router, eval_results or routing_decisions")
-    lin.set_defaults(func=cmd_lineage)
-    _add_home(p)
-    return p
 
 
 NEEDS_WAREHOUSE = ("query", "serve")  # route, lineage, models and run check it themselves
