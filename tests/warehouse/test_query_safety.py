@@ -119,8 +119,19 @@ def test_timeout_interrupts_duckdb(wh):
     assert run_query(wh, "select count(*) n from traces")["n"][0] == 3  # nothing left behind
 
 
+def _default_sigint() -> None:
+    """A child that reacts to Ctrl-C as in a terminal, even when the suite itself runs in the background
+    (nohup / `cmd &` start it with SIGINT ignored, which the CLI rightly respects)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_interrupts_duckdb_in_process(wh):
     assert threading.current_thread() is threading.main_thread()
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # the suite was started in the background
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        request_restore = True
+    else:
+        request_restore = False
     before = signal.getsignal(signal.SIGINT)
     sent: list[float] = []
 
@@ -135,10 +146,12 @@ def test_sigint_interrupts_duckdb_in_process(wh):
     timer.join()
     assert time.monotonic() - sent[0] < 2
     assert signal.getsignal(signal.SIGINT) is before, "the previous SIGINT handler is restored"
+    if request_restore:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def test_cli_sigint_exits_130_promptly(wh):
-    p = _cli(wh.root.parent, SLOW, "--timeout", "60")
+    p = _cli(wh.root.parent, SLOW, "--timeout", "60", preexec_fn=_default_sigint)
     _wait_connected(p, wh.db_path)
     time.sleep(0.2)
     t0 = time.monotonic()
