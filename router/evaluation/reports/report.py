@@ -96,8 +96,10 @@ def _preamble(doc: Doc, sec: _Section, title: str, sim: list[str], txt: bool, no
     output, meta = sec.output, sec.output.meta
     doc.h(1, title)
     if sim:
+        real = [m for m in meta.get("model_ids", []) if m not in sim]
         doc.banner(f"SIMULATED: {len(sim)} of {len(meta.get('model_ids', sim))} candidate models are simulated "
-                   f"({', '.join(sim)}). Numbers describe the simulator's behaviour, not real model quality.")
+                   f"({', '.join(sim)}). Numbers describe the simulator's behaviour, not real model quality."
+                   + (f" REAL models: {', '.join(real)}." if real else ""))
     if txt:
         doc.banner("text-only: routers saw question features only (no image features).")
     facts = [
