@@ -12,13 +12,14 @@ from assets.io_manager import table_metadata
 from assets.resources import WarehouseResource
 from collectors.importing.ingest import load_imported_embeddings
 from router.data.leakage import leakage_report
-from router.data.profiles import build_profiles
+from router.data.profiles import ProfileSources, build_profiles
 from router.data.splits import make_splits
 from router.data.warehouse_inputs import pool_traces
 from router.features.config import FeatureConfig
 from router.features.extract import extract_features
 from router.features.feature_set import FeatureSet
 from router.features.imported import declared_side_features, with_imported_embeddings, with_side_features
+from router.serving.gateway.served_log import read_production_traces
 
 GROUP = "features"
 FEATURES_DIR = "current"
@@ -85,18 +86,30 @@ def query_features(context: dg.AssetExecutionContext, config: FeaturesConfig, be
     return dg.Output(fs.to_table(), metadata=meta)
 
 
+ProfilesConfig = config_from(
+    "ProfilesConfig", ProfileSources, doc="Which evidence besides calibration rows the capability profiles read.",
+    descriptions={"use_production_traces": "labelled gateway requests (warehouse/production_traces) count as "
+                  "extra calibration evidence of the active models that served them"})
+
+
 @dg.asset(group_name=GROUP, kinds={"parquet"}, code_version="1", metadata=table_metadata("profiles"),
-          description="Per-model capability profiles from calibration rows only (standardised named parts).")
-def capability_profiles(context: dg.AssetExecutionContext, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
-                        benchmark_queries: pl.DataFrame, candidate_models: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+          description="Per-model capability profiles from calibration rows only (standardised named parts), plus "
+                      "labelled production requests of the models that served them.")
+def capability_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig, outcome_traces: pl.DataFrame,
+                        data_splits: pl.DataFrame, benchmark_queries: pl.DataFrame, candidate_models: pl.DataFrame,
+                        warehouse: WarehouseResource) -> dg.Output[pl.DataFrame]:
     models = candidate_models.filter(pl.col("active"))
     traces = pool_traces(outcome_traces, models["model_id"].to_list())
-    profiles = build_profiles(traces, data_splits, benchmark_queries, models)
-    view = profiles.select([c for c in ("model_id", "n_calib_rows", "n_ok_rows", "shrink_weight", "cold_start",
-                                         "shrunk") if c in profiles.columns])
+    sources = config.build(ProfileSources)
+    production = read_production_traces(warehouse.warehouse().root) if sources.use_production_traces else None
+    profiles = build_profiles(traces, data_splits, benchmark_queries, models, production=production)
+    view = profiles.select([c for c in ("model_id", "n_calib_rows", "n_production_rows", "n_ok_rows",
+                                         "shrink_weight", "cold_start", "shrunk") if c in profiles.columns])
     built = json.loads(profiles["built_from"][0]) if "built_from" in profiles.columns and profiles.height else {}
     return dg.Output(profiles, metadata={
         "profiles": table_value(view),
+        "n_production_rows": int(built.get("n_production_rows", 0)),
+        "use_production_traces": sources.use_production_traces,
         "built_from": dg.MetadataValue.md(built_from_markdown(built)),
         **({"standardisation": standardisation_table(built)} if built.get("standardise_mean") else {}),
     })
@@ -114,6 +127,9 @@ def built_from_markdown(built: dict) -> str:
         lines.append(f"- **shrinkage k0:** {built['shrink_k0']:g} (profiles of models with few rows shrink to the pool's)")
     if "cost_scale" in built:
         lines.append(f"- **cost scale:** {rounded(float(built['cost_scale']))} USD")
+    if built.get("n_production_rows"):
+        lines.append(f"- **production rows:** {built['n_production_rows']} labelled gateway requests (labelled up to "
+                     f"{built.get('production_until') or '?'}), evidence of the models that served them")
     if built.get("calib_limit"):
         lines.append(f"- **calibration limit:** {', '.join(f'{k}={v}' for k, v in built['calib_limit'].items())}")
     lines.append("- per-feature standardisation (train/calibration only): see `standardisation`")
@@ -131,12 +147,16 @@ def standardisation_table(built: dict) -> dg.TableMetadataValue:
                 additional_ins={"outcome_traces": dg.AssetIn("outcome_traces"), "data_splits": dg.AssetIn("data_splits"),
                                 "benchmark_queries": dg.AssetIn("benchmark_queries"),
                                 "candidate_models": dg.AssetIn("candidate_models")},
-                description="No val/test row fed any profile or normaliser; calibration rows are a subset of train.")
+                description="No val/test row fed any profile or normaliser; calibration rows are a subset of train "
+                            "(production rows, never benchmark queries, are the one allowed addition).")
 def profiles_leakage_free(capability_profiles: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
-                          benchmark_queries: pl.DataFrame, candidate_models: pl.DataFrame) -> dg.AssetCheckResult:
+                          benchmark_queries: pl.DataFrame, candidate_models: pl.DataFrame,
+                          warehouse: WarehouseResource) -> dg.AssetCheckResult:
     models = candidate_models.filter(pl.col("active"))
     traces = pool_traces(outcome_traces, models["model_id"].to_list())
-    report = leakage_report(traces, data_splits, capability_profiles, queries=benchmark_queries, models=models)
+    production = read_production_traces(warehouse.warehouse().root)
+    report = leakage_report(traces, data_splits, capability_profiles, queries=benchmark_queries, models=models,
+                            production=production)
     return dg.AssetCheckResult(passed=bool(report["passed"]),
                                metadata={k: (json.dumps(v) if not isinstance(v, (int, float, str, bool)) else v)
                                          for k, v in report.items()})

@@ -3,8 +3,10 @@
 Three processes: the simulator (OpenAI-compatible endpoint, every answer takes ``--latency`` s), the gateway
 (``make_gateway_app`` with the warehouse's router) and this load generator (httpx, asyncio). For concurrency
 1, 8 and 32, with and without an image, it sends the same requests straight to the upstream and through the
-gateway, and prints requests/s and p50/p99 latency of both, the added latency, and the gateway's own routing
-time (``x-lrouter-routing-ms``). Then a fault run (upstream 20% errors/timeouts): every request must end as
+gateway, and prints requests/s and p50/p99 latency of both, the added latency, the gateway's own routing
+time (``x-lrouter-routing-ms``: the batch the request was routed in) and how many requests shared a routing
+batch (``x-lrouter-route-batch``); at concurrency 1 also the added latency of the plain proxy (a named model,
+no routing), i.e. the HTTP hop's share of the added latency. Then a fault run (upstream 20% errors/timeouts): every request must end as
 an answer or an OpenAI-shaped error, no request id twice, and served_requests one row per request after the
 gateway's clean shutdown.
 
@@ -97,7 +99,7 @@ def _body(i: int, model: str, image: str | None) -> dict:
 
 
 async def _load(url: str, model: str, n: int, conc: int, images: list[str] | None) -> dict:
-    lat, routing, errors, ids = [], [], [], []
+    lat, routing, batch, errors, ids = [], [], [], [], []
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -120,6 +122,7 @@ async def _load(url: str, model: str, n: int, conc: int, images: list[str] | Non
                         assert body["choices"][0]["message"]["content"] is not None
                     if "x-lrouter-routing-ms" in r.headers:
                         routing.append(float(r.headers["x-lrouter-routing-ms"]))
+                        batch.append(int(r.headers["x-lrouter-route-batch"]))
                     ids.append(r.headers.get("x-lrouter-request-id", body.get("id")))
                 except Exception as exc:  # a transport error: the request did not end cleanly
                     errors.append(f"transport: {type(exc).__name__}: {exc}")
@@ -127,7 +130,8 @@ async def _load(url: str, model: str, n: int, conc: int, images: list[str] | Non
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(conc)))
         wall = time.perf_counter() - t0
-    return {"rps": n / wall, "lat": np.array(lat), "routing": np.array(routing), "errors": errors, "ids": ids}
+    return {"rps": n / wall, "lat": np.array(lat), "routing": np.array(routing), "batch": np.array(batch),
+            "errors": errors, "ids": ids}
 
 
 def _pct(x: np.ndarray, q: float) -> float:
@@ -165,7 +169,7 @@ def main() -> int:
         asyncio.run(_load(gw_url, "lrouter", 8, 4, None))  # warm both paths
         asyncio.run(_load(sim_url, DIRECT_MODEL, 8, 4, None))
         print(f"{'image':<6}{'conc':>5}{'n':>5} | {'direct rps':>10}{'p50':>8}{'p99':>8} | {'gateway rps':>11}{'p50':>8}"
-              f"{'p99':>8} | {'added p50':>9}{'p99':>8} | {'routing p50':>11}{'p99':>7} | errors")
+              f"{'p99':>8} | {'added p50':>9}{'p99':>8} | {'routing p50':>11}{'p99':>7} | {'batch p50':>9}{'max':>5} | errors")
         for with_img in (False, True):
             rps1 = None
             for conc in (1, 8, 32):
@@ -176,7 +180,13 @@ def main() -> int:
                 print(f"{'yes' if with_img else 'no':<6}{conc:>5}{n:>5} | {d['rps']:>10.1f}{_pct(d['lat'], 50):>8.1f}"
                       f"{_pct(d['lat'], 99):>8.1f} | {g['rps']:>11.1f}{_pct(g['lat'], 50):>8.1f}{_pct(g['lat'], 99):>8.1f}"
                       f" | {_pct(g['lat'], 50) - _pct(d['lat'], 50):>9.1f}{_pct(g['lat'], 99) - _pct(d['lat'], 99):>8.1f}"
-                      f" | {_pct(g['routing'], 50):>11.1f}{_pct(g['routing'], 99):>7.1f} | {len(g['errors'])}")
+                      f" | {_pct(g['routing'], 50):>11.1f}{_pct(g['routing'], 99):>7.1f} | {_pct(g['batch'], 50):>9.0f}"
+                      f"{int(g['batch'].max()) if len(g['batch']) else 0:>5} | {len(g['errors'])}")
+                if conc == 1:  # the same requests to one named model: the proxy's share of the added latency
+                    px = asyncio.run(_load(gw_url, DIRECT_MODEL, n, conc, images if with_img else None))
+                    print(f"       plain proxy (model={DIRECT_MODEL}, no routing): added p50 "
+                          f"{_pct(px['lat'], 50) - _pct(d['lat'], 50):.1f} ms; routing in the gateway's worker "
+                          f"thread p50 {_pct(g['routing'], 50):.1f} ms (batch {_pct(g['batch'], 50):.0f})")
                 if conc == 32:
                     print(f"       concurrency 32 / 1 throughput: {g['rps'] / rps1:.1f}x (target >= 8x), "
                           f"errors {len(g['errors'])} (target 0)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -55,14 +56,20 @@ def build_tiny_pipeline(home):
     return instance, defs
 
 
-@pytest.fixture(scope="module")
-def tiny_pipeline(tmp_path_factory):
-    """(home, instance, defs) of a small trained warehouse, shared by the tests of one module."""
-    home = tmp_path_factory.mktemp("pipeline")
+def home_env(home: Path) -> pytest.MonkeyPatch:
+    """LROUTER_HOME = ``home``, no registry or Ollama host from the environment; ``.undo()`` restores them."""
     mp = pytest.MonkeyPatch()
     mp.setenv("LROUTER_HOME", str(home))
     mp.delenv("LROUTER_REGISTRY", raising=False)
     mp.delenv("OLLAMA_HOST", raising=False)
+    return mp
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
+    """(home, instance, defs) of a small trained warehouse, shared by the tests of one module."""
+    home = tmp_path_factory.mktemp("pipeline")
+    mp = home_env(home)
     instance, defs = build_tiny_pipeline(home)
     yield home, instance, defs
     mp.undo()

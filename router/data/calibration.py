@@ -3,13 +3,17 @@
 Why: profiles must never see val/test outcomes (that would leak the answers the router is evaluated on), so
 every reader of calibration outcomes (profiles, expected costs, the leakage check) selects them here, with the
 same latest-attempt rule and the same content hash that proves later which rows were used.
+
+Production rows (labelled gateway requests, ``run_id`` = "production") are the one other evidence a profile
+may read: they are never benchmark queries, so never validation/test rows; :func:`production_rows` selects
+them with the same latest-attempt rule.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 import polars as pl
 
@@ -77,6 +81,31 @@ def calibration_rows(traces: pl.DataFrame, splits: pl.DataFrame,
         keep = sorted(mine["query_id"].to_list(), key=_limit_rank)[:n]
         rows = rows.filter((pl.col("model_id") != model_id) | pl.col("query_id").is_in(keep))
     return rows.sort(["model_id", "query_id"])
+
+
+PRODUCTION_META = ("task_group", "dataset")  # what the request named (null = not named)
+
+
+def production_rows(production: pl.DataFrame, model_ids: Sequence[str] | None = None, until: str | None = None,
+                    query_ids: Collection[str] | None = None) -> pl.DataFrame:
+    """The production trace rows a profile may use: latest label per (request, model), models of
+    ``model_ids`` only, labelled (``collected_at``) no later than ``until``, optionally only ``query_ids``.
+
+    Why ``until`` and ``query_ids``: the leakage check re-reads the production table after the profiles were
+    built; restricting it to what the profiles recorded keeps a label that arrived in between out of the
+    recomputation. ``task_group`` / ``dataset`` columns (null where the request named none) are kept; a row
+    without a label time is dropped (it could not be pinned by ``until``).
+    """
+    check_traces(production)
+    rows = production.with_columns([pl.lit(None, pl.String).alias(c) for c in PRODUCTION_META
+                                    if c not in production.columns]).filter(pl.col("collected_at").is_not_null())
+    if model_ids is not None:
+        rows = rows.filter(pl.col("model_id").is_in(list(model_ids)))
+    if until is not None:
+        rows = rows.filter(pl.col("collected_at") <= until)
+    if query_ids is not None:
+        rows = rows.filter(pl.col("query_id").is_in(list(query_ids)))
+    return latest_attempts(rows).sort(["model_id", "query_id"])
 
 
 def trace_hash(rows: pl.DataFrame) -> str:

@@ -10,6 +10,11 @@ calibration rows gets a cautious profile and a model with none gets exactly the 
 parts) plus the ``cold_start`` flag. Parts known before any answer (price, size) are never shrunk.
 Standardisation stats come from the reference pool (by default: the models with calibration rows that are
 not being cold-started), so adding a model does not change the other models' vectors.
+
+Production rows (labelled gateway requests, optional) are extra evidence of the model that answered them:
+they enter that model's overall parts, and its group/dataset parts only where the request named a task
+group/dataset the benchmark knows; never pairwise parts (one model answered each), never the reference pool
+or the cost scale (both stay defined by calibration rows), so they move no other model's raw parts.
 """
 
 from __future__ import annotations
@@ -18,11 +23,18 @@ import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from router.data.calibration import CALIBRATION_SPLIT, calibration_rows, trace_hash
+from router.data.calibration import (
+    CALIBRATION_SPLIT,
+    REQUIRED_TRACE_COLUMNS,
+    calibration_rows,
+    production_rows,
+    trace_hash,
+)
 from warehouse.vocabulary import TASK_GROUPS
 
 BASE_PARTS = (
@@ -34,6 +46,13 @@ PAIRWISE_PARTS = (
     "fail_corr_mean", "fail_corr_max", "fail_corr_min",
 )
 PRIOR_PARTS = ("log_price_in", "log_price_out", "log_params_b", "params_missing")  # known before answering
+
+
+@dataclass(frozen=True)
+class ProfileSources:
+    """Which evidence besides the benchmark's calibration rows the profiles asset reads (its run config)."""
+
+    use_production_traces: bool = True  # labelled gateway requests as extra evidence of the models that served them
 
 
 # ----------------------------------------------------------------------------------------------- stats
@@ -168,12 +187,16 @@ def _reference(model_ids: list[str], per_model: dict[str, pl.DataFrame], calib_l
 
 def _outcome_parts(
     model_ids: list[str], per_model: dict[str, pl.DataFrame], reference: list[str], groups: list[str],
-    datasets: list[str], qmeta: dict[str, tuple[str, str]],
+    datasets: list[str], qmeta: dict[str, tuple[str, str]], evidence: dict[str, pl.DataFrame] | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, dict[str, tuple[float, bool]]], float]:
-    """(part names, unshrunk raw [K, O], row counts [K, O], ok outcomes per model, cost scale) of the
-    outcome-derived parts."""
-    stats = {m: _model_stats(per_model[m], groups, datasets, qmeta) for m in model_ids}
-    ref_cost = [stats[m][0]["cost_usd_mean"] for m in reference]
+    """(part names, unshrunk raw [K, O], row counts [K, O], ok calibration outcomes per model, cost scale) of
+    the outcome-derived parts: per-model parts from ``evidence`` (calibration + production rows; default
+    ``per_model``), pairwise parts and the cost scale from the calibration rows ``per_model`` only."""
+    evidence = per_model if evidence is None else evidence
+    stats = {m: _model_stats(evidence[m], groups, datasets, qmeta) for m in model_ids}
+    calib_stats = stats if evidence is per_model else {
+        m: _model_stats(per_model[m], groups, datasets, qmeta) for m in reference}
+    ref_cost = [calib_stats[m][0]["cost_usd_mean"] for m in reference]
     ref_cost = [x for x in ref_cost if x == x]
     cost_scale = float(max(ref_cost)) if ref_cost and max(ref_cost) > 0 else 1.0
     ok_by_model: dict[str, dict[str, tuple[float, bool]]] = {}
@@ -244,6 +267,31 @@ def _standardise(full: np.ndarray, pool: np.ndarray, ref_idx: list[int],
     return z, mean, sd
 
 
+def _production_evidence(production: pl.DataFrame | None, model_ids: list[str], splits: pl.DataFrame,
+                         qmeta: dict[str, tuple[str, str]]) -> tuple[pl.DataFrame, dict[str, tuple[str, str]]]:
+    """(latest production rows of the pool, their (task_group, dataset) with "" = not named). A production
+    query id that is also a benchmark query is refused: it could be a val/test row under another name."""
+    if production is None or production.height == 0:
+        return pl.DataFrame(), {}
+    rows = production_rows(production, model_ids)
+    clash = (set(rows["query_id"].to_list()) & (set(qmeta) | set(splits["query_id"].to_list())))
+    if clash:
+        raise ValueError(f"production: query_id {sorted(clash)[0]!r} is a benchmark query; production rows "
+                         f"must have their own ids (production:<request id>)")
+    meta = dict(zip(rows["query_id"].to_list(),
+                    zip(rows["task_group"].fill_null("").to_list(), rows["dataset"].fill_null("").to_list(),
+                        strict=True), strict=True))
+    return rows, meta
+
+
+def with_production_rows(per_model: dict[str, pl.DataFrame], prod: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Each model's calibration rows followed by its production rows (the columns the statistics read)."""
+    cols = [c for c in (*REQUIRED_TRACE_COLUMNS, "collected_at")
+            if c in prod.columns and all(c in r.columns for r in per_model.values())]
+    return {m: pl.concat([r.select(cols), prod.filter(pl.col("model_id") == m).select(cols)],
+                         how="vertical_relaxed") for m, r in per_model.items()}
+
+
 def build_profiles(
     traces: pl.DataFrame,
     splits: pl.DataFrame,
@@ -252,12 +300,16 @@ def build_profiles(
     shrink_k0: float = 16.0,
     calib_limit: Mapping[str, int] | None = None,
     reference_models: Sequence[str] | None = None,
+    production: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The ``profiles`` table: one row per model of ``models`` (in its order).
 
     Columns: model_id, vector (standardised, list[f32]), feature_names, raw (unshrunk, NaN = unmeasured),
-    shrunk_raw, n_calib_rows, n_ok_rows, shrink_weight, cold_start, shrunk, params_missing, trace_hash,
-    source_query_ids, built_from (JSON). ``shrink_k0`` is the k0 of the shrinkage weight n / (n + k0).
+    shrunk_raw, n_calib_rows, n_production_rows, n_ok_rows, shrink_weight, cold_start, shrunk,
+    params_missing, trace_hash, source_query_ids, built_from (JSON). ``shrink_k0`` is the k0 of the shrinkage
+    weight n / (n + k0). ``production``: labelled gateway rows in the traces contract (optional
+    ``task_group`` / ``dataset`` columns), extra evidence of the models of ``models`` that served them (see
+    the module docstring); ``calib_limit`` caps calibration rows only. None or empty = calibration only.
     """
     _check_profile_inputs(models, shrink_k0, calib_limit)
     model_ids = models["model_id"].to_list()
@@ -266,11 +318,13 @@ def build_profiles(
     missing_q = set(rows["query_id"].to_list()) - set(qmeta)
     if missing_q:
         raise ValueError(f"traces: query_id {sorted(missing_q)[0]!r} is not in the queries table")
+    prod, prod_meta = _production_evidence(production, model_ids, splits, qmeta)
 
     per_model = {m: rows.filter(pl.col("model_id") == m) for m in model_ids}
+    evidence = with_production_rows(per_model, prod) if prod.height else per_model
     reference = _reference(model_ids, per_model, calib_limit, reference_models)
     outcome_names, raw, counts, ok_by_model, cost_scale = _outcome_parts(
-        model_ids, per_model, reference, groups, datasets, qmeta)
+        model_ids, per_model, reference, groups, datasets, {**qmeta, **prod_meta}, evidence)
     names = outcome_names + list(PRIOR_PARTS)
     ref_idx = [model_ids.index(m) for m in reference]
     pool, shrunk = _shrink(raw, counts, ref_idx, outcome_names, shrink_k0)
@@ -279,12 +333,15 @@ def build_profiles(
     z, mean, sd = _standardise(full, pool, ref_idx, len(outcome_names))
 
     n_rows = np.array([per_model[m].height for m in model_ids])
-    n_ok = np.array([len(ok_by_model[m]) for m in model_ids])
+    n_prod = np.array([evidence[m].height - per_model[m].height for m in model_ids])
+    n_ok = np.array([evidence[m].filter(pl.col("status") == "ok").height for m in model_ids])
     built_from = json.dumps({
         "split": CALIBRATION_SPLIT,
         "n_rows": int(rows.height),
         "n_queries": int(rows["query_id"].n_unique()) if rows.height else 0,
         "trace_version": trace_hash(rows),
+        "n_production_rows": int(prod.height),
+        "production_until": max(prod["collected_at"].drop_nulls().to_list(), default=None) if prod.height else None,
         "shrink_k0": shrink_k0,
         "calib_limit": dict(calib_limit or {}),
         "reference_models": reference,
@@ -299,13 +356,14 @@ def build_profiles(
         "raw": [list(r) + list(p) for r, p in zip(raw.tolist(), prior.tolist(), strict=True)],
         "shrunk_raw": full.tolist(),
         "n_calib_rows": n_rows.astype(np.int64),
+        "n_production_rows": n_prod.astype(np.int64),
         "n_ok_rows": n_ok.astype(np.int64),
         "shrink_weight": (n_ok / (n_ok + shrink_k0) if shrink_k0 > 0 else (n_ok > 0)).astype(np.float64),
-        "cold_start": n_rows == 0,
+        "cold_start": (n_rows + n_prod) == 0,
         "shrunk": n_ok < shrink_k0,
         "params_missing": params_missing,
-        "trace_hash": [trace_hash(per_model[m]) for m in model_ids],
-        "source_query_ids": [sorted(per_model[m]["query_id"].to_list()) for m in model_ids],
+        "trace_hash": [trace_hash(evidence[m]) for m in model_ids],
+        "source_query_ids": [sorted(evidence[m]["query_id"].to_list()) for m in model_ids],
         "built_from": [built_from] * len(model_ids),
     }, schema_overrides={"vector": pl.List(pl.Float32), "raw": pl.List(pl.Float64),
                          "shrunk_raw": pl.List(pl.Float64), "feature_names": pl.List(pl.String),

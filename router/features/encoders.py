@@ -31,6 +31,7 @@ from PIL import Image
 
 from router.features.cache import file_digest
 from router.features.config import FEATURE_CODE_VERSION, FeatureConfig
+from router.features.onnx_graph import OnnxGraph, image_graph, resolve_runtime, text_graph
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # image loader threads must not fork tokenizers
 
@@ -154,6 +155,8 @@ class EfficientNetLite0Encoder:
         self.version = (f"w={file_digest(self.weights)[:16]};size={cfg.image_size};resize={cfg.image_resize}"
                         f";crop={cfg.crop_pct};dtype={str(self.dtype).split('.')[-1]};code={FEATURE_CODE_VERSION}")
         self._model: torch.nn.Module | None = None
+        self._graph: OnnxGraph | None = None  # when the runtime is onnx
+        self.runtime = resolve_runtime(cfg.runtime, self.device, self.dtype, "image encoder")
         self._lock = threading.Lock()
         self.calls = 0  # encode() calls, so tests and benchmarks can see what the cache saved
 
@@ -165,6 +168,14 @@ class EfficientNetLite0Encoder:
                 # channels-last is several times faster for depthwise convolutions on CPU (oneDNN)
                 self._model = m.to(memory_format=torch.channels_last)
             return self._model
+
+    def graph(self) -> OnnxGraph:
+        model = self.model
+        with self._lock:
+            if self._graph is None:
+                self._graph = image_graph(_GridAndPooled(model), self.cfg.image_size,
+                                          self.cfg.num_threads or torch.get_num_threads())
+            return self._graph
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -191,9 +202,25 @@ class EfficientNetLite0Encoder:
 
     def encode(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         self.calls += 1
-        grid, pooled, _ = self.forward_all(batch)
+        if self.runtime == "onnx":
+            grid_np, pooled_np = self.graph().run(batch.float().cpu().contiguous().numpy())
+            grid, pooled = torch.from_numpy(grid_np), torch.from_numpy(pooled_np)
+        else:
+            grid, pooled, _ = self.forward_all(batch)
         tokens = grid.flatten(2).transpose(1, 2)  # [B, h*w, 320], row-major over the grid
         return tokens.float().cpu().numpy(), pooled.float().cpu().numpy()
+
+
+class _GridAndPooled(torch.nn.Module):
+    """EfficientNet-Lite0 as pixels -> (grid, pooled), what ``encode`` keeps, for export."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grid = self.m.blocks(self.m.bn1(self.m.conv_stem(x)))
+        return grid, self.m.forward_head(self.m.bn2(self.m.conv_head(grid)), pre_logits=True)
 
 
 class MiniLMEncoder:
@@ -218,6 +245,8 @@ class MiniLMEncoder:
                         f";dtype={str(self.dtype).split('.')[-1]};code={FEATURE_CODE_VERSION}")
         self._model = None
         self._tok = None
+        self._graph: OnnxGraph | None = None  # when the runtime is onnx
+        self.runtime = resolve_runtime(cfg.runtime, self.device, self.dtype, "text encoder")
         self._lock = threading.Lock()
         self.calls = 0
 
@@ -231,16 +260,25 @@ class MiniLMEncoder:
                 self._tok = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
                 model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
                 self._model = model.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
+                if self.runtime == "onnx":
+                    self._graph = text_graph(self._model, self._tok, self.cfg.num_threads or torch.get_num_threads())
         return self._model, self._tok
 
     def encode(self, texts: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray]:
         self.calls += 1
         model, tok = self._load()
-        enc = tok(list(texts), padding=True, truncation=True, max_length=self.pooled_max_tokens,
-                  return_tensors="pt").to(self.device)
-        with _no_grad_ctx():
-            h = model(**enc).last_hidden_state
-        mask = enc["attention_mask"].bool()
+        if self._graph is not None:
+            enc = tok(list(texts), padding=True, truncation=True, max_length=self.pooled_max_tokens,
+                      return_tensors="np")
+            h = torch.from_numpy(self._graph.run(enc["input_ids"].astype(np.int64),
+                                                 enc["attention_mask"].astype(np.int64))[0])
+            mask = torch.from_numpy(enc["attention_mask"]).bool()
+        else:
+            enc = tok(list(texts), padding=True, truncation=True, max_length=self.pooled_max_tokens,
+                      return_tensors="pt").to(self.device)
+            with _no_grad_ctx():
+                h = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].bool()
         h = h.float()  # pool in fp32 whatever the compute dtype
         m = mask[..., None].float()
         pooled = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)
@@ -355,7 +393,8 @@ _ENCODERS: dict[tuple, Encoders] = {}
 def load_encoders(cfg: FeatureConfig) -> Encoders:
     """Encoders for ``cfg`` (weights load lazily on first use; memoised per process and config)."""
     key = (cfg.clip_arch, cfg.clip_checkpoint, cfg.image_size, cfg.image_resize, cfg.crop_pct,
-           cfg.max_text_tokens, str(cfg.resolved_device()), str(cfg.resolved_dtype()))
+           cfg.max_text_tokens, str(cfg.resolved_device()), str(cfg.resolved_dtype()),
+           resolve_runtime(cfg.runtime, cfg.resolved_device(), cfg.resolved_dtype(), "encoders"))
     if key not in _ENCODERS:
         if cfg.uses_clip:
             clip = OpenClipModel(cfg)

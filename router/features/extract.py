@@ -9,7 +9,9 @@ decoding overlaps with encoding (loader threads), and a query whose image cannot
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -257,16 +259,51 @@ def extract_features(
     )
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """A request's image decoded and preprocessed for the image encoder (what ``encode_requests`` feeds it), so
+    a server can do this CPU work on its request threads while the encoder runs the previous batch."""
+
+    pixels: torch.Tensor  # [3, H, W] as ``ImageEncoder.preprocess`` returns it
+    size: tuple[int, int]  # (width, height) of the original image
+
+
+def prepare_image(image: Image.Image, cfg: FeatureConfig | None = None,
+                  encoders: Encoders | None = None) -> PreparedImage:
+    enc = encoders or load_encoders(cfg or FeatureConfig())
+    return PreparedImage(enc.image.preprocess(image), tuple(image.size))
+
+
+def encode_requests(images: Sequence[Image.Image | PreparedImage | None], questions: Sequence[str],
+                    cfg: FeatureConfig | None = None,
+                    encoders: Encoders | None = None) -> list[dict[str, np.ndarray | None]]:
+    """Features of a batch of requests at routing time (no cache): one text-encoder pass for all questions and
+    one image-encoder pass for the images present, with the same encoders and preprocessing as extraction.
+
+    Why batched: a gateway under load routes the requests that queued while the previous batch ran together;
+    one forward over B short questions costs far less than B forwards."""
+    if len(images) != len(questions):
+        raise ValueError(f"encode_requests: {len(images)} images for {len(questions)} questions")
+    cfg = cfg or FeatureConfig()
+    enc = encoders or load_encoders(cfg)
+    out: list[dict[str, np.ndarray | None]] = [
+        {"img_tokens": None, "img_pooled": None, "image_wh": None} for _ in questions]
+    with_img = [i for i, img in enumerate(images) if img is not None]
+    if with_img:
+        prepared = [im if isinstance(im, PreparedImage) else prepare_image(im, cfg, enc)
+                    for im in (images[i] for i in with_img)]
+        tokens, pooled = enc.image.encode(torch.stack([p.pixels for p in prepared]))
+        for j, i in enumerate(with_img):
+            out[i].update(img_tokens=tokens[j].astype(np.float16), img_pooled=pooled[j].astype(np.float16),
+                          image_wh=np.asarray(prepared[j].size, dtype=np.int32))
+    if questions:
+        t, p = enc.text.encode(list(questions))
+        for i, o in enumerate(out):
+            o.update(txt_tokens=t[i].astype(np.float16), txt_pooled=p[i].astype(np.float16))
+    return out
+
+
 def encode_single(image: Image.Image | None, question: str, cfg: FeatureConfig | None = None,
                   encoders: Encoders | None = None) -> dict[str, np.ndarray | None]:
     """Features of one request at routing time (no cache): same encoders and preprocessing as extraction."""
-    cfg = cfg or FeatureConfig()
-    enc = encoders or load_encoders(cfg)
-    out: dict[str, np.ndarray | None] = {"img_tokens": None, "img_pooled": None, "image_wh": None}
-    if image is not None:
-        tokens, pooled = enc.image.encode(enc.image.preprocess(image)[None])
-        out.update(img_tokens=tokens[0].astype(np.float16), img_pooled=pooled[0].astype(np.float16),
-                   image_wh=np.asarray(image.size, dtype=np.int32))
-    t, p = enc.text.encode([question])
-    out.update(txt_tokens=t[0].astype(np.float16), txt_pooled=p[0].astype(np.float16))
-    return out
+    return encode_requests([image], [question], cfg, encoders)[0]

@@ -1,4 +1,5 @@
-"""Route a new request: ``RouterService.route(image, question, pool=None, lam=0.0)``.
+"""Route a new request: ``RouterService.route(image, question, pool=None, lam=0.0)``, or a batch of them
+(``route_many``: one encoder pass and one router forward for all).
 
 Uses the latest trained LatentRouter checkpoint, the same frozen encoders as the features asset, and the
 CURRENT capability profiles and registry: a model added after training is scored through its capability
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,7 @@ from router.data.warehouse_inputs import FEATURES_DIR, WarehouseInputs, load_inp
 from router.evaluation.deploy import LATENT, load_deployed_baseline
 from router.features.config import FeatureConfig
 from router.features.encoders import load_encoders
-from router.features.extract import encode_single
+from router.features.extract import PreparedImage, encode_requests, prepare_image
 from router.features.side import side_features
 from router.threads import torch_threads
 from router.training.artifacts import latest_checkpoint_dir
@@ -62,7 +65,10 @@ class RouterService:
 
     def __init__(self, wh: Warehouse, feature_cfg: FeatureConfig | None = None, auto_refresh: bool = True):
         self.wh = wh
-        self.feature_cfg = replace(feature_cfg or FeatureConfig(), progress=False)
+        # requests arrive one (or a few) at a time: the encoders' ONNX Runtime graphs where they can run (2-3x
+        # faster than eager at that size, same numbers; router/features/onnx_graph.py); $LROUTER_RUNTIME overrides
+        self.feature_cfg = replace(feature_cfg or FeatureConfig(), progress=False,
+                                   runtime=os.environ.get("LROUTER_RUNTIME", "auto"))
         self.auto_refresh = auto_refresh
         self.refresh_error: str | None = None  # why the last refresh failed while the held snapshot serves
         self._failed: tuple[tuple | None, float] = (None, 0.0)  # (sources, when) of the last failed rebuild
@@ -147,56 +153,86 @@ class RouterService:
     def request_data(self, image: Image.Image | None, question: str, pool: list[str] | None = None,
                      task_group: str | None = None, dataset: str | None = None) -> RoutingData:
         """The request as a one-row RoutingData (split ``test``; no outcomes), ``avail`` = the pool."""
+        return self.requests_data([RouteRequest(image, question, pool, 0.0, task_group, dataset)], [image])
+
+    def check_pool(self, pool: list[str] | None) -> None:
+        unknown = [m for m in pool or [] if m not in self.data.model_ids]
+        if unknown:  # before any encoder work
+            raise ValueError(f"unknown or inactive model(s) in pool: {unknown}; active: {self.data.model_ids}")
+
+    def prepare_image(self, image: bytes | Image.Image) -> PreparedImage:
+        """Decode and preprocess a request's image for this service's image encoder (thread-safe: no model is
+        touched), so a server can do it on its request threads; a ValueError names an unreadable image."""
+        img = _decode_request(RouteRequest(image, "image"))
+        assert img is not None and not isinstance(img, PreparedImage)
+        return prepare_image(img, self.feature_cfg, load_encoders(self.feature_cfg))
+
+    def requests_data(self, requests: Sequence[RouteRequest],
+                      images: Sequence[Image.Image | PreparedImage | None]) -> RoutingData:
+        """B requests as a B-row RoutingData (split ``test``; no outcomes), ``avail`` = each request's pool;
+        ``images`` are the requests' decoded images. One encoder pass per modality for the whole batch."""
         fs, data = self.inputs.features, self.data
         models = data.model_ids
-        unknown = [m for m in pool or [] if m not in models]
-        if unknown:  # before any encoder work
-            raise ValueError(f"unknown or inactive model(s) in pool: {unknown}; active: {models}")
+        for r in requests:
+            self.check_pool(r.pool)
         encoders = load_encoders(self.feature_cfg)  # memoised; weights load on first use
         stored = [(fs.text_encoder_id, encoders.text.encoder_id, "question")]
-        if image is not None and fs.image_encoder_id is not None:
+        if any(img is not None for img in images) and fs.image_encoder_id is not None:
             stored.append((fs.image_encoder_id, encoders.image.encoder_id, "image"))
         for have, got, what in stored:
             if have != got:
                 raise ValueError(f"the router was trained on {what} features from {have!r} but requests are "
                                  f"encoded with {got!r}; route with the FeatureConfig the features asset used "
                                  "(imported embeddings cannot encode new requests)")
-        enc = encode_single(image, question, self.feature_cfg, encoders)
-        tg, ds = task_group or "", dataset or ""
-        has = np.array([image is not None])
-        wh_size = np.asarray([enc["image_wh"] if image is not None else (0, 0)])
-        side, _ = side_features([question], [tg or "other"], [ds or "other"], wh_size, has,
+        encs = encode_requests(images, [r.question for r in requests], self.feature_cfg, encoders)
+        n = len(requests)
+        tgs = [r.task_group or "" for r in requests]
+        dss = [r.dataset or "" for r in requests]
+        has = np.array([img is not None for img in images])
+        wh_size = np.asarray([e["image_wh"] if img is not None else (0, 0)
+                              for e, img in zip(encs, images, strict=True)])
+        side, _ = side_features([r.question for r in requests], [t or "other" for t in tgs],
+                                [d or "other" for d in dss], wh_size, has,
                                 _vocab(fs.side_names, "task_group"), _vocab(fs.side_names, "dataset"))
         if side.shape[1] < fs.side.shape[1]:  # declared import side features: unknown for a new request
-            side = np.concatenate([side, np.zeros((1, fs.side.shape[1] - side.shape[1]), np.float32)], axis=1)
-        txt, txt_mask = _pad(enc["txt_tokens"], fs.txt_tokens.shape[1])
+            side = np.concatenate([side, np.zeros((n, fs.side.shape[1] - side.shape[1]), np.float32)], axis=1)
+        padded = [_pad(e["txt_tokens"], fs.txt_tokens.shape[1]) for e in encs]
+        txt, txt_mask = np.stack([t for t, _ in padded]), np.stack([m for _, m in padded])
         img_tokens = img_mask = img_pooled = None
         if fs.img_tokens is not None:
-            if image is not None:
-                img_tokens = enc["img_tokens"][None].astype(fs.img_tokens.dtype)
-                img_pooled = enc["img_pooled"][None]
-            else:
-                img_tokens = np.zeros((1, *fs.img_tokens.shape[1:]), dtype=fs.img_tokens.dtype)
-                img_pooled = np.zeros((1, fs.img_pooled.shape[1]), dtype=np.float32)
-            img_mask = np.full((1, fs.img_tokens.shape[1]), image is not None)
+            img_tokens = np.zeros((n, *fs.img_tokens.shape[1:]), dtype=fs.img_tokens.dtype)
+            img_pooled = np.zeros((n, fs.img_pooled.shape[1]), dtype=np.float32)
+            for i, e in enumerate(encs):
+                if has[i]:
+                    img_tokens[i], img_pooled[i] = e["img_tokens"], e["img_pooled"]
+            img_mask = np.repeat(has[:, None], fs.img_tokens.shape[1], axis=1)
+        txt_pooled = np.stack([e["txt_pooled"] for e in encs])
         k = data.k
+        avail = np.array([[m in r.pool if r.pool else True for m in models] for r in requests], dtype=bool)
         return replace(
-            data, query_ids=[REQUEST_ID], img_tokens=img_tokens, img_mask=img_mask, txt_tokens=txt[None],
-            txt_mask=txt_mask[None], pooled=self.norms.pooled(img_pooled, enc["txt_pooled"][None], side, has),
-            side=self.norms.side(side), quality=np.zeros((1, k), np.float32), cost=np.zeros((1, k), np.float32),
-            cost_usd=np.zeros((1, k)), avail=np.array([[m in pool if pool else True for m in models]]),
-            exp_cost=self._expected_cost(image is not None, tg)[None], split=np.array(["test"], dtype=object),
-            task_group=np.array([tg], dtype=object), dataset=np.array([ds], dtype=object), latency_ms=None)
+            data, query_ids=[REQUEST_ID] * n, img_tokens=img_tokens, img_mask=img_mask, txt_tokens=txt,
+            txt_mask=txt_mask, pooled=self.norms.pooled(img_pooled, txt_pooled, side, has),
+            side=self.norms.side(side), quality=np.zeros((n, k), np.float32), cost=np.zeros((n, k), np.float32),
+            cost_usd=np.zeros((n, k)), avail=avail,
+            exp_cost=np.stack([self._expected_cost(bool(h), t) for h, t in zip(has, tgs, strict=True)]),
+            split=np.array(["test"] * n, dtype=object), task_group=np.array(tgs, dtype=object),
+            dataset=np.array(dss, dtype=object), latency_ms=None)
 
-    def predict_rows(self, data: RoutingData, rows: np.ndarray, lam: float,
+    def predict_rows(self, data: RoutingData, rows: np.ndarray, lam: float | np.ndarray,
                      avail: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(quality, uncertainty, utility) [len(rows), K] of the DEPLOYED router (deployed.json); a baseline has
-        no uncertainty (0) and ranks by its own ``scores``; unavailable models get utility -inf."""
+        no uncertainty (0) and ranks by its own ``scores``; unavailable models get utility -inf. ``lam`` is one
+        value or one per row."""
         mask = data.avail[rows] if avail is None else np.asarray(avail, dtype=bool)
+        lams = np.broadcast_to(np.asarray(lam, dtype=np.float64), (len(rows),))
         if self.baseline is None:
-            return predict(self.model, data, rows, lam, avail=mask)
+            return predict(self.model, data, rows, lams if np.ndim(lam) else float(lam), avail=mask)
         q, _ = self.baseline.predict(data, rows)
-        score = np.where(mask, np.asarray(self.baseline.scores(data, rows, lam), dtype=np.float64), -np.inf)
+        score = np.empty((len(rows), data.k), dtype=np.float64)
+        for value in np.unique(lams):  # a baseline's scores may not be linear in lambda (one classifier per level)
+            sel = np.flatnonzero(lams == value)
+            score[sel] = np.asarray(self.baseline.scores(data, np.asarray(rows)[sel], float(value)), dtype=np.float64)
+        score = np.where(mask, score, -np.inf)
         return np.asarray(q, dtype=np.float64), np.zeros_like(score), score
 
     def warm_up(self) -> None:
@@ -206,39 +242,90 @@ class RouterService:
     def route(self, image: str | Path | bytes | Image.Image | None, question: str, pool: list[str] | None = None,
               lam: float = 0.0, task_group: str | None = None, dataset: str | None = None) -> list[dict]:
         """Ranked candidate models with predicted quality, uncertainty, expected cost and utility."""
-        if not question or not question.strip():
-            raise ValueError("question is empty")
-        img = None
-        if image is not None:
-            if isinstance(image, Image.Image):
-                img = image
-            else:
-                raw = image if isinstance(image, bytes) else Path(image).read_bytes()
-                try:
-                    img = Image.open(io.BytesIO(raw))
-                    img.load()
-                except Exception as exc:
-                    raise ValueError(f"cannot read image {image if not isinstance(image, bytes) else '<bytes>'}: "
-                                     f"{exc}") from exc
-            img = img.convert("RGB")
-        if self.auto_refresh:
+        result = self.route_many([RouteRequest(image, question, pool, lam, task_group, dataset)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def route_many(self, requests: Sequence[RouteRequest]) -> list[list[dict] | ValueError]:
+        """``route`` for a batch: one refresh check, one encoder pass per modality and one router forward for
+        all of them. A request's own bad input (empty question, unreadable image, unknown pool) comes back in
+        its place as the ValueError ``route`` would raise; the others are routed."""
+        results: list[list[dict] | ValueError | None] = [None] * len(requests)
+        decoded: list[tuple[int, Image.Image | PreparedImage | None]] = []
+        for i, r in enumerate(requests):
+            try:
+                decoded.append((i, _decode_request(r)))
+            except ValueError as exc:
+                results[i] = exc
+        if self.auto_refresh and decoded:
             self.refresh(strict=False)  # a failed re-read answers from the held snapshot (see refresh_error)
-        req = self.request_data(img, question, pool, task_group, dataset)
-        with torch_threads(1):  # one request: a second thread costs more in sync than it saves (bench/router.py)
-            mu, sigma, score = self.predict_rows(req, np.array([0]), lam, req.avail)
+        ok: list[tuple[int, Image.Image | PreparedImage | None]] = []
+        for i, img in decoded:
+            try:
+                self.check_pool(requests[i].pool)
+                ok.append((i, img))
+            except ValueError as exc:
+                results[i] = exc
+        if ok:
+            batch = [requests[i] for i, _ in ok]
+            req = self.requests_data(batch, [img for _, img in ok])
+            lams = np.array([float(r.lam) for r in batch])
+            rows = np.arange(len(batch))
+            # one request: one thread (a second costs more in sync than it saves, bench/router.py); a batch: all
+            with torch_threads(1 if len(batch) == 1 else None):
+                mu, sigma, score = self.predict_rows(req, rows, lams, req.avail)
+            for b, (i, _) in enumerate(ok):
+                results[i] = self._ranked(req, b, mu, sigma, score)
+        return results  # type: ignore[return-value]
+
+    def _ranked(self, req: RoutingData, row: int, mu: np.ndarray, sigma: np.ndarray,
+                score: np.ndarray) -> list[dict]:
         out = []
         for j, m in enumerate(req.model_ids):
-            if not req.avail[0, j]:
+            if not req.avail[row, j]:
                 continue
             out.append({
                 "model_id": m,
-                "quality": float(mu[0, j]),
-                "uncertainty": float(sigma[0, j]),
-                "cost_usd": float(req.exp_cost[0, j] * self.norms.cost_scale),
-                "utility": float(score[0, j]),
+                "quality": float(mu[row, j]),
+                "uncertainty": float(sigma[row, j]),
+                "cost_usd": float(req.exp_cost[row, j] * self.norms.cost_scale),
+                "utility": float(score[row, j]),
                 "simulated": bool(req.simulated[j]) if req.simulated else False,
             })
         return sorted(out, key=lambda r: -r["utility"])
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """One request to route, as a value: what ``route`` takes, so requests can queue and route in batches."""
+
+    image: str | Path | bytes | Image.Image | PreparedImage | None
+    question: str
+    pool: list[str] | None = None
+    lam: float = 0.0
+    task_group: str | None = None
+    dataset: str | None = None
+
+
+def _decode_request(r: RouteRequest) -> Image.Image | PreparedImage | None:
+    """The request's image as RGB (None without one; a PreparedImage as it is); a ValueError naming the problem
+    for bad input."""
+    if not r.question or not r.question.strip():
+        raise ValueError("question is empty")
+    if r.image is None or isinstance(r.image, PreparedImage):
+        return r.image
+    if isinstance(r.image, Image.Image):
+        img = r.image
+    else:
+        try:
+            raw = r.image if isinstance(r.image, bytes) else Path(r.image).read_bytes()
+            img = Image.open(io.BytesIO(raw))
+            img.load()
+        except Exception as exc:
+            where = r.image if not isinstance(r.image, bytes) else "<bytes>"
+            raise ValueError(f"cannot read image {where}: {exc}") from exc
+    return img.convert("RGB")
 
 
 def load_router(home: Path | None = None) -> RouterService:

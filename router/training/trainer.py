@@ -217,12 +217,16 @@ def predict(
     model: LatentRouter,
     data: RoutingData,
     rows: np.ndarray,
-    lam: float = 0.0,
+    lam: float | np.ndarray = 0.0,
     avail: np.ndarray | None = None,
     batch_size: int = 512,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mu_tilde, sigma, score) as float32 [len(rows), K]; score is -inf where a model is unavailable."""
+    """(mu_tilde, sigma, score) as float32 [len(rows), K]; score is -inf where a model is unavailable.
+    ``lam``: one trade-off for all rows, or one per row (a served batch mixes policies)."""
     rows = np.asarray(rows, dtype=np.int64)
+    per_row = np.ndim(lam) > 0
+    if per_row and np.shape(lam) != (len(rows),):
+        raise ValueError(f"predict: lam has shape {np.shape(lam)}, expected ({len(rows)},) or a scalar")
     av_all = data.avail[rows] if avail is None else np.asarray(avail, dtype=bool)
     if av_all.shape != (len(rows), data.k):
         raise ValueError(f"predict: avail has shape {av_all.shape}, expected {(len(rows), data.k)}")
@@ -233,7 +237,8 @@ def predict(
     try:
         for start in range(0, len(rows), batch_size):
             sl = slice(start, start + batch_size)
-            out = model(**make_batch(data, rows[sl], model.cfg, device, av_all[sl]), lam=lam)
+            lam_b = torch.as_tensor(np.asarray(lam, dtype=np.float32)[sl]) if per_row else lam
+            out = model(**make_batch(data, rows[sl], model.cfg, device, av_all[sl]), lam=lam_b)
             outs.append(tuple(out[k].float().cpu().numpy() for k in ("mu_tilde", "sigma", "score")))
     finally:
         model.train(was_training)

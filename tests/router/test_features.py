@@ -293,3 +293,36 @@ def test_bad_queries_raise_clear_errors(tmp_path):
         extract_features(q.drop("image_path"), tmp_path, tmp_path / "cache", FeatureConfig(progress=False))
     with pytest.raises(ValueError, match="clip_checkpoint"):
         FeatureConfig(clip_arch="ViT-B-32")
+
+
+def test_onnx_runtime_matches_eager_encoders_for_any_batch_and_length(image_dir):
+    """The routing service's ONNX Runtime graphs give the eager encoders' numbers (same fp32 weights): MiniLM
+    for one question and for a padded batch of very different lengths, EfficientNet for one image and a batch.
+    float32 pinned: on a CPU with native bf16 ``auto`` picks bf16, which the graphs do not run."""
+    eager = load_encoders(FeatureConfig(progress=False, runtime="torch", dtype="float32")).text
+    graph = load_encoders(FeatureConfig(progress=False, runtime="onnx", dtype="float32")).text
+    assert (eager.runtime, graph.runtime) == ("torch", "onnx") and graph.encoder_id == eager.encoder_id
+    assert graph.version == eager.version  # same numbers: cached features stay valid
+    texts = ["x", "What word is written in the box?", "a much longer question about the chart " * 12,
+             "Is this a cat or a dog?"]
+    for batch in ([texts[1]], [texts[2]], texts, texts[::-1]):
+        (t_e, p_e), (t_g, p_g) = eager.encode(batch), graph.encode(batch)
+        np.testing.assert_allclose(p_g, p_e, atol=1e-5)
+        for a, b in zip(t_g, t_e, strict=True):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, atol=1e-4)
+    # batched pooled vectors equal one-at-a-time ones (the gateway routes queued requests together)
+    singles = np.stack([graph.encode([t])[1][0] for t in texts])
+    np.testing.assert_allclose(graph.encode(texts)[1], singles, atol=1e-5)
+    with pytest.raises(ValueError, match="runtime"):
+        FeatureConfig(runtime="tensorrt")
+    img_eager = load_encoders(FeatureConfig(progress=False, runtime="torch", dtype="float32")).image
+    img_graph = load_encoders(FeatureConfig(progress=False, runtime="onnx", dtype="float32")).image
+    assert (img_eager.runtime, img_graph.runtime) == ("torch", "onnx") and img_graph.version == img_eager.version
+    images = [Image.open(image_dir / n).convert("RGB") for n in ("chart.png", "orange.png")]
+    pixels = torch.stack([img_eager.preprocess(im) for im in images])
+    for batch in (pixels[:1], pixels):
+        (tok_e, pool_e), (tok_g, pool_g) = img_eager.encode(batch), img_graph.encode(batch)
+        assert tok_g.shape == tok_e.shape == (len(batch), 49, 320)
+        np.testing.assert_allclose(tok_g, tok_e, atol=2e-4)
+        np.testing.assert_allclose(pool_g, pool_e, atol=1e-4)

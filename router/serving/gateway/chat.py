@@ -1,9 +1,9 @@
 """``POST /v1/chat/completions``: validate, resolve the policy, route (worker thread), forward with fallback,
 answer (JSON or SSE) and log exactly one served_requests row per request.
 
-Why this order: everything cheap and refusable (body size, JSON, images, policy) happens before the route
-lock; routing runs in one worker thread under that lock (the service's arrays are rebuilt in place when the
-warehouse changes) while the event loop keeps serving; upstream calls are plain async I/O, so a slow model
+Why this order: everything cheap and refusable (body size, JSON, images, policy) happens before routing;
+routing runs in one worker thread, requests that queued meanwhile routed together in one batch (batcher.py),
+while the event loop keeps serving; upstream calls are plain async I/O, so a slow model
 or a slow client only holds its own request. Fallback happens only while the client has received nothing.
 """
 
@@ -20,12 +20,15 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from router.features.extract import PreparedImage
+from router.serving.gateway.batcher import QueueFull
 from router.serving.gateway.policies import ROUTER_POLICY, Plan, PolicyError
 from router.serving.gateway.schema import ApiError, ChatRequest, parse_chat, refused
 from router.serving.gateway.served_log import now_iso
 from router.serving.gateway.state import GatewayState, Unavailable
 from router.serving.gateway.upstream import Attempt, UpstreamFailure, UpstreamStream, complete, open_stream
 from router.serving.limits import RequestRefused, read_body
+from router.serving.service import RouteRequest
 
 
 @dataclass
@@ -44,7 +47,8 @@ class Served:
     realised_cost_usd: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    routing_ms: float | None = None
+    routing_ms: float | None = None  # wall time of the routing batch this request was in
+    route_batch: int | None = None  # requests routed together with it (itself included)
     upstream_ms: float | None = None
     status: str = "ok"
     http_status: int = 200
@@ -53,6 +57,8 @@ class Served:
     has_image: bool = False
     error: str = ""
     prompt: str | None = None
+    task_group: str | None = None  # the request's extra_body task_group / dataset: lets its label count toward
+    dataset: str | None = None  # that group's / dataset's profile parts at recalibration
 
     @property
     def fallbacks(self) -> int:
@@ -68,7 +74,7 @@ class Served:
                 "upstream_ms": self.upstream_ms, "status": self.status, "http_status": self.http_status,
                 "fallbacks": self.fallbacks, "attempts": json.dumps([a.as_dict() for a in self.attempts]),
                 "stream": self.stream, "has_image": self.has_image, "error": self.error[:2000],
-                "prompt": self.prompt}
+                "prompt": self.prompt, "task_group": self.task_group, "dataset": self.dataset}
 
     def headers(self) -> dict[str, str]:
         h = {"x-lrouter-request-id": self.request_id}
@@ -85,6 +91,7 @@ class Served:
             h["x-lrouter-expected-cost-usd"] = f"{self.expected_cost_usd:.3e}"
         if self.routing_ms is not None:
             h["x-lrouter-routing-ms"] = f"{self.routing_ms:.2f}"
+            h["x-lrouter-route-batch"] = str(self.route_batch)
         if self.attempts:
             h["x-lrouter-attempts"] = ", ".join(a.model + ("" if a.ok else f" ({a.kind})") for a in self.attempts)
         return h
@@ -128,14 +135,6 @@ async def ensure_service(state: GatewayState) -> None:
                 await anyio.to_thread.run_sync(state.get, limiter=state.route_threads)
 
 
-def _route_sync(state: GatewayState, req: ChatRequest, plan: Plan, pool: list[str]) -> tuple[list[dict], float]:
-    service = state.get()
-    t = time.perf_counter()
-    ranked = service.route(req.image, req.question, pool=pool, lam=float(plan.lam or 0.0),
-                           task_group=req.extras.get("task_group"), dataset=req.extras.get("dataset"))
-    return ranked, (time.perf_counter() - t) * 1e3
-
-
 async def _candidates(state: GatewayState, req: ChatRequest, plan: Plan, rec: Served) -> list[dict[str, Any]]:
     """The models to try, best first: the router's ranking within the request's pool and budget."""
     if plan.concrete is not None:
@@ -146,25 +145,26 @@ async def _candidates(state: GatewayState, req: ChatRequest, plan: Plan, rec: Se
     if missing or not pool:
         raise ApiError(400, f"model(s) {missing} cannot be routed to (no capability profile or no upstream); "
                        f"routable: {routable}", "models", "model_not_routable")
-    acquired = False
-    with anyio.move_on_after(state.limits.request_timeout_s):
-        await state.route_lock.acquire()
-        acquired = True
-    if not acquired:
-        raise ApiError(503, f"busy: the router did not become free within {state.limits.request_timeout_s:g} s",
-                       None, "router_busy")
+    image: PreparedImage | None = None
     try:
-        with anyio.CancelScope(shield=True):  # the thread cannot be interrupted; keep the lock until it ends
-            ranked, rec.routing_ms = await anyio.to_thread.run_sync(_route_sync, state, req, plan, pool,
-                                                                    limiter=state.route_threads)
+        if req.image is not None:  # decoded and resized on a request thread while the router runs a batch
+            image = await anyio.to_thread.run_sync(state.get().prepare_image, req.image, limiter=state.parse_threads)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), "messages", "invalid_image") from None
+    item = RouteRequest(image, req.question, pool, float(plan.lam or 0.0), req.extras.get("task_group"),
+                        req.extras.get("dataset"))
+    try:
+        routed = await state.batcher.submit(item)
+    except QueueFull as exc:
+        raise ApiError(503, f"busy: {exc}; retry shortly", None, "router_busy") from None
     except Unavailable as exc:
         raise ApiError(503, str(exc), None, "router_unavailable") from None
-    except ValueError as exc:  # the service's own input errors (an image PIL cannot decode, ...)
-        raise ApiError(400, str(exc), "messages", "invalid_image" if "image" in str(exc) else "invalid_value") \
-            from None
-    finally:
-        state.route_lock.release()
+    ranked = routed.result
+    if isinstance(ranked, ValueError):  # the request's own input (an image PIL cannot decode, ...)
+        raise ApiError(400, str(ranked), "messages", "invalid_image" if "image" in str(ranked) else "invalid_value")
+    rec.routing_ms, rec.route_batch = routed.batch_ms, routed.batch_size
     state.metrics.routing.observe(rec.routing_ms / 1e3)
+    state.metrics.route_batch.observe(routed.batch_size)
     cap = plan.max_cost_usd
     ok = [r for r in ranked if cap is None or r["cost_usd"] <= cap]
     if not ok:
@@ -203,6 +203,7 @@ async def chat_completions(request: Request) -> Response:
         req = await anyio.to_thread.run_sync(parse_chat, raw, state.limits, limiter=state.parse_threads)
         rec.requested_model, rec.stream, rec.has_image = req.model, req.stream, req.image is not None
         rec.prompt = req.question if state.cfg.log_prompts else None
+        rec.task_group, rec.dataset = req.extras.get("task_group"), req.extras.get("dataset")
         await ensure_service(state)
         try:
             plan = state.policies.resolve(req.model, req.extras, state.upstreams().ids())

@@ -58,6 +58,8 @@ class GatewayConfig:
     flush_interval_s: float = 1.0  # served_requests part files are written at most this often
     flush_rows: int = 2000  # ... or as soon as this many rows wait
     max_upstream_connections: int = 256
+    max_route_batch: int = 32  # requests that queued while the router was busy are routed together
+    max_route_queue: int = 1024  # requests waiting for the router beyond this get a 503
     ollama_host: str = ""  # root URL for `ollama` models without an own endpoint
 
     def __post_init__(self) -> None:

@@ -28,8 +28,10 @@ class GatewayMetrics:
                                        ["model", "kind"], registry=r)
         self.fallbacks = Counter("lrouter_gateway_fallbacks", "requests answered by a lower-ranked model after "
                                  "a failure", registry=r)
-        self.routing = Histogram("lrouter_gateway_routing_seconds", "routing time (encoders + scoring)",
+        self.routing = Histogram("lrouter_gateway_routing_seconds", "routing time of the batch a request was in (encoders + scoring)",
                                  buckets=ROUTING_BUCKETS, registry=r)
+        self.route_batch = Histogram("lrouter_gateway_route_batch_size", "requests routed together in one batch",
+                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self.log_rows = Counter("lrouter_gateway_served_rows_written", "served_requests rows written",
                                 registry=r)
 

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import polars as pl
 
-from warehouse.schemas import SERVED_FEEDBACK, SERVED_REQUESTS, conform
+from warehouse.schemas import SERVED_FEEDBACK, SERVED_REQUESTS, SERVED_REQUESTS_ADDED, conform
 from warehouse.store import atomic_write_parquet
 
 SERVED_DIR = "served_requests"
@@ -33,16 +33,19 @@ def _parts(folder: Path) -> list[Path]:
     return sorted(folder.glob("part-*.parquet")) if folder.exists() else []
 
 
-def _read(folder: Path, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:
+def _read(folder: Path, schema: dict[str, pl.DataType], table: str, added: tuple[str, ...] = ()) -> pl.DataFrame:
+    """All part files of one table; ``added`` columns (declared after older files were written) read as null."""
     frames = [pl.read_parquet(p) for p in _parts(folder)]
     if not frames:
         return pl.DataFrame(schema=schema)
-    return conform(pl.concat(frames, how="diagonal_relaxed"), schema, table)
+    df = pl.concat(frames, how="diagonal_relaxed")
+    df = df.with_columns([pl.lit(None, schema[c]).alias(c) for c in added if c not in df.columns])
+    return conform(df, schema, table)
 
 
 def read_served(root: Path) -> pl.DataFrame:
     """served_requests with the latest feedback label per request (``label`` null when none)."""
-    served = _read(Path(root) / SERVED_DIR, SERVED_REQUESTS, "served_requests")
+    served = _read(Path(root) / SERVED_DIR, SERVED_REQUESTS, "served_requests", SERVED_REQUESTS_ADDED)
     fb = read_feedback(root)
     latest = (fb.sort("labelled_at").group_by("request_id").last() if fb.height
               else pl.DataFrame(schema=SERVED_FEEDBACK))
@@ -151,10 +154,13 @@ PRODUCTION_RUN_ID = "production"
 
 def production_traces(labelled: pl.DataFrame) -> pl.DataFrame:
     """Labelled served rows in the ``outcome_traces`` contract (TRACES columns first), marked as production:
-    ``run_id`` = ``source`` = "production", ``query_id`` = "production:<request id>", quality = the label."""
+    ``run_id`` = ``source`` = "production", ``query_id`` = "production:<request id>", quality = the label.
+    The request's ``task_group`` / ``dataset`` (null when it named none) ride along, so recalibration can
+    count the row toward that group's profile parts."""
     from warehouse.schemas import TRACES
 
     df = labelled.filter(pl.col("label").is_not_null() & pl.col("chosen_model").is_not_null())
+    df = df.with_columns([pl.lit(None, pl.String).alias(c) for c in SERVED_REQUESTS_ADDED if c not in df.columns])
     out = df.select(
         ("production:" + pl.col("request_id")).alias("query_id"), pl.col("chosen_model").alias("model_id"),
         (pl.col("fallbacks") + 1).cast(pl.Int32).alias("attempt"), pl.lit("").alias("prediction"),
@@ -164,7 +170,7 @@ def production_traces(labelled: pl.DataFrame) -> pl.DataFrame:
         pl.lit("ok").alias("status"), pl.lit("").alias("error"), pl.col("labelled_at").alias("collected_at"),
         pl.lit("").alias("model_digest"), pl.lit(PRODUCTION_RUN_ID).alias("run_id"),
         pl.lit(PRODUCTION_RUN_ID).alias("source"), "request_id", "policy", "lambda", "predicted_quality",
-        "expected_cost_usd", "has_image", "label_source")
+        "expected_cost_usd", "has_image", "label_source", *SERVED_REQUESTS_ADDED)
     return conform(out, TRACES, "traces")
 
 

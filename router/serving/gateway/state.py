@@ -1,5 +1,6 @@
 """What one gateway app holds: the router (or how to build it), upstreams, policies, limits, metrics, the
-served-request log and the upstream HTTP client, plus the primitives that keep routing off the event loop."""
+served-request log and the upstream HTTP client, plus the batcher that routes queued requests together in one
+worker thread, off the event loop."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import anyio
 import httpx
 import polars as pl
 
+from router.serving.gateway.batcher import RouteBatcher
 from router.serving.gateway.config import GatewayConfig, UpstreamTable
 from router.serving.gateway.metrics import GatewayMetrics
 from router.serving.gateway.policies import PolicyBook
 from router.serving.gateway.served_log import ServedLog
 from router.serving.limits import ServeLimits
-from router.serving.service import RouterService
+from router.serving.service import RouteRequest, RouterService
 
 UpstreamSource = UpstreamTable | Callable[[pl.DataFrame], UpstreamTable]
 
@@ -35,10 +37,16 @@ class GatewayState:
     metrics: GatewayMetrics
     log: ServedLog | None
     client: httpx.AsyncClient | None = None
-    route_lock: anyio.Lock = field(default_factory=anyio.Lock)  # the service rebuilds its arrays in place
+    route_lock: anyio.Lock = field(default_factory=anyio.Lock)  # held while the router is first built
     route_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
     parse_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(4))
     _upstreams: tuple[pl.DataFrame, UpstreamTable] | None = None
+    batcher: RouteBatcher[RouteRequest] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # batches share the build's one-thread limiter: a rebuild and a batch never run at once
+        self.batcher = RouteBatcher(lambda items: self.get().route_many(items), self.cfg.max_route_batch,
+                                    self.cfg.max_route_queue, self.route_threads)
 
     def get(self) -> RouterService:
         """The router, built on first use when a factory was given (worker thread, under the route lock)."""

@@ -28,6 +28,9 @@ def test_one_row_per_request_and_feedback_attaches(gateway_factory, tmp_path):
             n += 1
         ids.append(next(iter(client.chat.completions.create(model="cheap", messages=MSG, stream=True))).id)
         n += 1
+        ids.append(client.chat.completions.create(model="lrouter", messages=MSG,
+                                                  extra_body={"task_group": "ocr", "dataset": "textvqa"}).id)
+        n += 1
         for bad in ({"model": "nope", "messages": MSG}, {"model": "lrouter", "messages": []}):
             r = httpx.post(gw.url + "/v1/chat/completions", json=bad)
             ids.append(r.headers["x-lrouter-request-id"])
@@ -54,8 +57,10 @@ def test_one_row_per_request_and_feedback_attaches(gateway_factory, tmp_path):
     assert ok["status"] == "ok" and ok["chosen_model"] and ok["realised_cost_usd"] > 0 and ok["label"] == 0.8
     assert ok["prompt"] is None  # prompts only when the operator opts in
     assert by_id[ids[5]]["stream"] and by_id[ids[5]]["status"] in ("ok", "client_disconnected")
-    assert by_id[ids[6]]["status"] == "invalid" and by_id[ids[6]]["http_status"] == 404
-    failed = by_id[ids[8]]
+    assert (by_id[ids[6]]["task_group"], by_id[ids[6]]["dataset"]) == ("ocr", "textvqa")  # for recalibration
+    assert ok["task_group"] is None
+    assert by_id[ids[7]]["status"] == "invalid" and by_id[ids[7]]["http_status"] == 404
+    failed = by_id[ids[9]]
     assert failed["status"] == "upstream_error" and json.loads(failed["attempts"])[0]["model"] == "simvl-nano:1b"
     assert rows.filter(pl.col("label").is_not_null()).height == 2
 
