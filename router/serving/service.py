@@ -65,10 +65,7 @@ class RouterService:
 
     def __init__(self, wh: Warehouse, feature_cfg: FeatureConfig | None = None, auto_refresh: bool = True):
         self.wh = wh
-        # requests arrive one (or a few) at a time: the encoders' ONNX Runtime graphs where they can run (2-3x
-        # faster than eager at that size, same numbers; router/features/onnx_graph.py); $LROUTER_RUNTIME overrides
-        self.feature_cfg = replace(feature_cfg or FeatureConfig(), progress=False,
-                                   runtime=os.environ.get("LROUTER_RUNTIME", "auto"))
+        self.feature_cfg = serving_feature_config(feature_cfg or FeatureConfig())
         self.auto_refresh = auto_refresh
         self.refresh_error: str | None = None  # why the last refresh failed while the held snapshot serves
         self._failed: tuple[tuple | None, float] = (None, 0.0)  # (sources, when) of the last failed rebuild
@@ -269,11 +266,12 @@ class RouterService:
                 results[i] = exc
         if ok:
             batch = [requests[i] for i, _ in ok]
-            req = self.requests_data(batch, [img for _, img in ok])
             lams = np.array([float(r.lam) for r in batch])
             rows = np.arange(len(batch))
-            # one request: one thread (a second costs more in sync than it saves, bench/router.py); a batch: all
+            # one request: one thread for the eager encoders and the forward (a second costs more in sync than it
+            # saves: MiniLM bf16 8.5 vs 10.3 ms, bench/router.py); a batch: all of them
             with torch_threads(1 if len(batch) == 1 else None):
+                req = self.requests_data(batch, [img for _, img in ok])
                 mu, sigma, score = self.predict_rows(req, rows, lams, req.avail)
             for b, (i, _) in enumerate(ok):
                 results[i] = self._ranked(req, b, mu, sigma, score)
@@ -326,6 +324,23 @@ def _decode_request(r: RouteRequest) -> Image.Image | PreparedImage | None:
             where = r.image if not isinstance(r.image, bytes) else "<bytes>"
             raise ValueError(f"cannot read image {where}: {exc}") from exc
     return img.convert("RGB")
+
+
+def serving_feature_config(base: FeatureConfig) -> FeatureConfig:
+    """The encoders' settings for serving: the features asset's, on the encoders' ONNX Runtime graphs where
+    they can run (requests arrive one or a few at a time: 2-3x faster than eager at that size, same numbers;
+    router/features/onnx_graph.py). Two environment overrides: ``$LROUTER_RUNTIME`` (torch|onnx|auto) and
+    ``$LROUTER_SERVING_DTYPE``. The latter trades exactness for speed where the features were computed in
+    bf16 (``dtype=auto`` on a CPU with native bf16), which the graphs do not run: ``float32`` serves from the
+    fp32 graphs instead, so a request's features differ from the stored ones by bf16 rounding
+    (bench/serving_precision.py prints how often that changes the chosen model). Unset: the features' dtype."""
+    runtime = os.environ.get("LROUTER_RUNTIME", "auto")
+    dtype = os.environ.get("LROUTER_SERVING_DTYPE") or base.dtype
+    try:
+        return replace(base, progress=False, runtime=runtime, dtype=dtype)
+    except ValueError as exc:
+        raise ValueError(f"serving encoders ($LROUTER_RUNTIME={runtime!r}, $LROUTER_SERVING_DTYPE={dtype!r}): "
+                         f"{exc}") from None
 
 
 def load_router(home: Path | None = None) -> RouterService:

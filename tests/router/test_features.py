@@ -326,3 +326,23 @@ def test_onnx_runtime_matches_eager_encoders_for_any_batch_and_length(image_dir)
         assert tok_g.shape == tok_e.shape == (len(batch), 49, 320)
         np.testing.assert_allclose(tok_g, tok_e, atol=2e-4)
         np.testing.assert_allclose(pool_g, pool_e, atol=1e-4)
+
+
+def test_serving_encoders_follow_the_features_dtype_unless_overridden(monkeypatch):
+    """The routing service encodes requests in the features' dtype (a bf16 feature set is served by the eager
+    bf16 encoders, matching the stored numbers); ``$LROUTER_SERVING_DTYPE=float32`` opts into the fp32 ONNX
+    graphs; a bad value names the variable."""
+    from router.serving.service import serving_feature_config
+
+    monkeypatch.delenv("LROUTER_SERVING_DTYPE", raising=False)
+    monkeypatch.delenv("LROUTER_RUNTIME", raising=False)
+    for dtype in ("bfloat16", "float32"):
+        cfg = serving_feature_config(FeatureConfig(dtype=dtype))
+        assert (cfg.dtype, cfg.runtime, cfg.progress) == (dtype, "auto", False)
+        assert load_encoders(cfg).text.runtime == ("onnx" if dtype == "float32" else "torch")
+    monkeypatch.setenv("LROUTER_SERVING_DTYPE", "float32")
+    cfg = serving_feature_config(FeatureConfig(dtype="bfloat16"))
+    assert cfg.dtype == "float32" and load_encoders(cfg).text.runtime == "onnx"
+    monkeypatch.setenv("LROUTER_SERVING_DTYPE", "int4")
+    with pytest.raises(ValueError, match=r"LROUTER_SERVING_DTYPE='int4'.*dtype"):
+        serving_feature_config(FeatureConfig())

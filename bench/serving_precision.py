@@ -1,0 +1,85 @@
+"""What serving in float32 ONNX graphs costs in routing decisions when the features were computed in bf16.
+
+On a CPU with native bf16 the features asset encodes in bf16 (``FeatureConfig.dtype="auto"``); the routing
+service then runs the same eager bf16 encoders so a request's features match the stored ones, and ONNX Runtime
+(float32 only) is not used. ``LROUTER_SERVING_DTYPE=float32`` serves from the fp32 graphs instead. This script
+routes the warehouse's first ``--n`` queries (their images and questions, re-encoded) through both services and
+prints how often the top-ranked model differs, how far the predicted qualities move, and the single-request
+routing time of each (text only, and with an image).
+
+Usage: ``python bench/serving_precision.py --home data`` (a warehouse with a trained router, e.g. after
+``make demo``). On a CPU without native bf16 both services are the same (fp32) and agreement is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from router.features.config import FeatureConfig  # noqa: E402
+from router.features.encoders import load_encoders  # noqa: E402
+from router.serving.service import RouteRequest, RouterService  # noqa: E402
+from warehouse.store import Warehouse  # noqa: E402
+
+
+def _single_ms(service: RouterService, image: Image.Image | None, n: int = 120) -> float:
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        service.route_many([RouteRequest(image, f"Request {i}: What word is written in the box?")])
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.percentile(times[n // 6:], 50))
+
+
+def _qualities(ranked: list[dict]) -> np.ndarray:
+    return np.array([c["quality"] for c in sorted(ranked, key=lambda c: c["model_id"])])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--home", default="data")
+    p.add_argument("--n", type=int, default=300, help="queries to route through both services")
+    p.add_argument("--lambdas", default="0,0.3,1", help="comma-separated cost trade-offs")
+    a = p.parse_args()
+    os.environ.pop("LROUTER_SERVING_DTYPE", None)
+    wh = Warehouse(Path(a.home).resolve() / "warehouse")
+    stored = RouterService(wh, auto_refresh=False)
+    fast = RouterService(wh, replace(FeatureConfig(), dtype="float32"), auto_refresh=False)
+    for s in (stored, fast):
+        s.warm_up()
+    runtime = {id(s): load_encoders(s.feature_cfg).text.runtime for s in (stored, fast)}
+    print(f"# bench/serving_precision.py: {os.cpu_count()} CPUs; features dtype "
+          f"{stored.feature_cfg.resolved_dtype()} ({runtime[id(stored)]}) vs float32 ({runtime[id(fast)]})")
+    q = pl.read_parquet(wh.table_path("queries")).head(a.n)
+    paths = [wh.images_dir / p if p else None for p in q["image_path"]]
+    for lam in (float(x) for x in a.lambdas.split(",")):
+        reqs = [RouteRequest(img, text, None, lam, tg, ds)
+                for img, text, tg, ds in zip(paths, q["question"], q["task_group"], q["dataset"], strict=True)]
+        got_stored, got_fast = [], []
+        for i in range(0, len(reqs), 16):
+            got_stored += stored.route_many(reqs[i:i + 16])
+            got_fast += fast.route_many(reqs[i:i + 16])
+        same = np.mean([x[0]["model_id"] == y[0]["model_id"] for x, y in zip(got_stored, got_fast, strict=True)])
+        dq = np.abs(np.stack([_qualities(r) for r in got_stored]) - np.stack([_qualities(r) for r in got_fast]))
+        print(f"lambda {lam:g}: top-1 model agreement {same:.3f} over {len(reqs)} queries; |predicted quality "
+              f"difference| mean {dq.mean():.2e}, max {dq.max():.2e}")
+    img = Image.open(paths[next(i for i, p in enumerate(paths) if p is not None)]).convert("RGB")
+    for name, s in (("features dtype", stored), ("float32", fast)):
+        print(f"one request, {name}: routing p50 {_single_ms(s, None):.2f} ms text only, "
+              f"{_single_ms(s, img, 60):.2f} ms with an image")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
