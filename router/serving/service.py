@@ -30,6 +30,7 @@ from router.features.config import FeatureConfig
 from router.features.encoders import load_encoders
 from router.features.extract import PreparedImage, encode_requests, prepare_image
 from router.features.side import side_features
+from router.models.base import Router
 from router.threads import torch_threads
 from router.training.artifacts import latest_checkpoint_dir
 from router.training.checkpoint import load_checkpoint
@@ -224,7 +225,10 @@ class RouterService:
         lams = np.broadcast_to(np.asarray(lam, dtype=np.float64), (len(rows),))
         if self.baseline is None:
             return predict(self.model, data, rows, lams if np.ndim(lam) else float(lam), avail=mask)
-        q, _ = self.baseline.predict(data, rows)
+        q, c = self.baseline.predict(data, rows)
+        if type(self.baseline).scores is Router.scores:  # q - lambda * c: one prediction serves every lambda
+            score = np.asarray(q, dtype=np.float64) - lams[:, None] * np.asarray(c, dtype=np.float64)
+            return np.asarray(q, dtype=np.float64), np.zeros_like(score), np.where(mask, score, -np.inf)
         score = np.empty((len(rows), data.k), dtype=np.float64)
         for value in np.unique(lams):  # a baseline's scores may not be linear in lambda (one classifier per level)
             sel = np.flatnonzero(lams == value)

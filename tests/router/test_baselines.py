@@ -225,3 +225,25 @@ def test_clear_errors(fitted):
         routers["knn"].predict(fewer, fewer.idx("test"))
     with pytest.raises(RuntimeError, match="not fitted"):
         B.KMeansRouter().predict(data, data.idx("test"))
+
+
+def test_knn_neighbours_are_sklearns_exact_cosine_neighbours(fitted, monkeypatch):
+    """KNN's own search (no per-call thread-pool setup) finds the same k nearest training rows as sklearn's
+    brute-force cosine search, also across chunk borders, and a router pickled before ``_unit`` existed still
+    predicts the same."""
+    import router.models.baselines.neighbours as nb
+
+    data, routers = fitted[0]
+    knn = routers["knn"]
+    rows = data.idx("test")
+    want = knn._nn.kneighbors(data.pooled[rows], return_distance=False)
+    monkeypatch.setattr(nb, "CHUNK", 7)  # several chunks, the last one partial
+    got = knn.neighbours(data.pooled[rows])
+    assert got.shape == want.shape == (len(rows), 50)
+    assert [set(g) for g in got] == [set(w) for w in want]
+    q, c = knn.predict(data, rows)
+    old = B.KNNRouter().fit(data)
+    old._unit = None
+    q_old, c_old = old.predict(data, rows)
+    np.testing.assert_allclose(q_old, q)
+    np.testing.assert_allclose(c_old, c)

@@ -173,6 +173,15 @@ def test_baseline_that_wins_validation_is_deployed_and_served(pipeline, monkeypa
     mu, sigma, score = svc.predict_rows(svc.data, rows, 0.3)
     np.testing.assert_allclose(mu, svc.data.quality[rows])  # the baseline's predictions, not LatentRouter's
     assert np.all(sigma == 0)
+    # one prediction scores every row's lambda (default q - lambda * c): the same utilities as the baseline's
+    # own scores at each lambda, and unavailable models at -inf
+    lams = np.where(np.arange(len(rows)) % 2 == 0, 0.0, 2.0)
+    _, _, per_row = svc.predict_rows(svc.data, rows, lams)
+    for value in (0.0, 2.0):
+        sel = lams == value
+        want = svc.baseline.scores(svc.data, rows[sel], value)
+        np.testing.assert_allclose(per_row[sel], np.where(svc.data.avail[rows][sel], want, -np.inf))
+    assert not np.allclose(per_row[lams == 2.0], score[lams == 2.0])  # lambda 2 is not lambda 0.3
     from PIL import Image
 
     ranked = svc.route(Image.new("RGB", (32, 32), (200, 10, 10)), "What colour is this?", lam=0.1)

@@ -12,6 +12,14 @@ from router.data.routing_data import RoutingData
 from router.models.base import Router
 from router.models.baselines.common import FittedOnModels, group_means, train_means, train_rows
 
+CHUNK = 2048  # query rows per similarity block in KNNRouter.neighbours
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero, as in sklearn's cosine distance)."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm == 0, 1.0, norm)
+
 
 class KNNRouter(FittedOnModels, Router):
     """MMR-Bench KNN: mean outcome and mean cost of the k (=50) nearest training queries (cosine) per model."""
@@ -23,21 +31,38 @@ class KNNRouter(FittedOnModels, Router):
             raise ValueError(f"KNNRouter.k must be >= 1, got {k}")
         self.k = k
         self._nn: NearestNeighbors | None = None
+        self._unit: np.ndarray | None = None  # the training rows at unit length, for neighbours()
 
     def fit(self, data: RoutingData, seed: int = 0) -> KNNRouter:
         tr = train_rows(data)
         self._remember(data)
         self._nn = NearestNeighbors(n_neighbors=min(self.k, len(tr)), metric="cosine", algorithm="brute")
         self._nn.fit(data.pooled[tr])
+        self._unit = _unit_rows(np.asarray(data.pooled[tr], dtype=np.float64))
         self._q, self._c = data.quality[tr].astype(np.float64), data.cost[tr].astype(np.float64)
         self._m = data.avail[tr].copy()
         self._qf, self._cf = train_means(data, tr)
         return self
 
+    def neighbours(self, x: np.ndarray) -> np.ndarray:
+        """Indices [R, k] of the k training rows nearest (cosine) to each row of ``x``, in no particular order.
+
+        Why not ``NearestNeighbors.kneighbors``: the same exact brute-force search, but sklearn spends ~2-5 ms
+        per call setting thread-pool limits, which is most of routing one request. Chunked so a large
+        evaluation never holds more than ``CHUNK`` x n_train similarities."""
+        assert self._nn is not None
+        if getattr(self, "_unit", None) is None:  # a router fitted before _unit existed
+            self._unit = _unit_rows(np.asarray(self._nn._fit_X, dtype=np.float64))
+        k = self._nn.n_neighbors
+        out = np.empty((len(x), k), dtype=np.int64)
+        for start in range(0, len(x), CHUNK):
+            sim = _unit_rows(np.asarray(x[start:start + CHUNK], dtype=np.float64)) @ self._unit.T
+            out[start:start + CHUNK] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        return out
+
     def predict(self, data: RoutingData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._check(data)
-        assert self._nn is not None
-        idx = self._nn.kneighbors(data.pooled[rows], return_distance=False)  # [R, k]
+        idx = self.neighbours(data.pooled[rows])  # [R, k]
         m = self._m[idx]  # [R, k, K]
         n = m.sum(axis=1)
         q = np.where(m, self._q[idx], 0).sum(axis=1)
