@@ -31,7 +31,7 @@ from PIL import Image
 
 from router.features.cache import file_digest
 from router.features.config import FEATURE_CODE_VERSION, FeatureConfig
-from router.features.onnx_graph import OnnxGraph, image_graph, resolve_runtime, text_graph
+from router.features.onnx_graph import GRAPH_RUNTIMES, OnnxGraph, image_graph, resolve_runtime, text_graph
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # image loader threads must not fork tokenizers
 
@@ -173,8 +173,7 @@ class EfficientNetLite0Encoder:
         model = self.model
         with self._lock:
             if self._graph is None:
-                self._graph = image_graph(_GridAndPooled(model), self.cfg.image_size,
-                                          self.cfg.num_threads or torch.get_num_threads())
+                self._graph = image_graph(_GridAndPooled(model), self.cfg.image_size, self.cfg.num_threads)
             return self._graph
 
     @property
@@ -202,7 +201,7 @@ class EfficientNetLite0Encoder:
 
     def encode(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         self.calls += 1
-        if self.runtime == "onnx":
+        if self.runtime in GRAPH_RUNTIMES:  # onnx_int8 quantizes the text graph only
             grid_np, pooled_np = self.graph().run(batch.float().cpu().contiguous().numpy())
             grid, pooled = torch.from_numpy(grid_np), torch.from_numpy(pooled_np)
         else:
@@ -247,6 +246,8 @@ class MiniLMEncoder:
         self._tok = None
         self._graph: OnnxGraph | None = None  # when the runtime is onnx
         self.runtime = resolve_runtime(cfg.runtime, self.device, self.dtype, "text encoder")
+        if self.runtime == "onnx_int8":  # not the fp32 numbers: never shares a cache entry with them
+            self.version += ";weights=int8"
         self._lock = threading.Lock()
         self.calls = 0
 
@@ -260,8 +261,9 @@ class MiniLMEncoder:
                 self._tok = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
                 model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
                 self._model = model.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
-                if self.runtime == "onnx":
-                    self._graph = text_graph(self._model, self._tok, self.cfg.num_threads or torch.get_num_threads())
+                if self.runtime in GRAPH_RUNTIMES:
+                    self._graph = text_graph(self._model, self._tok, self.cfg.num_threads,
+                                             int8=self.runtime == "onnx_int8")
         return self._model, self._tok
 
     def encode(self, texts: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -270,8 +272,15 @@ class MiniLMEncoder:
         if self._graph is not None:
             enc = tok(list(texts), padding=True, truncation=True, max_length=self.pooled_max_tokens,
                       return_tensors="np")
-            h = torch.from_numpy(self._graph.run(enc["input_ids"].astype(np.int64),
-                                                 enc["attention_mask"].astype(np.int64))[0])
+            ids, att = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+            if self._graph.int8:  # activations are quantized per run, over the batch and its padding: one
+                # question per run, so its numbers never depend on what it was batched with (right-padded)
+                states = np.zeros((*ids.shape, self.dim), dtype=np.float32)
+                for i, n in enumerate(att.sum(1)):
+                    states[i, :n] = self._graph.run(ids[i:i + 1, :n], att[i:i + 1, :n])[0][0]
+            else:
+                states = self._graph.run(ids, att)[0]
+            h = torch.from_numpy(states)
             mask = torch.from_numpy(enc["attention_mask"]).bool()
         else:
             enc = tok(list(texts), padding=True, truncation=True, max_length=self.pooled_max_tokens,
@@ -394,7 +403,7 @@ def load_encoders(cfg: FeatureConfig) -> Encoders:
     """Encoders for ``cfg`` (weights load lazily on first use; memoised per process and config)."""
     key = (cfg.clip_arch, cfg.clip_checkpoint, cfg.image_size, cfg.image_resize, cfg.crop_pct,
            cfg.max_text_tokens, str(cfg.resolved_device()), str(cfg.resolved_dtype()),
-           resolve_runtime(cfg.runtime, cfg.resolved_device(), cfg.resolved_dtype(), "encoders"))
+           resolve_runtime(cfg.runtime, cfg.resolved_device(), cfg.resolved_dtype(), "encoders"), cfg.num_threads)
     if key not in _ENCODERS:
         if cfg.uses_clip:
             clip = OpenClipModel(cfg)

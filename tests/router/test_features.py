@@ -314,6 +314,11 @@ def test_onnx_runtime_matches_eager_encoders_for_any_batch_and_length(image_dir)
     # batched pooled vectors equal one-at-a-time ones (the gateway routes queued requests together)
     singles = np.stack([graph.encode([t])[1][0] for t in texts])
     np.testing.assert_allclose(graph.encode(texts)[1], singles, atol=1e-5)
+    # one intra-op thread unless FeatureConfig.num_threads says otherwise (whatever torch's count when built)
+    assert graph._graph.session.get_session_options().intra_op_num_threads == 1
+    two = load_encoders(FeatureConfig(progress=False, runtime="onnx", dtype="float32", num_threads=2)).text
+    np.testing.assert_allclose(two.encode(texts)[1], graph.encode(texts)[1], atol=1e-5)
+    assert two._graph.session.get_session_options().intra_op_num_threads == 2
     with pytest.raises(ValueError, match="runtime"):
         FeatureConfig(runtime="tensorrt")
     img_eager = load_encoders(FeatureConfig(progress=False, runtime="torch", dtype="float32")).image
@@ -328,10 +333,35 @@ def test_onnx_runtime_matches_eager_encoders_for_any_batch_and_length(image_dir)
         np.testing.assert_allclose(pool_g, pool_e, atol=1e-4)
 
 
+def test_int8_text_graph_is_close_to_fp32_but_not_equal_and_keeps_its_own_cache_version(image_dir):
+    """``onnx_int8`` quantizes the text encoder's weights: the embeddings move (so it never shares a cache
+    version with fp32) but stay close (cosine >= 0.97 per question, batched equals one at a time); the image
+    encoder under it is the exact fp32 graph."""
+    fp32 = load_encoders(FeatureConfig(progress=False, runtime="onnx", dtype="float32")).text
+    int8 = load_encoders(FeatureConfig(progress=False, runtime="onnx_int8", dtype="float32")).text
+    assert int8.runtime == "onnx_int8" and int8.encoder_id == fp32.encoder_id and int8.version != fp32.version
+    texts = ["What word is written in the box?", "How many bars in the chart are above 40?", "Is this a cat?",
+             "Solve for x: 3x + 4 = 19. Give the value of x."]
+    (t_f, p_f), (t_q, p_q) = fp32.encode(texts), int8.encode(texts)
+    cos = (p_f * p_q).sum(1)  # both L2-normalised
+    assert cos.min() >= 0.97 and np.abs(p_q - p_f).max() > 1e-3, cos
+    assert [t.shape for t in t_q] == [t.shape for t in t_f]
+    np.testing.assert_allclose(np.stack([int8.encode([t])[1][0] for t in texts]), p_q, atol=1e-5)
+    # the closest fp32 embedding of each int8 one is its own question's
+    assert ((p_q @ p_f.T).argmax(1) == np.arange(len(texts))).all()
+    img_fp32 = load_encoders(FeatureConfig(progress=False, runtime="onnx", dtype="float32")).image
+    img_int8 = load_encoders(FeatureConfig(progress=False, runtime="onnx_int8", dtype="float32")).image
+    pixels = img_fp32.preprocess(Image.open(image_dir / "chart.png").convert("RGB"))[None]
+    np.testing.assert_allclose(img_int8.encode(pixels)[1], img_fp32.encode(pixels)[1], atol=1e-5)
+    assert img_int8.version == img_fp32.version
+    with pytest.raises(RuntimeError, match="onnx_int8.*float32"):
+        load_encoders(FeatureConfig(progress=False, runtime="onnx_int8", dtype="bfloat16"))
+
+
 def test_serving_encoders_follow_the_features_dtype_unless_overridden(monkeypatch):
     """The routing service encodes requests in the features' dtype (a bf16 feature set is served by the eager
     bf16 encoders, matching the stored numbers); ``$LROUTER_SERVING_DTYPE=float32`` opts into the fp32 ONNX
-    graphs; a bad value names the variable."""
+    graphs, ``int8`` into them with int8 text weights; a bad value names the variable."""
     from router.serving.service import serving_feature_config
 
     monkeypatch.delenv("LROUTER_SERVING_DTYPE", raising=False)
@@ -343,6 +373,13 @@ def test_serving_encoders_follow_the_features_dtype_unless_overridden(monkeypatc
     monkeypatch.setenv("LROUTER_SERVING_DTYPE", "float32")
     cfg = serving_feature_config(FeatureConfig(dtype="bfloat16"))
     assert cfg.dtype == "float32" and load_encoders(cfg).text.runtime == "onnx"
+    monkeypatch.setenv("LROUTER_SERVING_DTYPE", "int8")  # fp32 graphs, int8 text weights
+    cfg = serving_feature_config(FeatureConfig(dtype="bfloat16"))
+    assert (cfg.dtype, cfg.runtime) == ("float32", "onnx_int8") and load_encoders(cfg).text.runtime == "onnx_int8"
+    monkeypatch.setenv("LROUTER_RUNTIME", "torch")
+    with pytest.raises(ValueError, match=r"LROUTER_SERVING_DTYPE=int8.*LROUTER_RUNTIME='torch'"):
+        serving_feature_config(FeatureConfig())
+    monkeypatch.delenv("LROUTER_RUNTIME")
     monkeypatch.setenv("LROUTER_SERVING_DTYPE", "int4")
     with pytest.raises(ValueError, match=r"LROUTER_SERVING_DTYPE='int4'.*dtype"):
         serving_feature_config(FeatureConfig())
