@@ -333,7 +333,7 @@ def _decode_request(r: RouteRequest) -> Image.Image | PreparedImage | None:
 def serving_feature_config(base: FeatureConfig) -> FeatureConfig:
     """The encoders' settings for serving: the features asset's, on the encoders' ONNX Runtime graphs where
     they can run (requests arrive one or a few at a time: 2-3x faster than eager at that size, same numbers;
-    router/features/onnx_graph.py). Two environment overrides: ``$LROUTER_RUNTIME`` (torch|onnx|auto) and
+    router/features/onnx_graph.py). Two environment overrides: ``$LROUTER_RUNTIME`` (torch|onnx|onnx_int8|auto) and
     ``$LROUTER_SERVING_DTYPE``. The latter trades exactness for speed where the features were computed in
     bf16 (``dtype=auto`` on a CPU with native bf16), which the graphs do not run: ``float32`` serves from the
     fp32 graphs instead, so a request's features differ from the stored ones by bf16 rounding

@@ -157,6 +157,7 @@ def test_evaluation_report_shows_its_main_table_and_plots_in_the_browser(webserv
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
             page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)  # expect() has its own 5 s default; CI boxes are slow
             page.goto(f"{webserver}/assets/evaluation_report", wait_until="domcontentloaded")
             # the latest materialization's metadata: the main table is a real table, its first row the Oracle
             main = page.locator("tr", has=page.locator("td", has_text="main_table")).first
