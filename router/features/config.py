@@ -34,6 +34,9 @@ class FeatureConfig:
     # "onnx_int8" (serving only: int8 text-encoder weights, ~2x faster, cosine ~0.993; in the text version)
     runtime: str = "torch"
     loader_threads: int = 2  # threads decoding/resizing images while the encoder runs
+    # concurrent encoder runs inside one routing batch on the graph runtimes (encode_requests): its images split
+    # across the lanes, its questions too; not in the cache version (each item's numbers do not depend on it)
+    encode_lanes: int = 1
     clip_arch: str | None = None  # e.g. "ViT-B-32"; with clip_checkpoint selects open_clip as encoder of record
     clip_checkpoint: str | None = None  # local file; never downloaded
     task_group_vocab: tuple[str, ...] = TASK_GROUPS
@@ -51,7 +54,7 @@ class FeatureConfig:
             raise ValueError(f"FeatureConfig.runtime must be torch|onnx|onnx_int8|auto, got {self.runtime!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"FeatureConfig.dtype must be auto|float32|bfloat16|float16, got {self.dtype!r}")
-        for name in ("image_batch_size", "text_batch_size", "max_text_tokens", "image_size"):
+        for name in ("image_batch_size", "text_batch_size", "max_text_tokens", "image_size", "encode_lanes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FeatureConfig.{name} must be >= 1, got {getattr(self, name)}")
 

@@ -9,6 +9,7 @@ decoding overlaps with encoding (loader threads), and a query whose image cannot
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from router.features.cache import FeatureCache, file_digest, text_key
 from router.features.config import FeatureConfig
 from router.features.encoders import Encoders, ImageEncoder, TextEncoder, load_encoders, to_rgb
 from router.features.feature_set import FeatureSet
+from router.features.onnx_graph import GRAPH_RUNTIMES
 from router.features.side import side_features
 
 REQUIRED_QUERY_COLUMNS = ("query_id", "question", "image_path", "image_sha256", "task_group", "dataset")
@@ -288,19 +290,54 @@ def encode_requests(images: Sequence[Image.Image | PreparedImage | None], questi
     enc = encoders or load_encoders(cfg)
     out: list[dict[str, np.ndarray | None]] = [
         {"img_tokens": None, "img_pooled": None, "image_wh": None} for _ in questions]
-    with_img = [i for i, img in enumerate(images) if img is not None]
-    if with_img:
+
+    def encode_images(idx: list[int]) -> None:
         prepared = [im if isinstance(im, PreparedImage) else prepare_image(im, cfg, enc)
-                    for im in (images[i] for i in with_img)]
+                    for im in (images[i] for i in idx)]
         tokens, pooled = enc.image.encode(torch.stack([p.pixels for p in prepared]))
-        for j, i in enumerate(with_img):
+        for j, i in enumerate(idx):
             out[i].update(img_tokens=tokens[j].astype(np.float16), img_pooled=pooled[j].astype(np.float16),
                           image_wh=np.asarray(prepared[j].size, dtype=np.int32))
-    if questions:
-        t, p = enc.text.encode(list(questions))
-        for i, o in enumerate(out):
-            o.update(txt_tokens=t[i].astype(np.float16), txt_pooled=p[i].astype(np.float16))
+
+    def encode_texts(idx: list[int]) -> None:
+        t, p = enc.text.encode([questions[i] for i in idx])
+        for j, i in enumerate(idx):
+            out[i].update(txt_tokens=t[j].astype(np.float16), txt_pooled=p[j].astype(np.float16))
+
+    lanes = cfg.encode_lanes if _graph_runtime(enc) else 1
+    with_img = [i for i, img in enumerate(images) if img is not None]
+    jobs = [(encode_images, c) for c in _split(with_img, lanes)]
+    jobs += [(encode_texts, c) for c in _split(list(range(len(questions))), lanes)]
+    if lanes == 1 or len(jobs) == 1:
+        for fn, idx in jobs:
+            fn(idx)
+    else:  # ONNX Runtime releases the GIL while a graph runs: the lanes use separate cores
+        for f in [_lane_pool(lanes).submit(fn, idx) for fn, idx in jobs]:
+            f.result()
     return out
+
+
+def _graph_runtime(enc: Encoders) -> bool:
+    """Both encoders run as ONNX Runtime graphs (whose runs are thread-safe and release the GIL)."""
+    return all(getattr(e, "runtime", "torch") in GRAPH_RUNTIMES for e in (enc.image, enc.text))
+
+
+def _split(idx: list[int], parts: int) -> list[list[int]]:
+    """``idx`` in at most ``parts`` contiguous non-empty chunks of near-equal size."""
+    return [list(c) for c in np.array_split(np.asarray(idx, dtype=np.int64), min(parts, len(idx))) if len(c)] \
+        if idx else []
+
+
+_LANE_POOLS: dict[int, ThreadPoolExecutor] = {}
+_LANE_LOCK = threading.Lock()
+
+
+def _lane_pool(lanes: int) -> ThreadPoolExecutor:
+    """One process-wide pool per lane count (a routing service keeps it for its lifetime)."""
+    with _LANE_LOCK:
+        if lanes not in _LANE_POOLS:
+            _LANE_POOLS[lanes] = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="lrouter-encode")
+        return _LANE_POOLS[lanes]
 
 
 def encode_single(image: Image.Image | None, question: str, cfg: FeatureConfig | None = None,

@@ -342,15 +342,21 @@ def serving_feature_config(base: FeatureConfig) -> FeatureConfig:
     encoder, cosine ~0.993 to the fp32 embedding). Unset: the features' dtype."""
     runtime = os.environ.get("LROUTER_RUNTIME", "auto")
     dtype = os.environ.get("LROUTER_SERVING_DTYPE") or base.dtype
+    lanes_env = os.environ.get("LROUTER_ENCODE_LANES", "1")
+    try:
+        lanes = int(lanes_env)
+    except ValueError:
+        raise ValueError(f"serving encoders: $LROUTER_ENCODE_LANES must be a whole number, got {lanes_env!r}") from None
     if dtype == "int8":
         if runtime not in ("auto", "onnx_int8"):
             raise ValueError(f"serving encoders: $LROUTER_SERVING_DTYPE=int8 runs on the onnx_int8 runtime, but "
                              f"$LROUTER_RUNTIME={runtime!r}; unset one of them")
         dtype, runtime = "float32", "onnx_int8"
     try:
-        return replace(base, progress=False, runtime=runtime, dtype=dtype)
+        return replace(base, progress=False, runtime=runtime, dtype=dtype, encode_lanes=lanes)
     except ValueError as exc:
-        raise ValueError(f"serving encoders ($LROUTER_RUNTIME={runtime!r}, $LROUTER_SERVING_DTYPE={dtype!r}): "
+        raise ValueError(f"serving encoders ($LROUTER_RUNTIME={runtime!r}, $LROUTER_SERVING_DTYPE={dtype!r}, "
+                         f"$LROUTER_ENCODE_LANES={lanes_env!r}): "
                          f"{exc}") from None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -383,3 +384,58 @@ def test_serving_encoders_follow_the_features_dtype_unless_overridden(monkeypatc
     monkeypatch.setenv("LROUTER_SERVING_DTYPE", "int4")
     with pytest.raises(ValueError, match=r"LROUTER_SERVING_DTYPE='int4'.*dtype"):
         serving_feature_config(FeatureConfig())
+
+
+def test_encode_lanes_split_a_routing_batch_across_threads_with_the_same_numbers(image_dir, monkeypatch):
+    """``encode_lanes=2`` encodes a routing batch's images and questions in two concurrent chunks on the graph
+    runtimes: every request's features are bitwise those of one lane, the encoders really run on two pool
+    threads, a text-only or one-request batch stays on the caller's thread, the eager runtime ignores lanes,
+    and ``$LROUTER_ENCODE_LANES`` sets it for serving (a bad value names the variable)."""
+    import threading
+
+    from router.features.extract import encode_requests
+    from router.serving.service import serving_feature_config
+
+    one = FeatureConfig(progress=False, runtime="onnx_int8", dtype="float32")
+    two = replace(one, encode_lanes=2)
+    photos = [Image.open(image_dir / n).convert("RGB") for n in ("chart.png", "orange.png")]
+    images = [photos[0], None, photos[1], photos[0], None]
+    questions = ["What is the tallest bar?", "Solve 3x + 4 = 19.", "What fruit is this?", "Which year?", "Hi"]
+    enc = load_encoders(two)  # the same memoised encoders: lanes do not change them
+    assert load_encoders(one) is enc
+    seen: list[str] = []
+    for part in (enc.image, enc.text):
+        monkeypatch.setattr(part, "encode", _recording(part.encode, seen))
+    a, b = encode_requests(images, questions, one), encode_requests(images, questions, two)
+    assert seen[:2] == [threading.current_thread().name] * 2  # one lane: one image pass + one text pass, inline
+    lanes = seen[2:]
+    assert len(lanes) == 4 and all(n.startswith("lrouter-encode") for n in lanes), lanes
+    assert len(set(lanes)) == 2  # 2 image chunks + 2 question chunks on two worker threads
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k, v in x.items():
+            assert (v is None and y[k] is None) or np.array_equal(v, y[k]), k
+    seen.clear()
+    encode_requests([None], ["just one"], two)
+    assert seen == [threading.current_thread().name]
+    eager = FeatureConfig(progress=False, runtime="torch", dtype="float32", encode_lanes=2)
+    monkeypatch.setattr(load_encoders(eager).text, "encode", _recording(load_encoders(eager).text.encode, seen))
+    seen.clear()
+    encode_requests([None, None], ["a", "b"], eager)
+    assert seen == [threading.current_thread().name]  # eager torch keeps its own threads: one inline pass
+    with pytest.raises(ValueError, match="encode_lanes"):
+        FeatureConfig(encode_lanes=0)
+    monkeypatch.setenv("LROUTER_ENCODE_LANES", "2")
+    assert serving_feature_config(FeatureConfig()).encode_lanes == 2
+    monkeypatch.setenv("LROUTER_ENCODE_LANES", "two")
+    with pytest.raises(ValueError, match="LROUTER_ENCODE_LANES.*'two'"):
+        serving_feature_config(FeatureConfig())
+
+
+def _recording(fn, seen: list[str]):
+    import threading
+
+    def wrapped(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return fn(*args, **kwargs)
+    return wrapped
