@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 OPSET = 17
 RUNTIMES = ("torch", "onnx", "onnx_int8", "auto")
 GRAPH_RUNTIMES = ("onnx", "onnx_int8")
+_EXPORT_LOCK = threading.Lock()
 
 
 def onnx_available() -> bool:
@@ -63,8 +65,9 @@ class OnnxGraph:
         import onnxruntime as ort
 
         buf = io.BytesIO()
-        # the tracer warns about shape-dependent Python branches; the dynamic-shape tests cover them
-        with torch.no_grad(), warnings.catch_warnings():
+        # torch's exporter keeps process-wide state: two encoders built at once on two lanes must take turns
+        with _EXPORT_LOCK, torch.no_grad(), warnings.catch_warnings():
+            # the tracer warns about shape-dependent Python branches; the dynamic-shape tests cover them
             warnings.simplefilter("ignore")
             torch.onnx.export(module.eval(), tuple(sample), buf, input_names=list(inputs), output_names=list(outputs),
                               dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)

@@ -439,3 +439,30 @@ def _recording(fn, seen: list[str]):
         seen.append(threading.current_thread().name)
         return fn(*args, **kwargs)
     return wrapped
+
+
+def test_graphs_built_at_once_on_several_threads_take_turns_in_the_exporter():
+    """Two lanes can build the text and image graphs at the same moment (the first routed batch after a
+    start); torch's ONNX exporter is process-wide state, so concurrent builds must not fail."""
+    import threading
+
+    from router.features.onnx_graph import OnnxGraph
+
+    barrier, errors, graphs = threading.Barrier(4), [], []
+
+    def build(width: int) -> None:
+        module = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(8)])
+        barrier.wait()
+        try:
+            graphs.append(OnnxGraph(module, (torch.zeros(1, width),), ("x",), ("y",), {"x": {0: "b"}}, None))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build, args=(16 + i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(graphs) == 4
+    assert sorted(g.run(np.ones((2, g.session.get_inputs()[0].shape[1]), np.float32))[0].shape[1]
+                  for g in graphs) == [16, 17, 18, 19]
