@@ -159,3 +159,36 @@ def test_ollama_native_upstream_is_translated(gateway_factory, sim):
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
         assert chunks[-1].usage.completion_tokens > 0
     assert gw.sim.stats["endpoints"].get("/api/chat", 0) >= 2
+
+
+def test_a_slow_client_does_not_block_others(gateway):
+    """A client that sent its headers and half its body, then stalls, holds only its own request: the openai
+    client's requests meanwhile are routed and answered, and the stalled one is answered once its body ends."""
+    import json
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import urlsplit
+
+    url = urlsplit(gateway.url)
+    body = json.dumps({"model": "lrouter", "messages": [{"role": "user", "content": QUESTION}]}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((url.hostname, url.port), timeout=30) as stalled:
+        stalled.sendall(head + body[: len(body) // 2])
+        client = _client(gateway.url)
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda i: client.chat.completions.with_raw_response.create(
+                model="lrouter", messages=[{"role": "user", "content": f"{QUESTION} ({i})"}]), range(4)))
+        assert [a.status_code for a in answers] == [200] * 4
+        assert all(a.parse().choices[0].message.content for a in answers)
+        stalled.settimeout(0.3)
+        with pytest.raises(TimeoutError):  # still waiting for the rest of its body: nothing sent back yet
+            stalled.recv(1)
+        stalled.settimeout(30)
+        stalled.sendall(body[len(body) // 2:])
+        raw = b""
+        while chunk := stalled.recv(65536):
+            raw += chunk
+    status, _, payload = raw.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200"), raw[:300]
+    assert json.loads(payload)["choices"][0]["message"]["content"]
