@@ -161,9 +161,8 @@ def main() -> int:
     imgs = sorted((home / "warehouse" / "images").glob("*.png"))[:16]
     images = ["data:image/png;base64," + base64.b64encode(f.read_bytes()).decode() for f in imgs]
     print(f"# bench/gateway.py: upstream = simulator, {a.latency * 1e3:.0f} ms per answer; {os.cpu_count()} CPUs; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
-          f"LROUTER_SERVING_DTYPE={os.environ.get('LROUTER_SERVING_DTYPE', 'unset')}; "
-          f"LROUTER_ENCODE_LANES={os.environ.get('LROUTER_ENCODE_LANES', 'unset')}")
+          + "; ".join(f"{k}={os.environ.get(k, 'unset')}"
+                      for k in ("OMP_WAIT_POLICY", "LROUTER_SERVING_DTYPE", "LROUTER_ENCODE_LANES")))
     sim, sim_url = _spawn(["--sim", "--home", str(home), "--latency", str(a.latency)], tmp / "sim.port")
     gw, gw_url = _spawn(["--gateway", sim_url, "--home", str(home), "--log-root", str(tmp / "wh")], tmp / "gw.port")
     ok = True

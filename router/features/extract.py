@@ -8,8 +8,8 @@ decoding overlaps with encoding (loader threads), and a query whose image cannot
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -324,20 +324,15 @@ def _graph_runtime(enc: Encoders) -> bool:
 
 def _split(idx: list[int], parts: int) -> list[list[int]]:
     """``idx`` in at most ``parts`` contiguous non-empty chunks of near-equal size."""
-    return [list(c) for c in np.array_split(np.asarray(idx, dtype=np.int64), min(parts, len(idx))) if len(c)] \
-        if idx else []
+    if not idx:
+        return []
+    return [c.tolist() for c in np.array_split(np.asarray(idx), min(parts, len(idx)))]
 
 
-_LANE_POOLS: dict[int, ThreadPoolExecutor] = {}
-_LANE_LOCK = threading.Lock()
-
-
+@functools.cache
 def _lane_pool(lanes: int) -> ThreadPoolExecutor:
     """One process-wide pool per lane count (a routing service keeps it for its lifetime)."""
-    with _LANE_LOCK:
-        if lanes not in _LANE_POOLS:
-            _LANE_POOLS[lanes] = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="lrouter-encode")
-        return _LANE_POOLS[lanes]
+    return ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="lrouter-encode")
 
 
 def encode_single(image: Image.Image | None, question: str, cfg: FeatureConfig | None = None,

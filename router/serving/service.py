@@ -333,8 +333,8 @@ def _decode_request(r: RouteRequest) -> Image.Image | PreparedImage | None:
 def serving_feature_config(base: FeatureConfig) -> FeatureConfig:
     """The encoders' settings for serving: the features asset's, on the encoders' ONNX Runtime graphs where
     they can run (requests arrive one or a few at a time: 2-3x faster than eager at that size, same numbers;
-    router/features/onnx_graph.py). Two environment overrides: ``$LROUTER_RUNTIME`` (torch|onnx|onnx_int8|auto) and
-    ``$LROUTER_SERVING_DTYPE``. The latter trades exactness for speed where the features were computed in
+    router/features/onnx_graph.py). Two environment overrides: ``$LROUTER_RUNTIME``
+    (torch|onnx|onnx_int8|auto) and ``$LROUTER_SERVING_DTYPE``. The latter trades exactness for speed where the features were computed in
     bf16 (``dtype=auto`` on a CPU with native bf16), which the graphs do not run: ``float32`` serves from the
     fp32 graphs instead, so a request's features differ from the stored ones by bf16 rounding
     (bench/serving_precision.py prints how often that changes the chosen model); ``int8`` goes further: the fp32
@@ -348,7 +348,8 @@ def serving_feature_config(base: FeatureConfig) -> FeatureConfig:
     try:
         lanes = int(lanes_env)
     except ValueError:
-        raise ValueError(f"serving encoders: $LROUTER_ENCODE_LANES must be a whole number, got {lanes_env!r}") from None
+        raise ValueError(f"serving encoders: $LROUTER_ENCODE_LANES must be a whole number, got {lanes_env!r}"
+                         ) from None
     if dtype == "int8":
         if runtime not in ("auto", "onnx_int8"):
             raise ValueError(f"serving encoders: $LROUTER_SERVING_DTYPE=int8 runs on the onnx_int8 runtime, but "
@@ -358,8 +359,7 @@ def serving_feature_config(base: FeatureConfig) -> FeatureConfig:
         return replace(base, progress=False, runtime=runtime, dtype=dtype, encode_lanes=lanes)
     except ValueError as exc:
         raise ValueError(f"serving encoders ($LROUTER_RUNTIME={runtime!r}, $LROUTER_SERVING_DTYPE={dtype!r}, "
-                         f"$LROUTER_ENCODE_LANES={lanes_env!r}): "
-                         f"{exc}") from None
+                         f"$LROUTER_ENCODE_LANES={lanes_env!r}): {exc}") from None
 
 
 def load_router(home: Path | None = None) -> RouterService:

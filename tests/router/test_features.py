@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -389,10 +390,8 @@ def test_serving_encoders_follow_the_features_dtype_unless_overridden(monkeypatc
 def test_encode_lanes_split_a_routing_batch_across_threads_with_the_same_numbers(image_dir, monkeypatch):
     """``encode_lanes=2`` encodes a routing batch's images and questions in two concurrent chunks on the graph
     runtimes: every request's features are bitwise those of one lane, the encoders really run on two pool
-    threads, a text-only or one-request batch stays on the caller's thread, the eager runtime ignores lanes,
+    threads, a one-request batch stays on the caller's thread, the eager runtime ignores lanes,
     and ``$LROUTER_ENCODE_LANES`` sets it for serving (a bad value names the variable)."""
-    import threading
-
     from router.features.extract import encode_requests
     from router.serving.service import serving_feature_config
 
@@ -433,8 +432,6 @@ def test_encode_lanes_split_a_routing_batch_across_threads_with_the_same_numbers
 
 
 def _recording(fn, seen: list[str]):
-    import threading
-
     def wrapped(*args, **kwargs):
         seen.append(threading.current_thread().name)
         return fn(*args, **kwargs)
@@ -444,8 +441,6 @@ def _recording(fn, seen: list[str]):
 def test_graphs_built_at_once_on_several_threads_take_turns_in_the_exporter():
     """Two lanes can build the text and image graphs at the same moment (the first routed batch after a
     start); torch's ONNX exporter is process-wide state, so concurrent builds must not fail."""
-    import threading
-
     from router.features.onnx_graph import OnnxGraph
 
     barrier, errors, graphs = threading.Barrier(4), [], []
