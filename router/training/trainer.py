@@ -23,6 +23,7 @@ from router.models.base import Router
 from router.models.latent_router.model import InputDims, LatentRouter, LatentRouterConfig, side_input
 from router.models.latent_router.pooling import is_prefix_mask
 from router.threads import torch_threads
+from router.training.curves import group_best_reference
 
 
 @dataclass
@@ -54,6 +55,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int | None = None  # torch threads while training (restored afterwards); None = leave as is
     eval_batch_size: int = 512
+    # training curve: per-epoch pick accuracy (lambda 0) on at most this many train rows (evenly spaced) and
+    # on all validation rows, next to GroupBest's (0 = off; it costs one forward over those rows per epoch)
+    curve_rows: int = 2000
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1 or self.patience < 0:
@@ -70,6 +74,8 @@ class TrainConfig:
             raise ValueError("TrainConfig needs lr > 0, warmup_epochs >= 0 and lr_min_ratio in [0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.curve_rows < 0:
+            raise ValueError(f"TrainConfig.curve_rows must be >= 0, got {self.curve_rows}")
 
     def lr_factor(self, step: int, steps_per_epoch: int) -> float:
         """Multiplier of ``lr`` at optimiser step ``step`` (linear warmup, then cosine or constant)."""
@@ -97,6 +103,8 @@ class EpochLog:
     val_utility: float
     seconds: float
     val_loss: float = float("nan")  # the training objective at lambda 0 on the validation rows (EMA weights)
+    train_acc: float = float("nan")  # pick accuracy at lambda 0 on (a subsample of) train rows (EMA weights)
+    val_acc: float = float("nan")  # pick accuracy at lambda 0 on the validation rows (EMA weights)
 
 
 @dataclass
@@ -110,6 +118,8 @@ class TrainResult:
     best_val_utility: float
     model_cfg: LatentRouterConfig = field(default_factory=LatentRouterConfig)
     train_cfg: TrainConfig = field(default_factory=TrainConfig)
+    # the curve's reference lines: GroupBest's pick accuracy on the same train subsample and validation rows
+    reference: dict[str, float] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -261,6 +271,12 @@ def pick_utility(model: LatentRouter, data: RoutingData, rows: np.ndarray, lams:
     return float(np.mean(vals))
 
 
+def _curve_accuracy(model: LatentRouter, data: RoutingData, rows: np.ndarray, batch_size: int) -> float:
+    """Pick accuracy at lambda 0 over ``rows`` (the training curve's figure; not the early-stopping signal)."""
+    _, _, score = predict(model, data, rows, 0.0, batch_size=batch_size)
+    return float(data.quality[rows, np.argmax(score, axis=1)].mean())
+
+
 def _check_data(data: RoutingData) -> tuple[np.ndarray, np.ndarray]:
     """Train and val rows with an available model; fails naming the first non-finite input or target."""
     train = data.idx("train")
@@ -333,16 +349,23 @@ def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress:
 
     history: list[EpochLog] = []
     best_val, best_epoch, best_state = -np.inf, -1, copy.deepcopy(model.state_dict())
+    curve_train = train[:: max(1, math.ceil(len(train) / tc.curve_rows))] if tc.curve_rows else train[:0]
+    reference = group_best_reference(data, curve_train, val) if tc.curve_rows else {}
     for epoch in range(tc.epochs):
         t0 = time.perf_counter()
         parts = _train_epoch(state, data, rng.permutation(train), rng, mc, tc)
         live = _swap_in(params, state.ema) if state.ema is not None else None  # validate (and keep) the EMA
         val_u = pick_utility(model, data, val, tc.eval_lams, tc.eval_batch_size)
         val_l = _val_loss(model, data, val, mc, tc, device)
-        history.append(EpochLog(epoch, parts.pop("total"), parts, val_u, time.perf_counter() - t0, val_l))
+        tr_acc = _curve_accuracy(model, data, curve_train, tc.eval_batch_size) if len(curve_train) else np.nan
+        va_acc = np.nan if not tc.curve_rows else val_u if tc.eval_lams == (0.0,) else \
+            _curve_accuracy(model, data, val, tc.eval_batch_size)
+        history.append(EpochLog(epoch, parts.pop("total"), parts, val_u, time.perf_counter() - t0, val_l,
+                                float(tr_acc), float(va_acc)))
         if progress:
             print(f"[LatentRouter] epoch {epoch + 1}/{tc.epochs} loss={history[-1].train_loss:.4f} "
-                  f"val_utility={val_u:.4f} ({history[-1].seconds:.2f}s)", flush=True)
+                  f"val_utility={val_u:.4f} train_acc={tr_acc:.4f} val_acc={va_acc:.4f} "
+                  f"({history[-1].seconds:.2f}s)", flush=True)
         if val_u > best_val:
             best_val, best_epoch, best_state = val_u, epoch, copy.deepcopy(model.state_dict())
         if live is not None:
@@ -351,7 +374,7 @@ def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress:
             break
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, history, best_epoch, model.n_parameters(), float(best_val), mc, tc)
+    return TrainResult(model, history, best_epoch, model.n_parameters(), float(best_val), mc, tc, reference)
 
 
 def _val_loss(model: LatentRouter, data: RoutingData, rows: np.ndarray, mc: LatentRouterConfig, tc: TrainConfig,

@@ -233,3 +233,22 @@ def test_ablation_variants_train(switch: str) -> None:
                               TrainConfig(epochs=2, batch_size=32))
     assert all(np.isfinite(h.train_loss) for h in res.history)
     assert res.n_params > 0
+
+
+def test_training_curve_has_pick_accuracy_next_to_group_best(trained: TrainResult, data4: RoutingData) -> None:
+    from router.models.baselines import GroupBestRouter
+    from router.training.curves import pick_accuracy
+
+    hist = trained.history
+    assert all(np.isfinite(h.train_acc) and np.isfinite(h.val_acc) for h in hist)
+    # lambda-0 training: the validation pick accuracy is the early-stopping utility itself
+    assert [h.val_acc for h in hist] == [h.val_utility for h in hist]
+    # the planted reversal is learnt: train pick accuracy rises over the run
+    assert max(h.train_acc for h in hist) > hist[0].train_acc
+    gb = GroupBestRouter().fit(data4)
+    assert trained.reference["group_best_val_acc"] == pytest.approx(pick_accuracy(gb, data4, data4.idx("val")))
+    assert set(trained.reference) == {"group_best_train_acc", "group_best_val_acc"}
+    off = train_latent_router(data4, TINY, TrainConfig(epochs=1, curve_rows=0))
+    assert np.isnan(off.history[0].train_acc) and off.reference == {}
+    with pytest.raises(ValueError, match="curve_rows"):
+        TrainConfig(curve_rows=-1)
