@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from warehouse.schemas import MODELS, conform
 from warehouse.store import atomic_write_bytes
@@ -40,6 +40,16 @@ class ModelEntry(BaseModel):
     description: str = ""
     # backend=local: USD per second of measured compute (the reply's total_duration), added to token prices
     price_per_compute_s: float | None = Field(default=None, ge=0.0)
+    # backend=openai (any OpenAI-compatible server); endpoint is its base URL, e.g. http://127.0.0.1:8000/v1
+    server_model: str = Field(default="", max_length=200)  # the model's name at the server ("" = model_id)
+    price_per_image_usd: float | None = Field(default=None, ge=0.0)  # added per image sent, if the API bills so
+    max_concurrency: int | None = Field(default=None, ge=1)  # in-flight calls to this model (None: run's setting)
+    requests_per_minute: float | None = Field(default=None, gt=0.0)  # client-side rate limit (None: none)
+
+    @property
+    def served_name(self) -> str:
+        """The name the server knows this model by."""
+        return self.server_model or self.model_id
 
     @field_validator("backend")
     @classmethod
@@ -60,7 +70,25 @@ class ModelEntry(BaseModel):
     def _endpoint_scheme(cls, v: str) -> str:
         if v and not (v.startswith("http://") or v.startswith("https://")):
             raise ValueError(f"endpoint {v!r} must start with http:// or https://")
+        if "@" in v.split("://", 1)[-1].split("/", 1)[0]:  # user:secret@host would put a credential on disk
+            raise ValueError("endpoint must not carry credentials (user:password@host); name the environment "
+                             "variable holding the key with api_key_env")
         return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if v and not v.replace("_", "a").isalnum():  # a pasted key instead of a variable name never lands on disk
+            raise ValueError("api_key_env must be the NAME of an environment variable (letters, digits, _), "
+                             "not the key itself")
+        return v
+
+    @model_validator(mode="after")
+    def _openai_needs_endpoint(self) -> ModelEntry:
+        if self.backend == "openai" and not self.endpoint:
+            raise ValueError("backend 'openai' needs endpoint: the server's base URL, e.g. "
+                             "http://127.0.0.1:8000/v1")
+        return self
 
 
 def default_registry_path(home: Path | None = None) -> Path:
@@ -144,7 +172,8 @@ def save_registry(path: Path, entries: list[ModelEntry]) -> None:
     dupes = sorted({m for m in ids if ids.count(m) > 1})
     if dupes:
         raise RegistryError(f"{path}: duplicate model_id(s) {dupes}")
-    body = {"models": [e.model_dump(exclude_none=True) for e in entries]}
+    body = {"models": [{k: v for k, v in e.model_dump(exclude_none=True).items()
+                        if not (k == "server_model" and v == "")} for e in entries]}
     text = "# Candidate model registry (lrouter models add / disable keep this in sync with the models table)\n"
     text += yaml.safe_dump(body, sort_keys=False)
     atomic_write_bytes(text.encode("utf-8"), Path(path))
@@ -191,7 +220,15 @@ def disable_model(path: Path, model_id: str) -> list[ModelEntry]:
     return entries
 
 
+# registry fields beyond the MODELS schema, typed so an all-null column keeps its type in the table
+EXTRA_COLUMNS: dict[str, pl.DataType] = {
+    "api_key_env": pl.String(), "price_per_compute_s": pl.Float64(), "server_model": pl.String(),
+    "price_per_image_usd": pl.Float64(), "max_concurrency": pl.Int64(), "requests_per_minute": pl.Float64(),
+}
+
+
 def models_table(entries: list[ModelEntry]) -> pl.DataFrame:
     rows = [e.model_dump() for e in entries]
-    df = pl.DataFrame(rows, schema_overrides={k: v for k, v in MODELS.items() if k in ModelEntry.model_fields})
+    types = {**EXTRA_COLUMNS, **MODELS}
+    df = pl.DataFrame(rows, schema_overrides={k: v for k, v in types.items() if k in ModelEntry.model_fields})
     return conform(df, MODELS, "models")

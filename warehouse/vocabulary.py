@@ -22,8 +22,9 @@ SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 TRACE_STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "skipped")
 """Values of `traces.status`: only `ok` rows carry a quality."""
 
-BACKENDS: tuple[str, ...] = ("ollama", "sim", "import", "local")
-"""Values of `models.backend` (`local`: real models run on this machine by `collectors.local`)."""
+BACKENDS: tuple[str, ...] = ("ollama", "sim", "import", "local", "openai")
+"""Values of `models.backend` (`local`: real models run on this machine by `collectors.local`; `openai`: any
+server speaking OpenAI's chat-completions protocol)."""
 
 SETTINGS: tuple[str, ...] = ("oriented", "cost")
 """Evaluation settings: quality-oriented (lambda = 0) and cost-aware (lambda sweep)."""

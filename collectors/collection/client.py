@@ -1,6 +1,9 @@
-"""Collect outcome traces: run one model over the benchmark queries through the real ``ollama`` client.
+"""Collect outcome traces: run one model over the benchmark queries through the real ``ollama`` client
+(backends ``ollama``, ``sim``, ``local``) or the real ``openai`` client (backend ``openai``).
 
 Why it is built this way:
+- the wire protocol sits behind `collectors.collection.protocol.ChatProtocol` (one module per protocol), so
+  everything below holds for every backend alike;
 - async with a semaphore gives bounded concurrency without threads; each call has its own timeout;
 - transient failures are retried with backoff and a per-model circuit breaker stops hammering a dead
   server (`collectors.collection.retries`): once it opens, the remaining calls are recorded as ``error``
@@ -23,18 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ollama
 import polars as pl
 from PIL import Image
 
-from collectors.collection.retries import (
-    CircuitBreaker,
-    EmptyReply,
-    PermanentError,
-    backoff_delay,
-    classify,
-    failure_status,
-)
+from collectors.collection.limits import RateLimiter
+from collectors.collection.protocol import ChatProtocol, ChatReply
+from collectors.collection.retries import CircuitBreaker, backoff_delay
 from collectors.registry import ModelEntry
 from collectors.scoring import is_correct, score_answer
 from warehouse.schemas import TRACES, conform
@@ -58,6 +55,8 @@ class CollectConfig:
     temperature: float = 0.0
     seed: int = 0
     progress: bool = True
+    max_tokens: int = 1024  # reply cap sent to OpenAI-compatible servers (a runaway reply costs money)
+    retry_after_max_s: float = 60.0  # a server's Retry-After is honoured up to this long
 
 
 @dataclass
@@ -69,6 +68,8 @@ class CallStats:
     transient_failures: int = 0
     permanent_failures: int = 0
     breaker_opened: bool = False
+    rate_limited: int = 0  # 429 replies (retried after the server's Retry-After)
+    rate_wait_s: float = 0.0  # time calls waited for the rate limiter and Retry-After pauses
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -144,8 +145,24 @@ def rows_to_frame(rows: list[dict]) -> pl.DataFrame:
     return conform(pl.DataFrame(rows, schema=TRACES, strict=False), TRACES, "traces")
 
 
+def protocol_for(model: ModelEntry, host: str, cfg: CollectConfig,
+                 headers: dict[str, str] | None = None) -> ChatProtocol:
+    """The protocol that reaches ``model`` at ``host``: OpenAI's for backend ``openai``, Ollama's otherwise.
+    A bearer token in ``headers`` becomes the OpenAI client's API key."""
+    if model.backend == "openai":
+        from collectors.collection.openai_protocol import OpenAIProtocol
+
+        auth = next((v for k, v in (headers or {}).items() if k.lower() == "authorization"), "")
+        key = auth[7:] if auth[:7].lower() == "bearer " else ""
+        return OpenAIProtocol(host, model.served_name, cfg.timeout_s, cfg.temperature, cfg.seed, cfg.max_tokens,
+                              api_key=key, headers=headers)
+    from collectors.collection.ollama_protocol import OllamaProtocol
+
+    return OllamaProtocol(host, model.served_name, cfg.timeout_s, cfg.temperature, cfg.seed, headers=headers)
+
+
 class ModelCollector:
-    """Runs one model over queries; holds the breaker and statistics for that model."""
+    """Runs one model over queries; holds the protocol, rate limiter, breaker and statistics for that model."""
 
     def __init__(
         self,
@@ -154,42 +171,20 @@ class ModelCollector:
         cfg: CollectConfig,
         run_id: str,
         headers: dict[str, str] | None = None,
+        protocol: ChatProtocol | None = None,
     ):
         self.model = model
         self.host = host
         self.cfg = cfg
         self.run_id = run_id
-        self.headers = headers or {}
+        self.protocol = protocol if protocol is not None else protocol_for(model, host, cfg, headers)
         self.stats = CallStats()
         self._breaker = CircuitBreaker(cfg.breaker_threshold)
+        self._limiter = RateLimiter(model.requests_per_minute)
         self._digest: str | None = None
         self._rng = random.Random(f"{cfg.seed}:{model.model_id}")
 
-    async def _digest_of(self, client: ollama.AsyncClient) -> str | None:
-        try:
-            tags = await asyncio.wait_for(client.list(), timeout=self.cfg.timeout_s)
-        except Exception:
-            return None
-        for m in tags.models:
-            if m.model == self.model.model_id:
-                return m.digest
-        return None
-
-    async def _call_once(self, client: ollama.AsyncClient, prompt: str, image: bytes | None):
-        message = {"role": "user", "content": prompt}
-        if image is not None:
-            message["images"] = [image]
-        return await asyncio.wait_for(
-            client.chat(
-                model=self.model.model_id,
-                messages=[message],
-                stream=False,
-                options={"temperature": self.cfg.temperature, "seed": self.cfg.seed},
-            ),
-            timeout=self.cfg.timeout_s,
-        )
-
-    async def run_one(self, client: ollama.AsyncClient, q: dict, image: bytes | None) -> dict:
+    async def run_one(self, q: dict, image: bytes | None) -> dict:
         """One query's row: retried while transient and the breaker is closed, never raised."""
         question = q["question"] or ""
         prompt = self.cfg.prompt_template.format(question=question[:MAX_QUESTION_CHARS])
@@ -207,48 +202,51 @@ class ModelCollector:
                     model_digest=self._digest,
                 )
             attempt += 1
+            await self._limiter.acquire()
             self.stats.calls += 1
             t0 = time.perf_counter()
             try:
-                resp = await self._call_once(client, prompt, image)
-                content = resp.message.content if resp.message is not None else None
-                if content is None:
-                    raise EmptyReply("reply has no message content")
+                reply = await self.protocol.chat(prompt, image)
             except Exception as exc:  # classified below; nothing escapes as an unrecorded failure
-                if classify(exc) is PermanentError:
+                failure = self.protocol.describe(exc)
+                if not failure.transient:
                     self.stats.permanent_failures += 1
                     self._breaker.reset()
-                    return self._failed(q, attempt, "error", exc)
+                    return self._failed(q, attempt, failure.status, failure.message)
                 self.stats.transient_failures += 1
-                if self._breaker.record_transient(exc):
+                if failure.rate_limited:
+                    self.stats.rate_limited += 1  # the server is alive: not a step toward the breaker
+                elif self._breaker.record_transient(failure.message):
                     self.stats.breaker_opened = True
                 if attempt > self.cfg.max_retries or self._breaker.is_open:
-                    return self._failed(q, attempt, failure_status(exc), exc)
+                    return self._failed(q, attempt, failure.status, failure.message)
                 self.stats.retries += 1
-                await asyncio.sleep(
-                    backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng)
-                )
+                delay = backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng)
+                if failure.retry_after_s is not None:
+                    wait = min(failure.retry_after_s, self.cfg.retry_after_max_s)
+                    self._limiter.pause(wait)  # the model's other calls wait too
+                    delay = max(delay, wait)
+                await asyncio.sleep(delay)
                 continue
             wall_ms = (time.perf_counter() - t0) * 1000.0
             self._breaker.reset()
-            return self._ok(q, attempt, resp, content, wall_ms, image is not None, prompt)
+            return self._ok(q, attempt, reply, wall_ms, 1 if image is not None else 0, prompt)
 
-    def _failed(self, q: dict, attempt: int, status: str, exc: BaseException | None) -> dict:
+    def _failed(self, q: dict, attempt: int, status: str, message: str) -> dict:
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
-        msg = f"{type(exc).__name__}: {str(exc)[:300]}" if exc is not None else status
         return _row(
             q["query_id"],
             self.model,
             self.run_id,
             attempt=attempt,
             status=status,
-            error=msg,
+            error=message,
             model_digest=self._digest,
         )
 
-    def _ok(
-        self, q: dict, attempt: int, resp, content: str, wall_ms: float, has_image: bool, prompt: str
-    ) -> dict:
+    def _ok(self, q: dict, attempt: int, reply: ChatReply, wall_ms: float, n_images: int, prompt: str) -> dict:
+        content = reply.text
+        digest = reply.digest or self._digest
         try:
             quality = float(score_answer(content, q["answer"], q["answer_kind"], options=_options(q)))
         except ValueError as exc:  # bad ground truth (e.g. unknown answer_kind): record, don't abort the run
@@ -261,18 +259,23 @@ class ModelCollector:
                 status="error",
                 prediction=content,
                 error=f"query {q['query_id']}: cannot score reply: {exc}",
-                model_digest=self._digest,
+                model_digest=digest,
             )
-        prompt_tokens = int(resp.prompt_eval_count or 0)
-        completion_tokens = int(resp.eval_count or 0)
-        text_tokens = estimate_text_tokens(prompt)
-        image_tokens = max(0, prompt_tokens - text_tokens) if has_image else 0
+        prompt_tokens = reply.prompt_tokens
+        completion_tokens = reply.completion_tokens
+        if reply.image_tokens is not None:
+            image_tokens = reply.image_tokens
+        else:  # estimated: the prompt count less the text's
+            image_tokens = max(0, prompt_tokens - estimate_text_tokens(prompt)) if n_images else 0
         cost = (
             prompt_tokens * self.model.price_in_per_mtok + completion_tokens * self.model.price_out_per_mtok
         ) / 1e6
+        if self.model.price_per_image_usd:
+            cost += n_images * self.model.price_per_image_usd
         if self.model.price_per_compute_s:  # local models: priced by measured compute time (seconds)
-            cost += (resp.total_duration / 1e9 if resp.total_duration else wall_ms / 1e3) * self.model.price_per_compute_s
-        latency_ms = resp.total_duration / 1e6 if resp.total_duration else wall_ms
+            compute_s = reply.compute_s if reply.compute_s else wall_ms / 1e3
+            cost += compute_s * self.model.price_per_compute_s
+        latency_ms = reply.server_ms if reply.server_ms else wall_ms
         self.stats.by_status["ok"] = self.stats.by_status.get("ok", 0) + 1
         return _row(
             q["query_id"],
@@ -288,7 +291,7 @@ class ModelCollector:
             cost_usd=cost,
             latency_ms=latency_ms,
             status="ok",
-            model_digest=self._digest,
+            model_digest=digest,
         )
 
     async def run(
@@ -298,9 +301,8 @@ class ModelCollector:
         on_batch: Callable[[list[dict]], None] | None = None,
     ) -> list[dict]:
         cfg = self.cfg
-        client = ollama.AsyncClient(host=self.host, timeout=cfg.timeout_s, headers=self.headers)
-        self._digest = await self._digest_of(client)
-        sem = asyncio.Semaphore(cfg.concurrency)
+        self._digest = await self.protocol.start()
+        sem = asyncio.Semaphore(self.model.max_concurrency or cfg.concurrency)
         rows: list[dict] = []
         pending: list[dict] = []
         bar = None
@@ -326,7 +328,7 @@ class ModelCollector:
                     error="empty question",
                 )
             async with sem:
-                return await self.run_one(client, q, image)
+                return await self.run_one(q, image)
 
         tasks = [asyncio.create_task(one(q)) for q in queries.iter_rows(named=True)]
         stop = asyncio.Event()
@@ -362,7 +364,8 @@ class ModelCollector:
                 t.cancel()
             if bar is not None:
                 bar.close()
-            await client._client.aclose()
+            self.stats.rate_wait_s = self._limiter.waited_s
+            await self.protocol.close()
         if stop.is_set():
             raise CollectionInterrupted(f"{self.model.model_id}: stopped by a signal after {len(rows)} of "
                                         f"{queries.height} calls; they are staged and the next run resumes")

@@ -69,13 +69,11 @@ class CircuitBreaker:
         """A call got through (or failed permanently): the server is alive."""
         self.consecutive = 0
 
-    def record_transient(self, exc: BaseException) -> bool:
-        """Count a transient failure; True when this one opened the breaker."""
+    def record_transient(self, exc: BaseException | str) -> bool:
+        """Count a transient failure (an exception, or its description); True when this one opened the breaker."""
         self.consecutive += 1
         if self.consecutive >= self.threshold and self.reason is None:
-            self.reason = (
-                f"{self.consecutive} consecutive transient failures, last: "
-                f"{type(exc).__name__}: {str(exc)[:200]}"
-            )
+            last = exc[:300] if isinstance(exc, str) else f"{type(exc).__name__}: {str(exc)[:200]}"
+            self.reason = f"{self.consecutive} consecutive transient failures, last: {last}"
             return True
         return False

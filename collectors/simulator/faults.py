@@ -20,6 +20,12 @@ FAULT_KINDS: tuple[str, ...] = (
     "dropped_connection",
 )
 
+RATE_LIMIT_KIND = "http_429"
+"""HTTP 429 with a ``Retry-After`` header (``retry_after_s``): drawn after the kinds above, so configs that leave
+it at 0 inject exactly the faults they did without it."""
+
+ALL_FAULT_KINDS: tuple[str, ...] = (*FAULT_KINDS, RATE_LIMIT_KIND)
+
 
 @dataclass
 class FaultConfig:
@@ -31,6 +37,9 @@ class FaultConfig:
     dropped_connection: close the socket without replying. vanish_after: model -> number of inference calls
     after which the model is gone (404, no longer listed). down_models: models whose runner is down
     (``down_mode`` "503": HTTP 503; "drop": connection closed), checked before anything else.
+    http_429: HTTP 429 whose ``Retry-After`` header asks for ``retry_after_s`` seconds (fractional seconds are
+    sent as ``retry-after-ms`` too, as OpenAI does). unauthorized_models: models answered with HTTP 401 on
+    the OpenAI-compatible endpoint (a rejected API key).
     """
 
     timeout: float = 0.0
@@ -39,36 +48,40 @@ class FaultConfig:
     malformed_json: float = 0.0
     slow: float = 0.0
     dropped_connection: float = 0.0
+    http_429: float = 0.0
     timeout_s: float = 30.0
     timeout_then: str = "reply"
     slow_extra_s: float = 1.0
     vanish_after: dict[str, int] = field(default_factory=dict)
     down_models: set[str] = field(default_factory=set)
     down_mode: str = "503"
+    retry_after_s: float = 0.05
+    unauthorized_models: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        for kind in FAULT_KINDS:
+        for kind in ALL_FAULT_KINDS:
             r = getattr(self, kind)
             if not 0.0 <= float(r) <= 1.0:
                 raise ValueError(f"FaultConfig.{kind} = {r!r}: rate must be in [0, 1]")
-        total = sum(float(getattr(self, k)) for k in FAULT_KINDS)
+        total = sum(float(getattr(self, k)) for k in ALL_FAULT_KINDS)
         if total > 1.0 + 1e-9:
             raise ValueError(f"FaultConfig: fault rates sum to {total:.3f} > 1 (they are mutually exclusive)")
         if self.timeout_then not in ("reply", "drop"):
             raise ValueError(f"FaultConfig.timeout_then = {self.timeout_then!r}: expected 'reply' or 'drop'")
         if self.down_mode not in ("503", "drop"):
             raise ValueError(f"FaultConfig.down_mode = {self.down_mode!r}: expected '503' or 'drop'")
-        if self.timeout_s < 0 or self.slow_extra_s < 0:
-            raise ValueError("FaultConfig: timeout_s and slow_extra_s must be >= 0")
+        if self.timeout_s < 0 or self.slow_extra_s < 0 or self.retry_after_s < 0:
+            raise ValueError("FaultConfig: timeout_s, slow_extra_s and retry_after_s must be >= 0")
         for m, n in self.vanish_after.items():
             if int(n) < 0:
                 raise ValueError(f"FaultConfig.vanish_after[{m!r}] = {n!r}: must be >= 0")
         self.down_models = set(self.down_models)
+        self.unauthorized_models = set(self.unauthorized_models)
 
     def draw(self, u: float) -> str | None:
         """The fault kind for a uniform draw ``u`` (None = no fault)."""
         acc = 0.0
-        for kind in FAULT_KINDS:
+        for kind in ALL_FAULT_KINDS:
             acc += float(getattr(self, kind))
             if u < acc:
                 return kind
@@ -77,7 +90,7 @@ class FaultConfig:
     @property
     def active(self) -> bool:
         """True when some rate is non-zero (attempts are only tracked then)."""
-        return any(getattr(self, k) > 0 for k in FAULT_KINDS)
+        return any(getattr(self, k) > 0 for k in ALL_FAULT_KINDS)
 
 
 def draw_fault(faults: FaultConfig, seed: int, content: str, attempt: int) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import socket
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,6 +86,16 @@ class SimHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _send_429(self, retry_after_s: float, data: bytes) -> None:
+        """HTTP 429 with ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms`` (OpenAI's header)."""
+        self.send_response(429)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Retry-After", str(max(0, math.ceil(retry_after_s))))
+        self.send_header("retry-after-ms", str(int(round(retry_after_s * 1000))))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _error(self, status: int, msg: str) -> None:
         self._send_json(status, {"error": msg})
@@ -259,6 +270,9 @@ class SimHandler(BaseHTTPRequestHandler):
             return
         if fault == "http_503":
             self._error(503, "server busy, please try again.  maximum pending requests exceeded")
+            return
+        if fault == "http_429":
+            self._send_429(faults.retry_after_s, json.dumps({"error": "too many requests"}).encode())
             return
         if fault == "dropped_connection":
             self._drop()

@@ -118,6 +118,10 @@ def handle_chat(h: SimHandler, body: Mapping[str, Any]) -> None:
         else:
             _error(h, 503, f"model '{req.model}' runner is not available", "server_error")
         return
+    if req.model in faults.unauthorized_models:
+        sim._count(model=req.model, fault="unauthorized")
+        _error(h, 401, "Incorrect API key provided.", code="invalid_api_key")
+        return
     spec = sim._admit(req.model)
     if spec is None:
         sim._count(model=req.model, not_found=1)
@@ -129,6 +133,11 @@ def handle_chat(h: SimHandler, body: Mapping[str, Any]) -> None:
         fault = draw_fault(faults, sim.seed, key, sim._next_attempt(key))
         if fault is not None:
             sim._count(model=req.model, fault=fault)
+    if fault == "http_429":
+        h._send_429(faults.retry_after_s, json.dumps({"error": {
+            "message": "Rate limit reached; please try again later.", "type": "requests", "param": None,
+            "code": "rate_limit_exceeded"}}).encode())
+        return
     if fault in ("http_500", "http_503"):
         _error(h, int(fault[-3:]), "simulated upstream failure", "server_error")
         return

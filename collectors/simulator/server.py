@@ -29,7 +29,7 @@ import polars as pl
 
 from collectors.simulator.answer_key import AnswerKey
 from collectors.simulator.behaviour import SimAnswer, answer_for, answer_unknown
-from collectors.simulator.faults import FAULT_KINDS, FaultConfig
+from collectors.simulator.faults import ALL_FAULT_KINDS, FaultConfig
 from collectors.simulator.handler import SimHandler, SimHTTPServer
 from collectors.simulator.protocol import InferenceRequest
 from collectors.simulator.specs import DEFAULT_POOL, HELD_OUT, SimModelSpec
@@ -143,7 +143,7 @@ class SimServer:
             self._stats: dict[str, Any] = {
                 "calls": 0,
                 "endpoints": {},
-                "faults": dict.fromkeys((*FAULT_KINDS, "vanished", "down"), 0),
+                "faults": dict.fromkeys((*ALL_FAULT_KINDS, "vanished", "down", "unauthorized"), 0),
                 "not_found": 0,
                 "bad_requests": 0,
                 "unknown_queries": 0,
