@@ -58,6 +58,9 @@ class TrainConfig:
     # training curve: per-epoch pick accuracy (lambda 0) on at most this many train rows (evenly spaced) and
     # on all validation rows, next to GroupBest's (0 = off; it costs one forward over those rows per epoch)
     curve_rows: int = 2000
+    # True: the head's mu output starts near the mean train quality and sigma near its std (a Bernoulli
+    # outcome's spread), so the first optimiser steps go to the query-model interaction, not the global mean
+    init_head_mean: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1 or self.patience < 0:
@@ -271,6 +274,21 @@ def pick_utility(model: LatentRouter, data: RoutingData, rows: np.ndarray, lams:
     return float(np.mean(vals))
 
 
+@torch.no_grad()
+def _init_head(model: LatentRouter, data: RoutingData, train: np.ndarray) -> None:
+    """mu's output bias = mean available train quality, sigma's = softplus^-1 of its std, the output weights
+    shrunk tenfold (see init_head_mean)."""
+    q = data.quality[train][data.avail[train]].astype(np.float64)
+    if len(q) == 0:
+        return
+    fc2 = model.head.fc2
+    fc2.weight.mul_(0.1)  # the start is the bias, not a random per-token offset of the same size
+    fc2.bias[0] = float(q.mean())
+    if model.cfg.distributional:
+        sd = max(float(q.std()), 2 * model.cfg.eps) - model.cfg.eps
+        fc2.bias[1] = float(np.log(np.expm1(sd)))
+
+
 def _curve_accuracy(model: LatentRouter, data: RoutingData, rows: np.ndarray, batch_size: int) -> float:
     """Pick accuracy at lambda 0 over ``rows`` (the training curve's figure; not the early-stopping signal)."""
     _, _, score = predict(model, data, rows, 0.0, batch_size=batch_size)
@@ -341,6 +359,8 @@ def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress:
     torch.manual_seed(tc.seed)
     model = LatentRouter(mc, InputDims.from_data(data, mc))
     model.set_input_stats(data, train)
+    if tc.init_head_mean:
+        _init_head(model, data, train)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     state = _Optimiser(model, torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay),

@@ -410,3 +410,25 @@ def test_bad_inputs_name_the_problem() -> None:
         LatentRouterConfig(hidden=30, n_heads=4)
     with pytest.raises(ValueError, match="unknown"):
         LatentRouterConfig.from_dict({**dataclasses.asdict(LatentRouterConfig()), "bogus": 1})
+
+
+def test_side_residual_feeds_the_side_tokens_to_every_capsule() -> None:
+    base, res = _model(0), _model(0, side_residual=True)
+    res.load_state_dict(base.state_dict())  # no new weights: the same state dict loads either way
+    x = _inputs()
+    with torch.no_grad():
+        segs, side_tok = base.query_inputs(x["img_tokens"], x["img_mask"], x["txt_tokens"], x["txt_mask"], x["side"])
+        r0, r1 = base.capsules(segs, side_tok), res.capsules(segs, side_tok)
+        # what the switch adds before the norm is exactly the mean side token
+        caps = res.capsules
+        out = caps._projected(segs, side_tok) if 2 * caps.cfg.n_capsules * caps.cfg.n_heads > caps.cfg.hidden \
+            else caps._factorised(segs, side_tok)
+        r = caps.norm(caps.capsule_q + out + side_tok.mean(dim=1, keepdim=True))
+        torch.testing.assert_close(r1, caps.norm2(r + caps.ffn(r)))
+        assert not torch.allclose(r0, r1)
+        # with it, a change of the side input moves every capsule even when the attention ignores the side
+        x2 = {**x, "side": x["side"] + 1.0}
+        segs2, side2 = res.query_inputs(x2["img_tokens"], x2["img_mask"], x2["txt_tokens"], x2["txt_mask"], x2["side"])
+        moved = (res.capsules(segs2, side2) - r1).abs().amax(dim=-1)
+        assert (moved > 1e-4).all()
+    assert LatentRouterConfig.from_dict({"hidden": 32}).side_residual is False  # older checkpoints: off

@@ -252,3 +252,19 @@ def test_training_curve_has_pick_accuracy_next_to_group_best(trained: TrainResul
     assert np.isnan(off.history[0].train_acc) and off.reference == {}
     with pytest.raises(ValueError, match="curve_rows"):
         TrainConfig(curve_rows=-1)
+
+
+def test_init_head_mean_starts_mu_at_the_train_mean(data4: RoutingData) -> None:
+    from router.models.latent_router.model import InputDims, LatentRouter
+
+    torch.manual_seed(0)
+    model = LatentRouter(TINY, InputDims.from_data(data4, TINY))
+    model.set_input_stats(data4, data4.idx("train"))
+    training._init_head(model, data4, data4.idx("train"))
+    rows = data4.idx("val")
+    mu, sigma, _ = predict(model, data4, rows)
+    q = data4.quality[data4.idx("train")]
+    assert abs(float(mu.mean()) - float(q.mean())) < 0.05
+    assert abs(float(sigma.mean()) - float(q.std())) < 0.05
+    res = train_latent_router(data4, TINY, TrainConfig(epochs=2, init_head_mean=True))
+    assert np.isfinite(res.best_val_utility)

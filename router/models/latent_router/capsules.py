@@ -199,5 +199,7 @@ class CapsuleExtractor(nn.Module):
             out = self._factorised(inputs, side_tok)
         else:
             out = self._projected(inputs, side_tok)
+        if self.cfg.side_residual:
+            out = out + side_tok.mean(dim=1, keepdim=True)
         r = self.norm(self.capsule_q + out)
         return self.norm2(r + self.ffn(r))

@@ -39,7 +39,7 @@ from router.models.latent_router.layers import FFN, CommunicationLayer
 from router.models.latent_router.pooling import first_valid_tokens, pool_image_tokens
 
 # value of each field added after the first release, for configs (checkpoints) that predate it
-LEGACY_VALUES: dict[str, Any] = {"image_token_pool": 0, "max_text_tokens": 0}
+LEGACY_VALUES: dict[str, Any] = {"image_token_pool": 0, "max_text_tokens": 0, "side_residual": False}
 
 
 @dataclass
@@ -71,6 +71,10 @@ class LatentRouterConfig:
     # False: "no latent communication" that still reads the query: the model tokens read the capsules once
     # (one read layer), with no model-model self-attention and no feedback (H = 0 is the query-blind variant)
     use_model_exchange: bool = True
+    # True: the mean of the side tokens (task labels, question length, image size) is added to every capsule's
+    # query-independent start, so the labels reach each capsule directly instead of only competing with the
+    # image and question tokens in one attention softmax
+    side_residual: bool = False
     distributional: bool = True  # False: point head trained with MSE
     bounded_correction: bool = True
 
