@@ -73,6 +73,20 @@ def check_endpoint(entry) -> None:
         return
     import os
 
+    if entry.backend == "openai":
+        from collectors.collection.openai_protocol import check_openai_server
+
+        key = ""
+        if entry.api_key_env:
+            key = os.environ.get(entry.api_key_env, "")
+            if not key:
+                raise RegistryError(f"environment variable {entry.api_key_env} (--api-key-env) is not set; "
+                                    "export the key there first")
+        problem = check_openai_server(entry.endpoint, entry.served_name, api_key=key)
+        if problem:
+            raise RegistryError(problem)
+        return
+
     host = entry.endpoint or os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434")
     try:
         tags = ollama.Client(host=host, timeout=5).list()
@@ -104,6 +118,8 @@ def cmd_models(args) -> int:
                 api_key_env=args.api_key_env or "",
                 price_in_per_mtok=args.price_in, price_out_per_mtok=args.price_out, params_b=args.params_b,
                 simulated=args.backend == "sim", description=args.description or "",
+                server_model=args.server_model or "", price_per_image_usd=args.price_per_image,
+                max_concurrency=args.max_concurrency, requests_per_minute=args.rpm,
             )
             entries = add_model(path, entry, check_endpoint=None if args.no_check else check_endpoint)
             print(f"added {args.name} to {path}; the model sensor will collect its traces and recalibrate")
@@ -161,8 +177,24 @@ def cmd_run(args) -> int:
         raise CliError(f"--queries must be at least 1, not {args.queries}")
     opts = RunOptions(n_queries=args.queries, seed=args.seed, models=tuple(args.model), preset=args.preset)
     with project_instance() as instance:
+        if args.stage == "collect":
+            _sync_model_partitions(instance, home)
         try:
             run_stage(args.stage, instance, opts, log=lambda line: print(line, flush=True))
         except (StageFailed, ValueError) as exc:
             raise CliError(_one_line(exc), code=1) from exc
     return 0
+
+
+def _sync_model_partitions(instance, home) -> None:
+    """Give every active registry model its trace partition (as the candidate_models asset does), so a model
+    just added with `lrouter models add` is collected by the next `lrouter run collect`."""
+    from collectors.registry import load_registry
+
+    path = _registry_path(home)
+    if not path.exists():
+        return
+    known = set(instance.get_dynamic_partitions("models"))
+    new = [e.model_id for e in load_registry(path) if e.active and e.model_id not in known]
+    if new:
+        instance.add_dynamic_partitions("models", new)

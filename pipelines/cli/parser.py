@@ -94,13 +94,21 @@ def _add_data_commands(sub) -> None:
     add = msub.add_parser("add", help="register a model (or re-enable a disabled one)")
     add.add_argument("name", help="model id as the server names it, e.g. llama3.2-vision:11b")
     add.add_argument("--backend", default="ollama",  # checked by the registry, which names the valid ones
-                     help="ollama: a real server; sim: a model of the built-in simulator")
-    add.add_argument("--endpoint", default="", help="server URL (default: $OLLAMA_HOST / embedded simulator)")
+                     help="ollama: a real Ollama server; openai: any OpenAI-compatible server (OpenAI, vLLM, "
+                          "llama.cpp, ...); sim: a model of the built-in simulator")
+    add.add_argument("--endpoint", default="", help="server URL (default: $OLLAMA_HOST / embedded simulator); "
+                     "openai: the base URL, e.g. http://127.0.0.1:8000/v1")
     add.add_argument("--api-key-env", default="",
-                     help="environment variable holding this model's bearer token (default: none for an own "
-                          "--endpoint; $OLLAMA_API_KEY for models on the default host)")
+                     help="NAME of the environment variable holding this model's key (default: none for an own "
+                          "--endpoint; $OLLAMA_API_KEY for models on the default host); the key itself is "
+                          "never written anywhere")
+    add.add_argument("--server-model", default="", help="the model's name at the server, if it differs from NAME")
     add.add_argument("--price-in", type=float, default=0.0, help="USD per million input tokens")
     add.add_argument("--price-out", type=float, default=0.0, help="USD per million output tokens")
+    add.add_argument("--price-per-image", type=float, default=None, help="USD per image sent, if billed per image")
+    add.add_argument("--max-concurrency", type=int, default=None,
+                     help="calls in flight to this model (default: the collection's setting)")
+    add.add_argument("--rpm", type=float, default=None, help="requests per minute allowed to this model")
     add.add_argument("--params-b", type=float, default=None, help="parameters in billions")
     add.add_argument("--description", default="", help="free text shown in the models table")
     add.add_argument("--no-check", action="store_true", help="skip the endpoint reachability check")
