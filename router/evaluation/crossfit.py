@@ -240,3 +240,44 @@ class FoldAverage(Router):
 
     def n_parameters(self) -> int:
         return sum(m.n_parameters() for m in self.members)
+
+
+@dataclass
+class OOFChoice:
+    """The cross-fitted deployment choice: the chosen name, the OOF table (the ensemble's row, when asked for,
+    scored with weights chosen on the other folds), every candidate's OOF predictions and the ensemble weights
+    chosen on all OOF rows."""
+
+    chosen: str
+    table: list[dict[str, Any]]
+    oofs: dict[str, OOFPredictions]
+    ensemble_weights: dict[str, float] = field(default_factory=dict)
+
+
+ENSEMBLE = "Ensemble"
+
+
+def oof_deployment_choice(candidates: Mapping[str, RouterFactory], data: RoutingData, lam: float,
+                          n_folds: int = 5, seed: int = 0, groups: Sequence[str] | None = None,
+                          ensemble: bool = True, prefer: str = "LatentRouter") -> OOFChoice:
+    """Cross-fit every candidate (the same folds for all), and choose by OOF utility at ``lam``; with
+    ``ensemble`` the OOF-weighted ensemble of the candidates competes too, scored by its nested OOF utility.
+
+    Deploying the choice: a single router is refitted as usual (train rows, val for early stopping) or the
+    fold routers are averaged (``FoldAverage``); the ensemble is ``EnsembleRouter.from_fitted(fitted,
+    result.ensemble_weights)`` over the fitted candidates."""
+    oofs = {n: crossfit(f, data, n_folds, seed, (lam,), groups, name=n) for n, f in candidates.items()}
+    table = oof_table(oofs, data, lam)
+    weights: dict[str, float] = {}
+    if ensemble and len(oofs) > 1:
+        from router.models.ensemble import EnsembleConfig, choose_weights, nested_oof_utility
+
+        ecfg = EnsembleConfig(lams=(float(lam),))
+        u, per_fold, _ = nested_oof_utility(oofs, data, lam, ecfg)
+        weights = choose_weights(oofs, data, ecfg)
+        table.append({"router": ENSEMBLE, "oof_utility": u, "oof_quality": float("nan"), "oof_cost": float("nan"),
+                      "fold_std": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else float("nan"),
+                      "n_oof": int(len(next(iter(oofs.values())).rows)), "best_epochs": [],
+                      "weights": weights})
+        table.sort(key=lambda r: -r["oof_utility"] if math.isfinite(r["oof_utility"]) else math.inf)
+    return OOFChoice(choose_oof(table, prefer), table, oofs, weights)

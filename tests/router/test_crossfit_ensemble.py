@@ -169,3 +169,17 @@ def test_ensemble_router_fits_selects_available_models_and_pickles(data: Routing
         EnsembleRouter.from_fitted(fitted, {"KNN": -1.0})
     with pytest.raises(RuntimeError, match="fit"):
         EnsembleRouter(factories).predict(data, rows)
+
+
+def test_oof_deployment_choice_ranks_candidates_and_the_nested_ensemble(data: RoutingData) -> None:
+    from router.evaluation.crossfit import ENSEMBLE, oof_deployment_choice
+
+    cands = {"KNN": lambda: KNNRouter(k=25), "Strongest": StrongestRouter, "Random": RandomRouter}
+    res = oof_deployment_choice(cands, data, 0.0, n_folds=4)
+    names = [r["router"] for r in res.table]
+    assert set(names) == {*cands, ENSEMBLE}
+    assert res.chosen in (ENSEMBLE, "KNN") and res.table[0]["router"] == res.chosen
+    assert res.ensemble_weights and set(res.ensemble_weights) <= set(cands)
+    u = [r["oof_utility"] for r in res.table]
+    assert u == sorted(u, reverse=True)
+    assert oof_deployment_choice(cands, data, 0.0, n_folds=4, ensemble=False).chosen == "KNN"
