@@ -286,6 +286,17 @@ def test_nothing_points_outside_the_repository(page: Path) -> None:
         assert outside not in text, f"{page.name} mentions {outside}"
 
 
+_PREFIXES = "|".join(re.escape(p) for p in REPO_PREFIXES)
+REPO_FILE = re.compile(rf"`((?:{_PREFIXES})[\w./-]*\.(?:py|yaml|sh|toml|example|md))`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_named_repository_files_exist(page: Path) -> None:
+    """A file of the repository named in the prose (`bench/gateway.py`, `deploy/celery.yaml`) exists."""
+    missing = [f for f in REPO_FILE.findall(page.read_text()) if not (ROOT / f).is_file()]
+    assert not missing, f"{page.name} names files that do not exist: {missing}"
+
+
 def test_readme_links_every_docs_page_and_stays_short() -> None:
     text = README.read_text()
     linked = {(ROOT / t).resolve() for t in LINK.findall(text)}
