@@ -47,6 +47,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "steps_x4 (batch 32)": ({}, {"batch_size": 32}),
     "text_64_tokens": ({"max_text_tokens": 64}, {}),
     "use_pooled": ({"use_pooled": True}, {}),
+    "token_drop_0.3": ({}, {"token_drop": 0.3}),
     "side+init": ({"side_residual": True}, {"init_head_mean": True}),
     "side+init+pointwise": ({"side_residual": True}, {"init_head_mean": True, "w_pair": 0.1, "w_list": 0.1,
                                                        "w_mean": 1.0}),

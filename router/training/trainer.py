@@ -61,6 +61,9 @@ class TrainConfig:
     # True: the head's mu output starts near the mean train quality and sigma near its std (a Bernoulli
     # outcome's spread), so the first optimiser steps go to the query-model interaction, not the global mean
     init_head_mean: bool = False
+    # chance of hiding each image / question token from the capsules in a training batch: the query-token
+    # path (which overfits first) gets noisier, the side labels and the model tokens carry more of the fit
+    token_drop: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1 or self.patience < 0:
@@ -77,6 +80,8 @@ class TrainConfig:
             raise ValueError("TrainConfig needs lr > 0, warmup_epochs >= 0 and lr_min_ratio in [0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.token_drop < 1.0:
+            raise ValueError(f"TrainConfig.token_drop must be in [0, 1), got {self.token_drop}")
         if self.curve_rows < 0:
             raise ValueError(f"TrainConfig.curve_rows must be >= 0, got {self.curve_rows}")
 
@@ -274,6 +279,19 @@ def pick_utility(model: LatentRouter, data: RoutingData, rows: np.ndarray, lams:
     return float(np.mean(vals))
 
 
+def _drop_tokens(batch: dict[str, torch.Tensor | None], p: float, rng: np.random.Generator) -> None:
+    """Hide each valid image / question token of a training batch with probability ``p`` (in place, via the
+    masks; the side tokens always stay, so no query loses its whole input)."""
+    for tok, mask in (("img_tokens", "img_mask"), ("txt_tokens", "txt_mask")):
+        x = batch.get(tok)
+        if x is None:
+            continue
+        m = batch.get(mask)
+        m = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if m is None else m
+        keep = torch.as_tensor(rng.random(tuple(m.shape)) >= p, device=m.device)
+        batch[mask] = m & keep
+
+
 @torch.no_grad()
 def _init_head(model: LatentRouter, data: RoutingData, train: np.ndarray) -> None:
     """mu's output bias = mean available train quality, sigma's = softplus^-1 of its std, the output weights
@@ -425,6 +443,8 @@ def _train_epoch(state: _Optimiser, data: RoutingData, perm: np.ndarray, rng: np
         lam = float(rng.choice(tc.lam_choices)) if tc.lam_choices else tc.lam
         av = _drop_avail(data.avail[rows], tc.avail_drop, rng)
         batch = make_batch(data, rows, mc, device, av)
+        if tc.token_drop > 0:
+            _drop_tokens(batch, tc.token_drop, rng)
         out = model(**batch, lam=lam)
         q = torch.as_tensor(quality_all[rows], device=device)
         u = torch.as_tensor(quality_all[rows] - lam * data.cost[rows].astype(np.float32), device=device)

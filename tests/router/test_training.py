@@ -268,3 +268,20 @@ def test_init_head_mean_starts_mu_at_the_train_mean(data4: RoutingData) -> None:
     assert abs(float(sigma.mean()) - float(q.std())) < 0.05
     res = train_latent_router(data4, TINY, TrainConfig(epochs=2, init_head_mean=True))
     assert np.isfinite(res.best_val_utility)
+
+
+def test_token_drop_hides_tokens_only_in_training_batches(data4: RoutingData) -> None:
+    from router.training.trainer import _drop_tokens, make_batch
+
+    rows = data4.idx("train")[:64]
+    batch = make_batch(data4, rows, TINY, torch.device("cpu"))
+    before = {k: batch[k].clone() for k in ("img_mask", "txt_mask")}
+    _drop_tokens(batch, 0.5, np.random.default_rng(0))
+    for k, m in before.items():
+        assert not (batch[k] & ~m).any()  # nothing padded becomes valid
+        frac = float(batch[k].sum()) / float(m.sum())
+        assert 0.35 < frac < 0.65
+    res = train_latent_router(data4, TINY, TrainConfig(epochs=2, token_drop=0.3))
+    assert np.isfinite(res.best_val_utility)
+    with pytest.raises(ValueError, match="token_drop"):
+        TrainConfig(token_drop=1.0)
