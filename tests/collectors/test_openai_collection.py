@@ -21,7 +21,7 @@ import pytest
 from collectors.collection import resume as ckpt_mod
 from collectors.collection.client import CollectConfig, collect_model
 from collectors.collection.limits import RateLimiter
-from collectors.collection.openai_protocol import image_data_url, retry_after_seconds
+from collectors.collection.openai_protocol import check_openai_server, image_data_url, retry_after_seconds
 from collectors.collection.protocol import final_answer
 from collectors.collection.resume import TraceCheckpoint, collect_partition
 from collectors.registry import ModelEntry
@@ -287,3 +287,29 @@ def test_image_data_url_names_the_type() -> None:
     assert image_data_url(b"\x89PNG\r\n\x1a\nxx").startswith("data:image/png;base64,")
     assert image_data_url(b"\xff\xd8\xff\xe0xx").startswith("data:image/jpeg;base64,")
     assert image_data_url(b"RIFF1234WEBPxx").startswith("data:image/webp;base64,")
+
+
+# ------------------------------------------------------------------------------------- the server check
+
+
+def test_server_check_names_the_problem(setup, monkeypatch) -> None:
+    _, queries = setup
+    faults = FaultConfig(unauthorized_models={"simvl-nano:1b"})
+    with SimServer(queries, models=[SPEC, *[s for s in DEFAULT_POOL if s.name == "simvl-nano:1b"]], seed=SEED,
+                   time_scale=0.0, faults=faults) as server:
+        v1 = server.url + "/v1"
+        assert check_openai_server(v1, SPEC.name, api_key="sk-check-123") is None
+        missing = check_openai_server(v1, "ghost:1b")
+        assert missing == f"{v1} does not serve model 'ghost:1b'; it lists: {SPEC.name}, simvl-nano:1b"
+        # a server without GET /models: a one-token call decides, and a refused key is named as such
+        monkeypatch.setattr(openai_compat, "handle_models", lambda h: h._send_bytes(404, b"not here", "text/plain"))
+        assert check_openai_server(v1, SPEC.name) is None
+        refused = check_openai_server(v1, "simvl-nano:1b", api_key="sk-check-123")
+        assert refused is not None and refused.startswith(f"{v1} rejected the API key (HTTP 401)")
+        assert "sk-check-123" not in refused
+        gone = check_openai_server(v1, "ghost:1b")
+        assert gone is not None and gone.startswith(f"{v1} does not serve model 'ghost:1b'")
+        chats = openai_calls(server)
+    assert chats == 3  # only the three fallback calls reached the chat endpoint
+    down = check_openai_server("http://127.0.0.1:9/v1", SPEC.name)
+    assert down is not None and down.startswith("http://127.0.0.1:9/v1 is unreachable: ")
