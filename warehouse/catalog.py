@@ -226,8 +226,14 @@ def check_read_only(sql: str) -> None:
         _check_statement(st.query, str(st.type).rsplit(".", 1)[-1])
 
 
+QUERY_MEMORY_LIMIT = "1GB"  # a read-only query spills past this (a sorted cross join cannot take the box)
+QUERY_TEMP_LIMIT = "4GB"  # ... and fails, naming the limit, once its spill files reach this
+
+
 def _lock_down(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
     root = wh.location if wh.remote else str(wh.root)
+    con.execute(f"SET memory_limit = {_sql_str(QUERY_MEMORY_LIMIT)}")
+    con.execute(f"SET max_temp_directory_size = {_sql_str(QUERY_TEMP_LIMIT)}")
     con.execute(f"SET allowed_directories = [{_sql_str(root + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

@@ -117,8 +117,9 @@ SERVED_REQUESTS = {  # one row per chat request the gateway answered (part files
     "prompt": pl.String,  # the question, only when the operator opted in (--log-prompts)
     "task_group": pl.String,  # the request's extra_body task_group (null when not named)
     "dataset": pl.String,  # the request's extra_body dataset (null when not named)
+    "key_id": pl.String,  # the access key's id (never the key); null when access control is off
 }
-SERVED_REQUESTS_ADDED = ("task_group", "dataset")  # added later: null when reading older part files
+SERVED_REQUESTS_ADDED = ("task_group", "dataset", "key_id")  # added later: null when reading older part files
 
 SERVED_FEEDBACK = {  # quality labels attached to served requests (POST /v1/feedback), merged on read
     "request_id": pl.String,

@@ -30,6 +30,7 @@ from collectors.importing.common import (
 from collectors.importing.validation import (
     ROW,
     ImportLimits,
+    ImportValidationError,
     IssueLog,
     blank,
     raise_on_duplicates,
@@ -138,6 +139,9 @@ def import_custom_queries(jsonl_path: Path | str, image_folder: Path | str | Non
     overrides = check_task_groups(task_groups)
     limits = limits or ImportLimits()
     df = read_jsonl(path, log, limits)
+    if df.height == 0 and log.issues:  # every line was broken: say why, not "no data rows"
+        raise ImportValidationError(log.issues, f"import refused: none of the {len(log.issues)} line(s) of "
+                                                f"{name} could be read")
     refuse_no_rows(df, name)
     df, bad, split = _row_checks(df, name, benchmark, log)
     image_paths = _find_images(df, name, image_folder, log, bad, limits)

@@ -11,6 +11,7 @@ from pipelines.cli.data import cmd_import, cmd_lineage, cmd_models, cmd_query, c
 from pipelines.cli.serving import (
     cmd_calibrate,
     cmd_gateway,
+    cmd_keys,
     cmd_local_serve,
     cmd_route,
     cmd_serve,
@@ -168,6 +169,7 @@ def _add_serving_commands(sub) -> None:
     from router.serving.limits import add_limit_arguments
 
     add_limit_arguments(sv)  # --max-body-bytes, --max-question-chars, --max-image-pixels, --request-timeout, ...
+    _add_auth(sv)
     sv.set_defaults(func=cmd_serve)
 
     gw = sub.add_parser("gateway", help="OpenAI-compatible endpoint: route, forward, fall back (POST /v1/chat/completions)")
@@ -181,8 +183,23 @@ def _add_serving_commands(sub) -> None:
     gw.add_argument("--no-embedded-sim", dest="embedded_sim", action="store_false",
                     help="do not start the simulator for sim models without an endpoint")
     gw.add_argument("--sim-time-scale", type=float, default=0.01, help="fraction of simulated latency waited")
+    gw.add_argument("--max-upstream-bytes", type=int, default=32 * 1024 * 1024, metavar="N",
+                    help="largest upstream answer (or stream) read; larger: 502")
     add_limit_arguments(gw)
+    _add_auth(gw)
     gw.set_defaults(func=cmd_gateway)
+
+    keys = sub.add_parser("keys", help="access keys for serve / gateway (stored hashed in the home)")
+    ksub = keys.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION")
+    kadd = ksub.add_parser("add", help="create a key (printed once, stored only as a hash)")
+    kadd.add_argument("name", help="a label for the key, e.g. team-search")
+    kadd.add_argument("--rpm", type=int, default=None, help="requests per minute (default: unlimited)")
+    kadd.add_argument("--budget-usd-per-day", type=float, default=None, metavar="USD",
+                      help="recorded cost per UTC day before 429 (default: unlimited)")
+    ksub.add_parser("list", help="list keys (ids, names, limits; never the keys)")
+    krev = ksub.add_parser("revoke", help="revoke a key by id or name (a running server stops accepting it)")
+    krev.add_argument("key", help="key id (key_...) or name")
+    keys.set_defaults(func=cmd_keys)
 
     cal = sub.add_parser("calibrate", help="store a named gateway policy whose lambda meets a budget")
     cal.add_argument("--target-cost-usd", type=float, default=None, help="mean expected cost per request")
@@ -210,6 +227,12 @@ def _add_serving_commands(sub) -> None:
                     "$LROUTER_HOME/warehouse/features/hidden_states)")
     ls.add_argument("--no-capture", action="store_true", help="do not store hidden states")
     ls.set_defaults(func=cmd_local_serve)
+
+
+def _add_auth(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--auth", choices=["auto", "required", "off"], default="auto",
+                        help="access keys (lrouter keys add): auto = required unless --host is loopback; off is "
+                             "refused for a non-loopback --host")
 
 
 NEEDS_WAREHOUSE = ("query", "serve")  # route, lineage, models and run check it themselves

@@ -67,23 +67,51 @@ def cmd_route(args) -> int:
     return 0
 
 
+def _access(args, home: Path):
+    """The server's access gate from --auth and --host (keys from <home>/keys.json); refuses to start a
+    server that needs keys when none is active."""
+    from router.serving.keys import auth_required, open_gate
+
+    required = auth_required(args.auth, args.host)
+    spent = None
+    if args.cmd == "gateway":
+        from router.serving.gateway.served_log import spend_by_key
+
+        def spent(day: str) -> dict[str, float]:
+            return spend_by_key(home / "warehouse", day)
+    gate = open_gate(home, required, spent)
+    gate.check_startable()
+    return gate
+
+
+def _auth_note(gate) -> str:
+    if not gate.required:
+        return "access: open (loopback)"
+    n = sum(k.active for k in gate.store.keys())
+    return f"access: {n} active key(s) from {gate.store.path}"
+
+
 def cmd_serve(args) -> int:
     from router.serving.http import make_server
+    from router.serving.keys import KeyError_
     from router.serving.limits import limits_from_args, run_server
     from router.serving.service import load_router
 
+    home = _warehouse(args)[1]
     try:
         limits = limits_from_args(args)  # checked before the (slow) service build
-    except ValueError as exc:
+        gate = _access(args, home)
+    except (ValueError, KeyError_) as exc:
         print(f"lrouter serve: {exc}", file=sys.stderr)
         return 2
-    service = load_router(home=_warehouse(args)[1])
+    service = load_router(home=home)
     service.warm_up()  # load the encoders now, not on the first request
-    server = make_server(service, host=args.host, port=args.port, limits=limits)
+    server = make_server(service, host=args.host, port=args.port, limits=limits, access=gate)
 
     def started(port: int) -> None:
         print(f"routing on http://{args.host}:{port}  (POST /route, GET /health); checkpoint "
-              f"{service.checkpoint.name}; models: {', '.join(service.data.model_ids)}", flush=True)
+              f"{service.checkpoint.name}; models: {', '.join(service.data.model_ids)}; {_auth_note(gate)}",
+              flush=True)
 
     try:
         run_server(server, started)
@@ -98,17 +126,20 @@ def cmd_gateway(args) -> int:
 
     from router.serving.gateway.app import make_gateway_app, make_gateway_server
     from router.serving.gateway.config import GatewayConfig, upstreams_from_models
+    from router.serving.keys import KeyError_, auth_required
     from router.serving.limits import limits_from_args, run_server
     from router.serving.service import load_router
 
+    wh, home = _warehouse(args)
     try:
         limits = limits_from_args(args)
         cfg = GatewayConfig(default_lambda=args.lam, max_fallbacks=args.max_fallbacks,
-                            first_byte_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts)
-    except ValueError as exc:
+                            first_byte_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts,
+                            max_upstream_bytes=args.max_upstream_bytes)
+        gate = _access(args, home)  # checked here, before the (slow) router build
+    except (ValueError, KeyError_) as exc:
         print(f"lrouter gateway: {exc}", file=sys.stderr)
         return 2
-    wh, home = _warehouse(args)
     service = load_router(home=home)
     service.warm_up()
     with ExitStack() as stack:
@@ -123,20 +154,49 @@ def cmd_gateway(args) -> int:
                                                 time_scale=args.sim_time_scale))
             sim_url = sim.url
         app = make_gateway_app(service, lambda m: upstreams_from_models(m, sim_url), home=home, cfg=cfg,
-                               limits=limits)
+                               limits=limits, auth_required=auth_required(args.auth, args.host))
         server = make_gateway_server(app, host=args.host, port=args.port, limits=limits)
 
         def started(port: int) -> None:
             state = app.state.gateway
             print(f"OpenAI-compatible gateway on http://{args.host}:{port}/v1 (model: lrouter, lrouter:<lambda>, "
                   f"{', '.join(sorted(state.policies.policies()))} or a model id); routable: "
-                  f"{', '.join(state.routable())}{'; sim models via the embedded simulator' if sim_url else ''}",
-                  flush=True)
+                  f"{', '.join(state.routable())}{'; sim models via the embedded simulator' if sim_url else ''}; "
+                  f"{_auth_note(gate)}", flush=True)
 
         try:
             run_server(server, started)
         except KeyboardInterrupt:
             pass
+    return 0
+
+
+def cmd_keys(args) -> int:
+    """``lrouter keys add|list|revoke``: the key is printed once by ``add``; the home keeps only its hash."""
+    from router.serving.keys import KeyError_, KeyStore
+
+    store = KeyStore.in_home(_warehouse(args)[1])
+    try:
+        if args.keys_cmd == "add":
+            rec, secret = store.add(args.name, args.rpm, args.budget_usd_per_day)
+            print(secret)
+            print(f"key {rec.id} ({rec.name}): rpm {rec.rpm or 'unlimited'}, budget "
+                  f"{'unlimited' if rec.budget_usd_per_day is None else f'{rec.budget_usd_per_day:g} USD/day'}; "
+                  f"shown once, stored hashed in {store.path}", file=sys.stderr)
+        elif args.keys_cmd == "revoke":
+            rec = store.revoke(args.key)
+            print(f"revoked {rec.id} ({rec.name}) at {rec.revoked_at}")
+        else:
+            keys = store.keys()
+            if store.load_error:
+                raise KeyError_(store.load_error)
+            print(f"{'id':<14}{'name':<24}{'hint':<12}{'rpm':>6}{'usd/day':>10}  {'created':<26}status")
+            for k in keys:
+                print(f"{k.id:<14}{k.name[:23]:<24}{k.hint:<12}{k.rpm or '-':>6}"
+                      f"{'-' if k.budget_usd_per_day is None else f'{k.budget_usd_per_day:g}':>10}  "
+                      f"{k.created_at:<26}{'active' if k.active else 'revoked ' + str(k.revoked_at)}")
+    except KeyError_ as exc:
+        raise CliError(str(exc), code=2) from exc
     return 0
 
 

@@ -34,12 +34,15 @@ from typing import Any
 import anyio
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from router.serving.keys import AccessGate, Denied
 from router.serving.limits import (
     JSON_EXCEPTION_HANDLERS,
+    Admission,
     RequestRefused,
     ServeLimits,
     check_image_header,
@@ -104,6 +107,7 @@ class _State:
     service: RouterService | None
     factory: Callable[[], RouterService] | None
     limits: ServeLimits
+    access: AccessGate = field(default_factory=lambda: AccessGate(None, False))
     model_lock: anyio.Lock = field(default_factory=anyio.Lock)  # queued requests wait here, not in threads
     validate_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(4))
     score_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
@@ -151,6 +155,10 @@ def _health(state: _State, refresh: bool) -> dict[str, Any]:
 
 async def _route(request: Request) -> JSONResponse:
     state: _State = request.app.state.lrouter
+    try:
+        state.access.admit(state.access.authenticate(request.headers))
+    except Denied as exc:
+        return error_response(exc.status, exc.message, headers=exc.headers())
     limits = state.limits
     deadline = anyio.current_time() + limits.request_timeout_s
     try:
@@ -210,19 +218,26 @@ def _unavailable(exc: Unavailable) -> JSONResponse:
     return json_response({"status": "unavailable", "error": str(exc)}, status=503, headers={"Retry-After": "5"})
 
 
-def make_app(service: RouterService | Callable[[], RouterService], limits: ServeLimits | None = None) -> Starlette:
+def make_app(service: RouterService | Callable[[], RouterService], limits: ServeLimits | None = None,
+             access: AccessGate | None = None) -> Starlette:
     """The ASGI app answering from ``service``, or from what the callable builds on first use (until it
-    succeeds, /health and /route answer 503 with the reason)."""
+    succeeds, /health and /route answer 503 with the reason). ``access``: who may call /route (keys,
+    requests per minute); none: anyone who reaches the port. Past ``limits.limit_concurrency`` requests
+    in flight the rest queue (``max_queue``, ``queue_timeout_s``) or get a JSON 503 with Retry-After."""
+    limits = limits or ServeLimits()
     app = Starlette(routes=[Route("/route", _route, methods=["POST"]),
                             Route("/health", _health_endpoint, methods=["GET"])],
-                    exception_handlers=JSON_EXCEPTION_HANDLERS)
+                    exception_handlers=JSON_EXCEPTION_HANDLERS,
+                    middleware=[Middleware(Admission, limits=limits)])
     built = service if isinstance(service, RouterService) else None
-    app.state.lrouter = _State(service=built, factory=None if built else service, limits=limits or ServeLimits())
+    app.state.lrouter = _State(service=built, factory=None if built else service, limits=limits,
+                               access=access or AccessGate(None, False))
     return app
 
 
 def make_server(service: RouterService | Callable[[], RouterService], host: str = "127.0.0.1", port: int = 8787,
-                limits: ServeLimits | None = None) -> uvicorn.Server:
-    """A uvicorn server for ``make_app(service, limits)`` on (host, port); ``.run()`` blocks (port 0 = any)."""
+                limits: ServeLimits | None = None, access: AccessGate | None = None) -> uvicorn.Server:
+    """A uvicorn server for ``make_app(service, limits, access)`` on (host, port); ``.run()`` blocks (port 0 =
+    any)."""
     limits = limits or ServeLimits()
-    return uvicorn.Server(server_config(make_app(service, limits), host, port, limits))
+    return uvicorn.Server(server_config(make_app(service, limits, access), host, port, limits))

@@ -40,6 +40,7 @@ from warehouse.store import Warehouse, lrouter_home
 REQUEST_ID = "__request__"
 logger = logging.getLogger("lrouter.serving")
 RETRY_FAILED_BUILD_S = 10.0  # a rebuild that failed on the same files is retried at most this often
+MAX_EXP_COST_ENTRIES = 1024  # memoised (has_image, task_group) expected costs
 
 
 def _vocab(side_names: list[str], prefix: str) -> list[str]:
@@ -98,7 +99,7 @@ class RouterService:
         name, baseline, doc = load_deployed_baseline(ckpt)
         self.deployment: dict = {"deployed": name, "serving": LATENT if baseline is None else name,
                                  "lambda": doc.get("lambda"), "note": None}
-        if baseline is not None and list(getattr(baseline, "_model_ids", None) or data.model_ids) != list(data.model_ids):
+        if baseline is not None and (baseline.fitted_model_ids() or data.model_ids) != list(data.model_ids):
             self.deployment.update(serving=LATENT, note=f"{name} was fitted on another model pool; serving "
                                                         "LatentRouter (capability tokens) until the next training")
             logger.warning("deployed router %s: %s", name, self.deployment["note"])
@@ -145,6 +146,8 @@ class RouterService:
         key = (has_image, task_group)
         if key not in self._exp_cost:
             usd = expected_cost_usd(self.norms.calib, self.inputs.models, self.norms.qmeta, has_image, task_group)
+            if len(self._exp_cost) >= MAX_EXP_COST_ENTRIES:  # clients name task groups: bounded, oldest out
+                del self._exp_cost[next(iter(self._exp_cost))]
             self._exp_cost[key] = (usd / self.norms.cost_scale).astype(np.float32)
         return self._exp_cost[key]
 
@@ -248,10 +251,12 @@ class RouterService:
             raise result
         return result
 
-    def route_many(self, requests: Sequence[RouteRequest]) -> list[list[dict] | ValueError]:
+    def route_many(self, requests: Sequence[RouteRequest], refresh: bool = True) -> list[list[dict] | ValueError]:
         """``route`` for a batch: one refresh check, one encoder pass per modality and one router forward for
         all of them. A request's own bad input (empty question, unreadable image, unknown pool) comes back in
-        its place as the ValueError ``route`` would raise; the others are routed."""
+        its place as the ValueError ``route`` would raise; the others are routed. ``refresh=False``: route on
+        the snapshot held now (a caller that refreshed and formed the batch's pools on it, so no model can
+        vanish between forming the batch and routing it)."""
         results: list[list[dict] | ValueError | None] = [None] * len(requests)
         decoded: list[tuple[int, Image.Image | PreparedImage | None]] = []
         for i, r in enumerate(requests):
@@ -259,7 +264,7 @@ class RouterService:
                 decoded.append((i, _decode_request(r)))
             except ValueError as exc:
                 results[i] = exc
-        if self.auto_refresh and decoded:
+        if refresh and self.auto_refresh and decoded:
             self.refresh(strict=False)  # a failed re-read answers from the held snapshot (see refresh_error)
         ok: list[tuple[int, Image.Image | PreparedImage | None]] = []
         for i, img in decoded:

@@ -38,8 +38,8 @@ def labelled(model: str, labels: list[float], task_group: str | None = None, dat
         "latency_ms": [300.0] * n, "routing_ms": [2.0] * n, "upstream_ms": [250.0] * n, "status": ["ok"] * n,
         "http_status": [200] * n, "fallbacks": [0] * n, "attempts": ["[]"] * n, "stream": [False] * n,
         "has_image": [True] * n, "error": [""] * n, "prompt": [None] * n, "task_group": [task_group] * n,
-        "dataset": [dataset] * n,
-    }, schema_overrides={"prompt": pl.String, "task_group": pl.String, "dataset": pl.String}),
+        "dataset": [dataset] * n, "key_id": [None] * n,
+    }, schema_overrides={"prompt": pl.String, "task_group": pl.String, "dataset": pl.String, "key_id": pl.String}),
         SERVED_REQUESTS, "served_requests")
     fb = conform(pl.DataFrame({"request_id": served["request_id"], "label": labels, "labelled_at": [labelled_at] * n,
                                "label_source": ["api"] * n}), SERVED_FEEDBACK, "served_feedback")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,25 +21,50 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from router.serving.gateway.chat import chat_completions, ensure_service
+from router.serving.gateway.chat import chat_completions, ensure_service, shed_row
 from router.serving.gateway.config import GatewayConfig
 from router.serving.gateway.metrics import GatewayMetrics
 from router.serving.gateway.policies import POLICY_FILE, PolicyBook
 from router.serving.gateway.schema import ApiError
-from router.serving.gateway.served_log import ServedLog
+from router.serving.gateway.served_log import ServedLog, spend_by_key
 from router.serving.gateway.state import GatewayState, Unavailable, UpstreamSource, make_client
-from router.serving.limits import RequestRefused, ServeLimits, read_body, server_config
+from router.serving.keys import AccessGate, AccessKey, Denied, open_gate
+from router.serving.limits import Admission, RequestRefused, ServeLimits, read_body, server_config
 from router.serving.service import RouterService
+
+LOOPBACK_CLIENTS = ("127.0.0.1", "::1", "localhost")
 
 MAX_FEEDBACK_BYTES = 64 * 1024
 
 
+def _key(request: Request, loopback_ok: bool = False) -> AccessKey | None:
+    """The request's access key; `Denied` (401) when access is required and it has none (``loopback_ok``:
+    a client on this machine may read without one, e.g. a local Prometheus)."""
+    state: GatewayState = request.app.state.gateway
+    try:
+        return state.access.authenticate(request.headers)
+    except Denied:
+        if loopback_ok and request.client is not None and request.client.host in LOOPBACK_CLIENTS:
+            return None
+        raise
+
+
+def _refusal(exc: Denied) -> JSONResponse:
+    kind = "authentication_error" if exc.status == 401 else "rate_limit_error"
+    return ApiError(exc.status, exc.message, None, exc.code, kind).response(headers=exc.headers())
+
+
 async def _models(request: Request) -> JSONResponse:
     state: GatewayState = request.app.state.gateway
+    try:
+        _key(request)
+    except Denied as exc:
+        return _refusal(exc)
     try:
         await ensure_service(state)
     except Unavailable as exc:
@@ -70,6 +96,10 @@ async def _health(request: Request) -> JSONResponse:
 
 
 async def _metrics(request: Request) -> Response:
+    try:
+        _key(request, loopback_ok=True)
+    except Denied as exc:
+        return _refusal(exc)
     m: GatewayMetrics = request.app.state.gateway.metrics
     return Response(m.render(), media_type=m.content_type)
 
@@ -77,6 +107,10 @@ async def _metrics(request: Request) -> Response:
 async def _feedback(request: Request) -> JSONResponse:
     """Attach a quality label (0..1) to a served request id; stored as its own rows, merged on read."""
     state: GatewayState = request.app.state.gateway
+    try:
+        state.access.admit(_key(request))  # labels recalibrate the router: only key holders write them
+    except Denied as exc:
+        return _refusal(exc)
     if state.log is None:
         return ApiError(503, "this gateway keeps no served-request log (started without a warehouse)", None,
                         "no_log").response()
@@ -117,18 +151,36 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 
 def make_gateway_app(service: RouterService | Callable[[], RouterService], upstreams: UpstreamSource,
                      home: Path | None = None, cfg: GatewayConfig | None = None,
-                     limits: ServeLimits | None = None, log_root: Path | None = None) -> Starlette:
+                     limits: ServeLimits | None = None, log_root: Path | None = None,
+                     auth_required: bool = False) -> Starlette:
     """The gateway app: routes with ``service`` (or what the callable builds on first use), calls
     ``upstreams`` (a table, or a function of the router's models table), reads named policies from
-    ``<home>/policies.json`` and logs served requests under ``log_root`` (default ``<home>/warehouse``)."""
+    ``<home>/policies.json`` and access keys from ``<home>/keys.json`` (required with ``auth_required``;
+    otherwise a valid key is still attributed and limited), and logs served requests under ``log_root``
+    (default ``<home>/warehouse``)."""
     cfg = cfg or GatewayConfig()
+    limits = limits or ServeLimits()
     built = service if isinstance(service, RouterService) else None
     if log_root is None and home is not None:
         log_root = Path(home) / "warehouse"
-    log = ServedLog(log_root, cfg.flush_interval_s, cfg.flush_rows) if log_root is not None else None
+    metrics = GatewayMetrics()
+    log = ServedLog(log_root, cfg.flush_interval_s, cfg.flush_rows, on_written=metrics.log_rows.inc) \
+        if log_root is not None else None
+    spent = (lambda day: spend_by_key(log_root, day)) if log_root is not None else None
+    access: AccessGate = open_gate(Path(home) if home is not None else None, auth_required, spent)
     state = GatewayState(service=built, factory=None if built else service, upstream_source=upstreams,
                          policies=PolicyBook(Path(home) / POLICY_FILE if home else None, cfg.default_lambda),
-                         cfg=cfg, limits=limits or ServeLimits(), metrics=GatewayMetrics(), log=log)
+                         cfg=cfg, limits=limits, metrics=metrics, log=log, access=access)
+
+    async def refresher() -> None:
+        """Re-read the models table at least every ``refresh_interval_s``, so plain-proxy traffic (which
+        does not route) sees a disabled model within one interval."""
+        while True:
+            await anyio.sleep(cfg.refresh_interval_s)
+            if state.service is None or time.monotonic() - state.refreshed_at < cfg.refresh_interval_s:
+                continue
+            with contextlib.suppress(Exception), anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(state.refresh, limiter=state.route_threads)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -137,6 +189,7 @@ def make_gateway_app(service: RouterService | Callable[[], RouterService], upstr
             async with anyio.create_task_group() as tg:
                 if log is not None:
                     tg.start_soon(log.run)
+                tg.start_soon(refresher)
                 try:
                     yield
                 finally:
@@ -153,15 +206,23 @@ def make_gateway_app(service: RouterService | Callable[[], RouterService], upstr
                             Route("/health", _health, methods=["GET"]),
                             Route("/metrics", _metrics, methods=["GET"])],
                     exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
+                    middleware=[Middleware(Admission, limits=limits, render=_error_body,
+                                           exempt=("/health", "/metrics"),
+                                           on_shed=lambda scope, status, msg: shed_row(state, scope, status, msg))],
                     lifespan=lifespan)
     app.state.gateway = state
     return app
+
+
+def _error_body(status: int, message: str) -> bytes:
+    return json.dumps(ApiError(status, message, None, "overloaded").payload()).encode()
 
 
 def make_gateway_server(app: Starlette, host: str = "127.0.0.1", port: int = 8788,
                         limits: ServeLimits | None = None) -> uvicorn.Server:
     """A uvicorn server for the gateway app, with the limits of ``lrouter serve`` and its lifespan on (the
     served-request log is flushed on shutdown)."""
-    config: Any = server_config(app, host, port, limits or app.state.gateway.limits)
+    config: Any = server_config(app, host, port, limits or app.state.gateway.limits,
+                                _error_body(503, "overloaded: too many open connections; retry shortly"))
     config.lifespan = "on"
     return uvicorn.Server(config)

@@ -25,10 +25,23 @@ from router.serving.gateway.batcher import QueueFull
 from router.serving.gateway.policies import ROUTER_POLICY, Plan, PolicyError
 from router.serving.gateway.schema import ApiError, ChatRequest, parse_chat, refused
 from router.serving.gateway.served_log import now_iso
-from router.serving.gateway.state import GatewayState, Unavailable
-from router.serving.gateway.upstream import Attempt, UpstreamFailure, UpstreamStream, complete, open_stream
+from router.serving.gateway.state import GatewayState, PoolGone, PoolRoute, Unavailable
+from router.serving.gateway.upstream import (
+    AUTH_STATUS,
+    OFF_LOOP_JSON_BYTES,
+    Attempt,
+    UpstreamFailure,
+    UpstreamStream,
+    complete,
+    open_stream,
+    safe_usage,
+)
+from router.serving.keys import Denied
 from router.serving.limits import RequestRefused, read_body
+from router.serving.redact import scrub
 from router.serving.service import RouteRequest
+
+MAX_LOGGED_MODEL_CHARS = 256  # a request's model field as stored in served_requests
 
 
 @dataclass
@@ -59,6 +72,8 @@ class Served:
     prompt: str | None = None
     task_group: str | None = None  # the request's extra_body task_group / dataset: lets its label count toward
     dataset: str | None = None  # that group's / dataset's profile parts at recalibration
+    key_id: str | None = None  # the access key's id (never the key)
+    finished: bool = False  # its row was recorded (exactly once)
 
     @property
     def fallbacks(self) -> int:
@@ -73,8 +88,9 @@ class Served:
                 "latency_ms": (time.perf_counter() - self.t0) * 1e3, "routing_ms": self.routing_ms,
                 "upstream_ms": self.upstream_ms, "status": self.status, "http_status": self.http_status,
                 "fallbacks": self.fallbacks, "attempts": json.dumps([a.as_dict() for a in self.attempts]),
-                "stream": self.stream, "has_image": self.has_image, "error": self.error[:2000],
-                "prompt": self.prompt, "task_group": self.task_group, "dataset": self.dataset}
+                "stream": self.stream, "has_image": self.has_image, "error": scrub(self.error, 2000),
+                "prompt": self.prompt, "task_group": self.task_group, "dataset": self.dataset,
+                "key_id": self.key_id}
 
     def headers(self) -> dict[str, str]:
         h = {"x-lrouter-request-id": self.request_id}
@@ -110,21 +126,38 @@ def _metric_policy(policy: str | None) -> str:
 
 
 def _finish(state: GatewayState, rec: Served) -> None:
-    """Log the row and count the request (once per request, whatever its outcome)."""
+    """Log the row, charge the key and count the request (once per request, whatever its outcome)."""
+    if rec.finished:
+        return
+    rec.finished = True
     state.metrics.requests.labels(_metric_policy(rec.policy), rec.status).inc()
     if rec.chosen_model:
         state.metrics.chosen.labels(rec.chosen_model).inc()
         if rec.fallbacks:
             state.metrics.fallbacks.inc()
+    state.access.charge(rec.key_id, rec.realised_cost_usd if rec.realised_cost_usd is not None
+                        else rec.expected_cost_usd if rec.chosen_model else None)
     if state.log is not None:
         state.log.record(rec.row())
 
 
-def _fail(state: GatewayState, rec: Served, err: ApiError, status: str | None = None) -> JSONResponse:
+def _fail(state: GatewayState, rec: Served, err: ApiError, status: str | None = None,
+          headers: dict[str, str] | None = None) -> JSONResponse:
+    err.message = scrub(err.message, 2000)
     rec.status = status or ("invalid" if err.status < 500 else "error")
     rec.http_status, rec.error = err.status, err.message
     _finish(state, rec)
-    return err.response(headers=rec.headers())
+    return err.response(headers={**rec.headers(), **(headers or {})})
+
+
+def shed_row(state: GatewayState, scope: dict[str, Any], status: int, message: str) -> dict[str, str]:
+    """The served_requests row of a request the admission queue refused (overload): one row, like any other."""
+    if scope.get("path") != "/v1/chat/completions":
+        return {}
+    rec = Served(request_id=f"chatcmpl-lr-{uuid.uuid4().hex}", received_at=now_iso(), t0=time.perf_counter())
+    rec.status, rec.http_status, rec.error = "shed", status, message
+    _finish(state, rec)
+    return {"x-lrouter-request-id": rec.request_id}
 
 
 async def ensure_service(state: GatewayState) -> None:
@@ -139,27 +172,29 @@ async def _candidates(state: GatewayState, req: ChatRequest, plan: Plan, rec: Se
     """The models to try, best first: the router's ranking within the request's pool and budget."""
     if plan.concrete is not None:
         return [{"model_id": plan.concrete, "quality": None, "cost_usd": None}]
-    routable = state.routable()
-    pool = list(plan.models) if plan.models else routable
-    missing = [m for m in pool if m not in routable]
-    if missing or not pool:
-        raise ApiError(400, f"model(s) {missing} cannot be routed to (no capability profile or no upstream); "
-                       f"routable: {routable}", "models", "model_not_routable")
+    if plan.models:  # a named pool must be routable now (the batch drops what is disabled meanwhile)
+        routable = state.routable()
+        missing = [m for m in plan.models if m not in routable]
+        if len(missing) == len(plan.models):
+            raise ApiError(400, f"model(s) {missing[:10]} cannot be routed to (no capability profile or no "
+                           f"upstream); routable: {routable}", "models", "model_not_routable")
     image: PreparedImage | None = None
     try:
         if req.image is not None:  # decoded and resized on a request thread while the router runs a batch
             image = await anyio.to_thread.run_sync(state.get().prepare_image, req.image, limiter=state.parse_threads)
     except ValueError as exc:
         raise ApiError(400, str(exc), "messages", "invalid_image") from None
-    item = RouteRequest(image, req.question, pool, float(plan.lam or 0.0), req.extras.get("task_group"),
+    item = RouteRequest(image, req.question, None, float(plan.lam or 0.0), req.extras.get("task_group"),
                         req.extras.get("dataset"))
     try:
-        routed = await state.batcher.submit(item)
+        routed = await state.batcher.submit(PoolRoute(item, tuple(plan.models) if plan.models else None))
     except QueueFull as exc:
         raise ApiError(503, f"busy: {exc}; retry shortly", None, "router_busy") from None
     except Unavailable as exc:
         raise ApiError(503, str(exc), None, "router_unavailable") from None
     ranked = routed.result
+    if isinstance(ranked, PoolGone):
+        raise ApiError(503, str(ranked), "models" if plan.models else None, "pool_unavailable")
     if isinstance(ranked, ValueError):  # the request's own input (an image PIL cannot decode, ...)
         raise ApiError(400, str(ranked), "messages", "invalid_image" if "image" in str(ranked) else "invalid_value")
     rec.routing_ms, rec.route_batch = routed.batch_ms, routed.batch_size
@@ -180,17 +215,42 @@ def _use(rec: Served, cand: dict[str, Any]) -> None:
     rec.expected_cost_usd = cand.get("cost_usd")
 
 
-def _account(state: GatewayState, rec: Served, usage: dict[str, Any] | None) -> None:
+def _account(state: GatewayState, rec: Served, usage: Any) -> None:
+    """Token counts and realised cost from the upstream's usage; a malformed count (NaN, a string, negative)
+    is recorded as unknown (null), never a crash."""
     up = state.upstreams().get(rec.chosen_model or "")
-    if usage and up is not None:
-        p, c = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        rec.prompt_tokens, rec.completion_tokens = p, c
-        rec.realised_cost_usd = up.cost_usd(p, c)
+    p, c = safe_usage(usage)
+    rec.prompt_tokens, rec.completion_tokens = p, c
+    if up is not None and p is not None and c is not None:
+        cost = up.cost_usd(p, c)
+        rec.realised_cost_usd = cost if math.isfinite(cost) else None
+
+
+def _denied(state: GatewayState, rec: Served, exc: Denied) -> JSONResponse:
+    kind = "authentication_error" if exc.status == 401 else "rate_limit_error"
+    return _fail(state, rec, ApiError(exc.status, exc.message, None, exc.code, kind),
+                 "unauthorized" if exc.status == 401 else "rate_limited", exc.headers())
 
 
 async def chat_completions(request: Request) -> Response:
+    """One answer and one served_requests row per request, whatever happens (the last resort is a 500)."""
     state: GatewayState = request.app.state.gateway
     rec = Served(request_id=f"chatcmpl-lr-{uuid.uuid4().hex}", received_at=now_iso(), t0=time.perf_counter())
+    try:
+        return await _chat(state, request, rec)
+    except Exception as exc:  # a bug or a strange upstream: still one answer and one row
+        if rec.finished:
+            raise
+        return _fail(state, rec, ApiError(500, f"{type(exc).__name__}: {exc}", None, "internal_error"))
+
+
+async def _chat(state: GatewayState, request: Request, rec: Served) -> Response:
+    try:
+        key = state.access.authenticate(request.headers)
+        rec.key_id = key.id if key is not None else None
+        state.access.admit(key)
+    except Denied as exc:
+        return _denied(state, rec, exc)
     try:
         with anyio.fail_after(state.limits.request_timeout_s):
             raw = await read_body(request, state.limits.max_body_bytes)
@@ -201,7 +261,8 @@ async def chat_completions(request: Request) -> Response:
         return _fail(state, rec, refused(exc, "body"))
     try:
         req = await anyio.to_thread.run_sync(parse_chat, raw, state.limits, limiter=state.parse_threads)
-        rec.requested_model, rec.stream, rec.has_image = req.model, req.stream, req.image is not None
+        rec.requested_model = req.model[:MAX_LOGGED_MODEL_CHARS] if req.model is not None else None
+        rec.stream, rec.has_image = req.stream, req.image is not None
         rec.prompt = req.question if state.cfg.log_prompts else None
         rec.task_group, rec.dataset = req.extras.get("task_group"), req.extras.get("dataset")
         await ensure_service(state)
@@ -235,7 +296,10 @@ async def _forward(state: GatewayState, req: ChatRequest, rec: Served, candidate
             rec.attempts.append(Attempt(model, False, str(f), f.kind, ms))
             state.metrics.upstream_errors.labels(model, f.kind).inc()
             if not f.retryable:  # the upstream refused the request itself: another model would too
-                return _fail(state, rec, ApiError(f.status or 502, f"upstream {model}: {f}", None, "upstream_error"),
+                # its 4xx about the request is the client's; anything else (auth, size) is the gateway's 502
+                status = f.status if f.status and 400 <= f.status < 500 and f.status not in AUTH_STATUS else 502
+                return _fail(state, rec, ApiError(status, f"upstream {model}: {f}", None,
+                                                  "upstream_too_large" if f.kind == "too_large" else "upstream_error"),
                              "upstream_error")
             continue
         rec.upstream_ms = (time.perf_counter() - t) * 1e3
@@ -247,12 +311,41 @@ async def _forward(state: GatewayState, req: ChatRequest, rec: Served, candidate
                                      headers={**rec.headers(), "cache-control": "no-cache"})
         _account(state, rec, result.get("usage"))
         result.update(id=rec.request_id, model=model, lrouter=rec.info())
+        body = await _render(result)
         _finish(state, rec)
-        return JSONResponse(_finite(result), headers=rec.headers())
+        return Response(body, media_type="application/json", headers=rec.headers())
     tried = "; ".join(f"{a.model}: {a.error}" for a in rec.attempts)
     return _fail(state, rec, ApiError(502, f"every upstream attempt failed ({len(rec.attempts)}): {tried}", None,
                                       "upstream_failed", extra={"attempts": [a.as_dict() for a in rec.attempts]}),
                  "upstream_error")
+
+
+def _text_size(obj: Any, depth: int = 0) -> int:
+    """Characters of the strings in a parsed answer (cheap: no copy), capped in depth and breadth."""
+    if isinstance(obj, str):
+        return len(obj)
+    if depth > 6:
+        return 0
+    if isinstance(obj, dict):
+        items: Any = obj.values()
+    elif isinstance(obj, list):
+        items = obj
+    else:
+        return 0
+    if len(items) > 256:
+        return OFF_LOOP_JSON_BYTES
+    return sum(_text_size(v, depth + 1) for v in items)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(_finite(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+async def _render(result: dict[str, Any]) -> bytes:
+    """The answer's JSON bytes; a large one is rendered in a worker thread (the event loop keeps serving)."""
+    if _text_size(result) > OFF_LOOP_JSON_BYTES // 4:
+        return await anyio.to_thread.run_sync(_dumps, result)
+    return _dumps(result)
 
 
 def _finite(obj: Any) -> Any:
@@ -284,9 +377,15 @@ async def _sse(state: GatewayState, req: ChatRequest, rec: Served, stream: Upstr
         state.metrics.upstream_errors.labels(rec.chosen_model or "", f.kind).inc()
         err = ApiError(502, f"upstream {rec.chosen_model} failed mid-stream: {f}", None, "upstream_stream_error")
         yield f"data: {json.dumps(err.payload())}\n\n"
+    except Exception as exc:  # a bug or a strange event: the client is told in-stream, the row says why
+        rec.status, rec.error = "error", f"mid-stream: {type(exc).__name__}: {exc}"
+        err = ApiError(500, f"the gateway failed mid-stream: {type(exc).__name__}", None, "internal_error")
+        yield f"data: {json.dumps(err.payload())}\n\n"
     except BaseException:
         rec.status, rec.error = "client_disconnected", "the client went away mid-stream"
         raise
     finally:
-        _account(state, rec, stream.usage)
-        _finish(state, rec)
+        try:
+            _account(state, rec, stream.usage)
+        finally:
+            _finish(state, rec)

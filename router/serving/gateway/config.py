@@ -41,6 +41,11 @@ class Upstream:
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         return {"authorization": f"Bearer {key}"} if key else {}
 
+    def secrets(self) -> list[str]:
+        """The key this upstream is called with (scrubbed from any text it sends back)."""
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        return [key] if key else []
+
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.price_in_per_mtok + completion_tokens * self.price_out_per_mtok) / 1e6
 
@@ -61,13 +66,16 @@ class GatewayConfig:
     max_route_batch: int = 32  # requests that queued while the router was busy are routed together
     max_route_queue: int = 1024  # requests waiting for the router beyond this get a 503
     ollama_host: str = ""  # root URL for `ollama` models without an own endpoint
+    max_upstream_bytes: int = 32 * 1024 * 1024  # an upstream answer (or stream) past this: 502, not read further
+    refresh_interval_s: float = 2.0  # the models table / router are re-checked at least this often
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.default_lambda) and self.default_lambda >= 0):
             raise ValueError(f"default_lambda must be a finite number >= 0, got {self.default_lambda}")
         if self.max_fallbacks < 0:
             raise ValueError(f"max_fallbacks must be >= 0, got {self.max_fallbacks}")
-        for name in ("connect_timeout_s", "first_byte_timeout_s", "read_timeout_s", "flush_interval_s"):
+        for name in ("connect_timeout_s", "first_byte_timeout_s", "read_timeout_s", "flush_interval_s",
+                     "max_upstream_bytes", "refresh_interval_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 

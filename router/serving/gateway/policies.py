@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from router.serving.redact import clip
 from warehouse.store import atomic_write_bytes
 
 ROUTER_POLICY = "lrouter"
@@ -64,7 +65,7 @@ class Plan:
 def check_lambda(value: Any, param: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)) \
             or not 0.0 <= float(value) <= MAX_LAMBDA:
-        raise PolicyError(f"{param!r} must be a finite number in [0, {MAX_LAMBDA:g}], got {value!r}", param)
+        raise PolicyError(f"{param!r} must be a finite number in [0, {MAX_LAMBDA:g}], got {clip(value)}", param)
     return float(value)
 
 
@@ -147,7 +148,7 @@ class PolicyBook:
         elif model in known_models:
             return Plan(policy="model", concrete=model)
         else:
-            raise PolicyError(f"unknown model or policy {model!r}; policies: {sorted(policies)}; models: "
+            raise PolicyError(f"unknown model or policy {clip(model)}; policies: {sorted(policies)}; models: "
                               f"{known_models}", "model", 404, "model_not_found")
         lam = policy.lam
         if extras.get("lambda") is not None and extras.get("target") is not None:
@@ -156,7 +157,7 @@ class PolicyBook:
             lam = check_lambda(extras["lambda"], "lambda")
         if extras.get("target") is not None:
             if extras["target"] not in TARGETS:
-                raise PolicyError(f"'target' must be one of {sorted(TARGETS)}, got {extras['target']!r}", "target")
+                raise PolicyError(f"'target' must be one of {sorted(TARGETS)}, got {clip(extras['target'])}", "target")
             lam = TARGETS[extras["target"]]
         models = policy.models
         if extras.get("models") is not None:
@@ -165,8 +166,8 @@ class PolicyBook:
                 raise PolicyError("'models' must be a non-empty list of model ids", "models")
             unknown = [m for m in req if m not in known_models]
             if unknown:
-                raise PolicyError(f"unknown or inactive model(s) in 'models': {unknown}; active: {known_models}",
-                                  "models")
+                raise PolicyError(f"unknown or inactive model(s) in 'models': {clip(unknown[:10], 400)}; active: "
+                                  f"{known_models}", "models")
             models = tuple(m for m in req if models is None or m in models)
             if not models:
                 raise PolicyError(f"'models' shares no model with policy {policy.name!r}'s pool", "models")
@@ -174,7 +175,7 @@ class PolicyBook:
         if extras.get("max_cost_usd") is not None:
             v = extras["max_cost_usd"]
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)) or v <= 0:
-                raise PolicyError(f"'max_cost_usd' must be a finite number > 0, got {v!r}", "max_cost_usd")
+                raise PolicyError(f"'max_cost_usd' must be a finite number > 0, got {clip(v)}", "max_cost_usd")
             cap = float(v) if cap is None else min(cap, float(v))
         if models is not None:
             kept = tuple(m for m in models if m in known_models)

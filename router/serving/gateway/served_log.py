@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,23 @@ def read_served(root: Path) -> pl.DataFrame:
     return served.join(latest, on="request_id", how="left")
 
 
+def spend_by_key(root: Path, day: str) -> dict[str, float]:
+    """USD recorded per access key id on one UTC day (``received_at`` starting with ``day``): the realised
+    cost where the upstream reported usage, else the expected cost (an unknown usage is not free)."""
+    out: dict[str, float] = {}
+    for p in _parts(Path(root) / SERVED_DIR):
+        try:
+            df = pl.read_parquet(p, columns=["key_id", "received_at", "realised_cost_usd", "expected_cost_usd"])
+        except Exception:  # a part written before key ids were recorded: no key spent anything in it
+            continue
+        df = df.filter(pl.col("key_id").is_not_null() & pl.col("received_at").str.starts_with(day))
+        if df.height:
+            cost = pl.coalesce("realised_cost_usd", "expected_cost_usd").fill_null(0.0).fill_nan(0.0)
+            for key, usd in df.group_by("key_id").agg(cost.sum()).iter_rows():
+                out[key] = out.get(key, 0.0) + float(usd)
+    return out
+
+
 def read_feedback(root: Path) -> pl.DataFrame:
     return _read(Path(root) / FEEDBACK_DIR, SERVED_FEEDBACK, "served_feedback")
 
@@ -89,8 +107,10 @@ class _Buffer:
 class ServedLog:
     """Buffered, batched writer of served_requests / served_feedback for one warehouse root."""
 
-    def __init__(self, root: Path, flush_interval_s: float = 1.0, flush_rows: int = 2000):
+    def __init__(self, root: Path, flush_interval_s: float = 1.0, flush_rows: int = 2000,
+                 on_written: Callable[[int], None] | None = None):
         self.root = Path(root)
+        self.on_written = on_written  # e.g. the gateway's served_rows_written counter
         self.flush_interval_s, self.flush_rows = flush_interval_s, flush_rows
         self.served = _Buffer(self.root / SERVED_DIR, SERVED_REQUESTS, "served_requests")
         self.feedback = _Buffer(self.root / FEEDBACK_DIR, SERVED_FEEDBACK, "served_feedback")
@@ -131,6 +151,8 @@ class ServedLog:
         n = self.served.write()
         self.feedback.write()
         self.written += n
+        if n and self.on_written is not None:
+            self.on_written(n)
         return n
 
     async def run(self) -> None:
@@ -170,7 +192,7 @@ def production_traces(labelled: pl.DataFrame) -> pl.DataFrame:
         pl.lit("ok").alias("status"), pl.lit("").alias("error"), pl.col("labelled_at").alias("collected_at"),
         pl.lit("").alias("model_digest"), pl.lit(PRODUCTION_RUN_ID).alias("run_id"),
         pl.lit(PRODUCTION_RUN_ID).alias("source"), "request_id", "policy", "lambda", "predicted_quality",
-        "expected_cost_usd", "has_image", "label_source", *SERVED_REQUESTS_ADDED)
+        "expected_cost_usd", "has_image", "label_source", "task_group", "dataset")
     return conform(out, TRACES, "traces")
 
 

@@ -4,8 +4,9 @@ worker thread, off the event loop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import anyio
 import httpx
@@ -16,6 +17,7 @@ from router.serving.gateway.config import GatewayConfig, UpstreamTable
 from router.serving.gateway.metrics import GatewayMetrics
 from router.serving.gateway.policies import PolicyBook
 from router.serving.gateway.served_log import ServedLog
+from router.serving.keys import AccessGate
 from router.serving.limits import ServeLimits
 from router.serving.service import RouteRequest, RouterService
 
@@ -24,6 +26,22 @@ UpstreamSource = UpstreamTable | Callable[[pl.DataFrame], UpstreamTable]
 
 class Unavailable(RuntimeError):
     """No usable router snapshot (the service could not be built): HTTP 503 with the reason."""
+
+
+class PoolGone(ValueError):
+    """None of the models a request named is routable in the snapshot its batch was routed on: HTTP 503."""
+
+
+@dataclass(frozen=True)
+class PoolRoute:
+    """One request for the batcher: what to route, and the pool it named (None: every routable model).
+
+    Why the pool is resolved in the batch, not before: the batch refreshes the router and forms every
+    request's pool on that one snapshot, then routes on it without refreshing again, so a model disabled
+    meanwhile is simply not in the pool (a request that named no pool never fails because of it)."""
+
+    request: RouteRequest
+    named: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -36,17 +54,48 @@ class GatewayState:
     limits: ServeLimits
     metrics: GatewayMetrics
     log: ServedLog | None
+    access: AccessGate = field(default_factory=lambda: AccessGate(None, False))
     client: httpx.AsyncClient | None = None
+    refreshed_at: float = 0.0  # monotonic time of the last refresh check of the router
     route_lock: anyio.Lock = field(default_factory=anyio.Lock)  # held while the router is first built
     route_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
     parse_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(4))
     _upstreams: tuple[pl.DataFrame, UpstreamTable] | None = None
-    batcher: RouteBatcher[RouteRequest] = field(init=False)
+    batcher: RouteBatcher[PoolRoute] = field(init=False)
 
     def __post_init__(self) -> None:
         # batches share the build's one-thread limiter: a rebuild and a batch never run at once
-        self.batcher = RouteBatcher(lambda items: self.get().route_many(items), self.cfg.max_route_batch,
-                                    self.cfg.max_route_queue, self.route_threads)
+        self.batcher = RouteBatcher(self.route_batch, self.cfg.max_route_batch, self.cfg.max_route_queue,
+                                    self.route_threads)
+
+    def refresh(self) -> RouterService:
+        """Re-read the warehouse if it moved (worker thread, under the route limiter); the held snapshot
+        answers when the re-read fails (``refresh_error``)."""
+        svc = self.get()
+        if svc.auto_refresh:
+            svc.refresh(strict=False)
+        self.refreshed_at = time.monotonic()
+        return svc
+
+    def route_batch(self, items: Sequence[PoolRoute]) -> list[object]:
+        """Route one batch on one snapshot: refresh, form each request's pool on it, route without refreshing
+        again (worker thread). A named pool with no routable model left comes back as `PoolGone`."""
+        svc = self.refresh()
+        routable = self.routable()
+        out: list[object] = [None] * len(items)
+        todo: list[tuple[int, RouteRequest]] = []
+        for i, item in enumerate(items):
+            pool = routable if item.named is None else [m for m in item.named if m in routable]
+            if not pool:
+                out[i] = PoolGone(f"none of the models {list(item.named or [])} can be routed to now "
+                                  f"(disabled, or no upstream); routable: {routable}" if item.named else
+                                  "no model can be routed to now (every model is disabled or has no upstream)")
+            else:
+                todo.append((i, replace(item.request, pool=list(pool))))
+        if todo:
+            for (i, _), res in zip(todo, svc.route_many([r for _, r in todo], refresh=False), strict=True):
+                out[i] = res
+        return out
 
     def get(self) -> RouterService:
         """The router, built on first use when a factory was given (worker thread, under the route lock)."""

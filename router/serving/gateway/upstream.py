@@ -19,17 +19,23 @@ import anyio
 import httpx
 
 from router.serving.gateway.config import GatewayConfig, Upstream
+from router.serving.redact import scrub
 
 RETRYABLE_STATUS = {404, 408, 409, 429}  # besides 5xx: gone, overloaded or racing; another model may answer
+AUTH_STATUS = {401, 403, 407}  # the gateway's credentials for that upstream: never the client's problem
+ERROR_BODY_BYTES = 64 * 1024  # read of an upstream error body (its text is scrubbed and cut further)
+OFF_LOOP_JSON_BYTES = 256 * 1024  # bodies above this are parsed / rendered in a worker thread
 OLLAMA_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop",
                   "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty"}
 
 
 class UpstreamFailure(Exception):
-    """A call that produced no answer; ``retryable``: another model may be tried (nothing was sent yet)."""
+    """A call that produced no answer; ``retryable``: another model may be tried (nothing was sent yet).
+    ``status``: the upstream's HTTP status when it answered with an error (the client gets it only for a
+    4xx that is about the request itself, never for the gateway's own credentials)."""
 
     def __init__(self, kind: str, message: str, retryable: bool, status: int | None = None):
-        super().__init__(message)
+        super().__init__(scrub(message))
         self.kind, self.retryable, self.status = kind, retryable, status
 
 
@@ -43,17 +49,56 @@ def _classify(exc: BaseException, timeout_s: float) -> UpstreamFailure:
     return UpstreamFailure("error", f"{type(exc).__name__}: {str(exc)[:200]}", True)
 
 
-async def _http_failure(resp: httpx.Response) -> UpstreamFailure:
+async def _read_capped(resp: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    """At most ``cap`` bytes of the body, and whether there was more (the rest is not read)."""
+    chunks, size = [], 0
+    async for chunk in resp.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            chunks.append(chunk[: len(chunk) - (size - cap)])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+    return b"".join(chunks), False
+
+
+async def _http_failure(resp: httpx.Response, up: Upstream) -> UpstreamFailure:
+    """An error answer as a failure; its text cut and scrubbed of the upstream's key and any token."""
     try:
-        raw = await resp.aread()
-        detail = json.loads(raw)
+        raw, _ = await _read_capped(resp, ERROR_BODY_BYTES)
+        try:
+            detail = json.loads(raw)
+        except ValueError:
+            detail = None
         err = detail.get("error") if isinstance(detail, dict) else None
-        msg = err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else raw[:200].decode()
+        msg = err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else \
+            raw[:300].decode("utf-8", "replace")
     except Exception:
         msg = ""
     status = resp.status_code
-    return UpstreamFailure("http_5xx" if status >= 500 else "http_4xx", f"HTTP {status}: {str(msg)[:300]}",
+    text = scrub(f"HTTP {status}: {msg}", secrets=up.secrets())
+    if status in AUTH_STATUS:  # the gateway's key for this model was refused: try another model
+        return UpstreamFailure("upstream_auth", f"{text} (the gateway's credentials for {up.model_id} were "
+                               f"refused; check its api_key_env)", True, status)
+    return UpstreamFailure("http_5xx" if status >= 500 else "http_4xx", text,
                            status >= 500 or status in RETRYABLE_STATUS, status)
+
+
+def _tokens(value: Any) -> int | None:
+    """A token count as an int, or None when the upstream sent something else (NaN, a string, -3, 1e30)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < 2**53 else None
+    if isinstance(value, float) and value.is_integer() and 0 <= value < 2**53:
+        return int(value)
+    return None
+
+
+def safe_usage(usage: Any) -> tuple[int | None, int | None]:
+    """(prompt_tokens, completion_tokens) of an upstream ``usage``; a malformed count is None (unknown)."""
+    if not isinstance(usage, dict):
+        return None, None
+    return _tokens(usage.get("prompt_tokens")), _tokens(usage.get("completion_tokens"))
 
 
 # ------------------------------------------------------------------------------------------- translation
@@ -86,8 +131,10 @@ def ollama_request(body: dict[str, Any], model: str, stream: bool) -> dict[str, 
     return out
 
 
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _usage(prompt: Any, completion: Any) -> dict[str, int | None]:
+    p, c = _tokens(prompt or 0), _tokens(completion or 0)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c if p is not None and c is not None
+            else None}
 
 
 def _finish(done_reason: Any) -> str:
@@ -102,7 +149,7 @@ def ollama_to_openai(obj: dict[str, Any], model: str) -> dict[str, Any]:
     return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": msg["content"]},
                                          "finish_reason": _finish(obj.get("done_reason")), "logprobs": None}],
-            "usage": _usage(int(obj.get("prompt_eval_count") or 0), int(obj.get("eval_count") or 0))}
+            "usage": _usage(obj.get("prompt_eval_count"), obj.get("eval_count"))}
 
 
 def openai_payload(body: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
@@ -128,14 +175,25 @@ async def complete(client: httpx.AsyncClient, up: Upstream, body: dict[str, Any]
         url, payload = up.base_url + "/chat/completions", openai_payload(body, up.model_id, False)
     else:
         url, payload = up.base_url + "/api/chat", ollama_request(body, up.model_id, False)
+    req = client.build_request("POST", url, json=payload, headers=up.headers(), timeout=_timeout(cfg))
     try:
         with anyio.fail_after(cfg.first_byte_timeout_s):
-            resp = await client.post(url, json=payload, headers=up.headers(), timeout=_timeout(cfg))
-            if resp.status_code >= 400:
-                raise await _http_failure(resp)
+            resp = await client.send(req, stream=True)
             try:
-                obj = resp.json()
-            except ValueError as exc:
+                if resp.status_code >= 400:
+                    raise await _http_failure(resp, up)
+                declared = resp.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > cfg.max_upstream_bytes:
+                    raise _too_large(up, cfg)
+                raw, more = await _read_capped(resp, cfg.max_upstream_bytes)
+                if more:
+                    raise _too_large(up, cfg)
+            finally:
+                await resp.aclose()
+            try:
+                obj = await anyio.to_thread.run_sync(json.loads, raw) if len(raw) > OFF_LOOP_JSON_BYTES \
+                    else json.loads(raw)
+            except (ValueError, RecursionError) as exc:
                 raise UpstreamFailure("malformed", f"reply is not JSON: {str(exc)[:120]}", True) from None
     except Exception as exc:
         raise _classify(exc, cfg.first_byte_timeout_s) from None
@@ -144,6 +202,27 @@ async def complete(client: httpx.AsyncClient, up: Upstream, body: dict[str, Any]
     if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list):
         raise UpstreamFailure("malformed", "reply has no 'choices' list", True)
     return obj
+
+
+def _too_large(up: Upstream, cfg: GatewayConfig) -> UpstreamFailure:
+    return UpstreamFailure("too_large", f"the answer of {up.model_id} exceeds {cfg.max_upstream_bytes} bytes "
+                           "(--max-upstream-bytes); not read further", False, 502)
+
+
+async def _capped_lines(resp: httpx.Response, cap: int, up: Upstream, cfg: GatewayConfig
+                        ) -> AsyncIterator[str]:
+    """The body's lines, failing once the whole body passes ``cap`` bytes (a line is never buffered past it)."""
+    buf, total = b"", 0
+    async for chunk in resp.aiter_bytes():
+        total += len(chunk)
+        if total > cap:
+            raise _too_large(up, cfg)
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if buf:
+        yield buf.rstrip(b"\r").decode("utf-8", "replace")
 
 
 def _parse_sse(line: str) -> dict[str, Any] | None:
@@ -168,7 +247,7 @@ class UpstreamStream:
     def __init__(self, resp: httpx.Response, up: Upstream, cfg: GatewayConfig):
         self.resp, self.up, self.cfg = resp, up, cfg
         self.usage: dict[str, int] | None = None
-        self._lines = resp.aiter_lines()
+        self._lines = _capped_lines(resp, cfg.max_upstream_bytes, up, cfg)
         self._rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self._pending: list[dict[str, Any]] = []
         self._ended = False
@@ -189,8 +268,8 @@ class UpstreamStream:
                         return []
                     continue
                 if isinstance(obj.get("error"), dict | str):
-                    raise ValueError(f"upstream error event: {str(obj['error'])[:200]}")
-                if obj.get("usage"):
+                    raise ValueError(f"upstream error event: {scrub(obj['error'], secrets=self.up.secrets())}")
+                if isinstance(obj.get("usage"), dict):
                     self.usage = obj["usage"]
                 return [obj]
             if not line.strip():
@@ -199,14 +278,14 @@ class UpstreamStream:
             if not isinstance(obj, dict):
                 raise ValueError("NDJSON line is not an object")
             if "error" in obj:
-                raise ValueError(f"upstream error: {str(obj['error'])[:200]}")
+                raise ValueError(f"upstream error: {scrub(obj['error'], secrets=self.up.secrets())}")
             base = {"id": self._rid, "object": "chat.completion.chunk", "created": int(time.time()),
                     "model": self.up.model_id}
             piece = (obj.get("message") or {}).get("content") or ""
             out = [{**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}] \
                 if piece or not obj.get("done") else []
             if obj.get("done"):
-                self.usage = _usage(int(obj.get("prompt_eval_count") or 0), int(obj.get("eval_count") or 0))
+                self.usage = _usage(obj.get("prompt_eval_count"), obj.get("eval_count"))
                 out.append({**base, "choices": [{"index": 0, "delta": {},
                                                  "finish_reason": _finish(obj.get("done_reason"))}]})
                 out.append({**base, "choices": [], "usage": self.usage})
@@ -267,7 +346,7 @@ async def open_stream(client: httpx.AsyncClient, up: Upstream, body: dict[str, A
         raise _classify(exc, cfg.first_byte_timeout_s) from None
     if resp.status_code >= 400:
         try:
-            raise await _http_failure(resp)
+            raise await _http_failure(resp, up)
         finally:
             await resp.aclose()
     stream = UpstreamStream(resp, up, cfg)
