@@ -131,7 +131,7 @@ class OpenAIProtocol:
                 return Failure(TransientError, "error", msg, retry_after_seconds(exc.response.headers),
                                rate_limited=code == 429)
             hint = {401: " (check the key in the model's api_key_env)", 403: " (the key may not use this model)",
-                    404: f" (is {self.model!r} served at {self.base_url}?)"}.get(code, "")
+                    404: f" (is {self.model!r} served at this endpoint?)"}.get(code, "")
             return Failure(PermanentError, "error", msg + hint)
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc

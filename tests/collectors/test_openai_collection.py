@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -313,3 +317,46 @@ def test_server_check_names_the_problem(setup, monkeypatch) -> None:
     assert chats == 3  # only the three fallback calls reached the chat endpoint
     down = check_openai_server("http://127.0.0.1:9/v1", SPEC.name)
     assert down is not None and down.startswith("http://127.0.0.1:9/v1 is unreachable: ")
+
+
+CHILD = """
+import sys
+from collectors.collection.client import CollectConfig
+from collectors.collection.resume import collect_partition
+from collectors.registry import ModelEntry
+from warehouse.store import Warehouse
+wh = Warehouse(sys.argv[1])
+m = ModelEntry(model_id="chart-over-openai", backend="openai", endpoint=sys.argv[2], server_model=sys.argv[3])
+collect_partition(wh, m, wh.read_table("queries"), sys.argv[2], CollectConfig(concurrency=2, batch_size=4,
+                  progress=False))
+"""
+
+
+def test_sigterm_stops_an_openai_collection_with_its_rows_staged(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "wh").ensure()
+    queries = queries_frame([query_row(i, wh.images_dir) for i in range(60)])
+    wh.write_table("queries", queries)
+    root = Path(__file__).resolve().parents[2]
+    with served(queries) as server:
+        openai_compat.set_fixed_latency(server, 0.15)  # 60 calls, 2 at a time: several seconds, stopped after the first flush
+        url = server.url + "/v1"
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(wh.root), url, SPEC.name], cwd=root,
+                                 env={**os.environ, "PYTHONPATH": str(root)},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        ckpt = TraceCheckpoint(wh, "chart-over-openai")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(ckpt.dir.glob("part-*.parquet")):
+            time.sleep(0.05)
+        child.send_signal(signal.SIGTERM)
+        err = child.communicate(timeout=60)[1].decode()
+        calls_at_stop = openai_calls(server)
+        staged = ckpt.staged()
+        openai_compat.set_fixed_latency(server, None)
+        model = openai_entry(server.url)
+        r = collect_partition(wh, model, queries, url, cfg(batch_size=4))
+    assert child.returncode != 0 and "stopped by a signal" in err
+    assert 0 < staged.height < 60 and set(staged["status"]) == {"ok"}  # no error row for the signal itself
+    assert calls_at_stop < 60 and wh.read_trace_partition("chart-over-openai").height == 60
+    assert r.resumed_rows == staged.height and r.attempted == 60 - staged.height
+    t = r.traces
+    assert t["query_id"].n_unique() == t.height == 60 and t["status"].to_list() == ["ok"] * 60
