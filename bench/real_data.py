@@ -6,10 +6,13 @@ validation-only hyperparameter selection for every trainable router (the same nu
 ``router.evaluation.tuning``), and prints one table: accuracy at lambda = 0, cost Rank Score, nAUC (budget
 sweep), the share of the Strongest -> Oracle gap closed, and paired p-values (over splits) of LatentRouter
 against every baseline. A last row, "Deployed (val-selected)", is what ``router.evaluation.deploy`` would
-ship: per split and seed the router with the best VALIDATION utility at lambda = 0, judged on test.
+ship: per split and seed the router with the best VALIDATION utility at lambda = 0, judged on test. With
+``--oof-deploy K`` a row "Deployed (OOF-selected)" chooses instead by K-fold out-of-fold utility over train +
+val among ``--oof-candidates`` and their OOF-weighted ensemble (``router.evaluation.crossfit``).
 
     .venv/bin/python bench/real_data.py ../shared/realdata/visonlyqa [--splits 5 --seeds 3 --trials 2]
         [--home DIR]   # reuse an imported home with features (skips import + features)
+        [--oof-deploy 5]   # + the out-of-fold deployment choice (cross-fits every candidate per split)
 
 Sizes: ``EvalConfig.demo`` (LatentRouter hidden 48, 12 epochs, patience 3; baselines 15 epochs) with only the
 main table; the script prints its wall time.
@@ -42,6 +45,8 @@ from router.evaluation.resampling import warehouse_split_source  # noqa: E402
 from warehouse.store import Warehouse  # noqa: E402
 
 DEPLOYED = "Deployed (val-selected)"
+DEPLOYED_OOF = "Deployed (OOF-selected)"
+OOF_CANDIDATES = "LatentRouter,Strongest,GroupBest,KNNRouter,MLPMFRouter,ECVL"
 
 
 def prepare(path: Path, images: Path, home: Path) -> None:
@@ -83,6 +88,41 @@ def deployed_rows(ctx: EvalContext, lam: float) -> tuple[dict[str, np.ndarray], 
             rank[r, i], nauc[r, i] = m["cost/rank_score"], m["cost/nauc_budget"]
             picks.append({"split": r, "seed": seed, "deployed": best, "val_utility": round(val[best], 4),
                           "val_latent": round(val[LATENT], 4)})
+    return {"oriented/quality": acc, "cost/rank_score": rank, "cost/nauc_budget": nauc}, picks
+
+
+def oof_deployed_rows(ctx: EvalContext, lam: float, n_folds: int, candidates: list[str]
+                      ) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Per split x seed: the candidate (or the OOF-weighted ensemble of them) with the best out-of-fold
+    utility at ``lam`` over the split's train + val rows (``router.evaluation.crossfit``; default
+    hyperparameters for every candidate: the same budget), then judged on test like the other rows."""
+    from router.evaluation.crossfit import ENSEMBLE, oof_deployment_choice
+    from router.evaluation.metrics.sweep import evaluate_sweep, lambda_sweep
+    from router.models.ensemble import EnsembleRouter
+    from router.training.trainer import LatentRouterRouter
+
+    cfg = ctx.cfg
+    acc = np.zeros((cfg.n_splits, len(cfg.seeds)))
+    rank = np.zeros_like(acc)
+    nauc = np.full_like(acc, np.nan)
+    picks = []
+    for r in range(cfg.n_splits):
+        sc = ctx.split_ctx(r)
+        for i, seed in enumerate(cfg.seeds):
+            facs = {n: (lambda sc=sc: LatentRouterRouter(sc.cfg.model, sc.train_cfg("cost", {}), name=LATENT))
+                    if n == LATENT else (lambda n=n, sc=sc: sc.make_baseline(n, {})) for n in candidates}
+            res = oof_deployment_choice(facs, sc.data, lam, n_folds, seed)
+            if res.chosen == ENSEMBLE:
+                router = EnsembleRouter.from_fitted({n: sc.router_for(n, "cost", seed) for n in res.ensemble_weights},
+                                                    res.ensemble_weights)
+            else:
+                router = sc.router_for(res.chosen, "cost", seed)
+            m = evaluate_sweep(lambda_sweep(router, sc.data, sc.test, sc.lambdas), sc.data, sc.bounds, sc.rank.beta)
+            acc[r, i], rank[r, i] = m["oriented/quality"], m["cost/rank_score"]
+            picks.append({"split": r, "seed": seed, "deployed": res.chosen,
+                          "oof": [(row["router"], round(row["oof_utility"], 4)) for row in res.table],
+                          "weights": res.ensemble_weights})
+            print(f"[oof-deploy] split {r} seed {seed}: {res.chosen}; OOF table {picks[-1]['oof']}", flush=True)
     return {"oriented/quality": acc, "cost/rank_score": rank, "cost/nauc_budget": nauc}, picks
 
 
@@ -148,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--diagnose", action="store_true",
                     help="only the validation-only comparison of LatentRouter variants (no test figures)")
     ap.add_argument("--json", type=Path, default=None, help="also write the table and picks as JSON here")
+    ap.add_argument("--oof-deploy", type=int, default=0, metavar="K",
+                    help="also a row for the deployment chosen by K-fold out-of-fold utility (0 = off)")
+    ap.add_argument("--oof-candidates", default=OOF_CANDIDATES, help="candidates of --oof-deploy, comma list")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     tmp = None
@@ -185,10 +228,18 @@ def main(argv: list[str] | None = None) -> None:
                 .to_numpy() for k in keys} for n in routers}
     allv[DEPLOYED] = {k: v.ravel() for k, v in dep.items()}
     vals[DEPLOYED] = {k: v.mean(axis=1) for k, v in dep.items()}
+    extra = [DEPLOYED]
+    if args.oof_deploy:
+        dep_oof, picks_oof = oof_deployed_rows(ctx, 0.0, args.oof_deploy,
+                                               [c for c in args.oof_candidates.split(",") if c])
+        allv[DEPLOYED_OOF] = {k: v.ravel() for k, v in dep_oof.items()}
+        vals[DEPLOYED_OOF] = {k: v.mean(axis=1) for k, v in dep_oof.items()}
+        picks += [{**p, "selection": "oof"} for p in picks_oof]
+        extra.append(DEPLOYED_OOF)
     q_str = float(np.mean(allv[STRONGEST]["oriented/quality"]))
     q_orc = float(np.mean(allv[ORACLE]["oriented/quality"]))
     rows = []
-    for n in [*routers, DEPLOYED]:
+    for n in [*routers, *extra]:
         a = allv[n]
         acc = float(np.mean(a["oriented/quality"]))
         row = {"router": n, "acc@0": fmt(acc, float(np.std(a["oriented/quality"], ddof=1))),
@@ -215,10 +266,13 @@ def main(argv: list[str] | None = None) -> None:
     print("|" + "---|" * len(cols))
     for row in rows:
         print("| " + " | ".join(str(row.get(c, "")) for c in cols) + " |")
-    counts: dict[str, int] = {}
-    for p in picks:
-        counts[p["deployed"]] = counts.get(p["deployed"], 0) + 1
-    print(f"deployed by validation utility at lambda 0 (split x seed): {counts}")
+    for sel, label in (("val", "validation utility"), ("oof", "out-of-fold utility")):
+        counts: dict[str, int] = {}
+        for p in picks:
+            if p.get("selection", "val") == sel:
+                counts[p["deployed"]] = counts.get(p["deployed"], 0) + 1
+        if counts:
+            print(f"deployed by {label} at lambda 0 (split x seed): {counts}")
     tun = out.tables.get("tuning")
     if tun is not None and tun.height:
         lat = tun.filter(pl.col("router") == LATENT)

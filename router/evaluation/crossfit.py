@@ -275,7 +275,7 @@ def oof_deployment_choice(candidates: Mapping[str, RouterFactory], data: Routing
         ecfg = EnsembleConfig(lams=(float(lam),))
         u, per_fold, _ = nested_oof_utility(oofs, data, lam, ecfg)
         weights = choose_weights(oofs, data, ecfg)
-        table.append({"router": ENSEMBLE, "oof_utility": u, "oof_quality": float("nan"), "oof_cost": float("nan"),
+        table.append({"router": ENSEMBLE, "oof_utility": float(u), "oof_quality": float("nan"), "oof_cost": float("nan"),
                       "fold_std": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else float("nan"),
                       "n_oof": int(len(next(iter(oofs.values())).rows)), "best_epochs": [],
                       "weights": weights})
