@@ -10,6 +10,9 @@ the home or the Dagster instance, and no output line.
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import polars as pl
 import pytest
 
@@ -118,9 +121,22 @@ def test_add_then_collect_scores_like_the_ollama_protocol(env, server, capsys, m
 
     up = upstreams_from_models(wh.read_table("models")).get(LITE)
     assert up is not None and up.protocol == "openai" and up.base_url == v1 and up.api_key_env == KEY_ENV
+    assert up.served_name == SERVED
+    answer = asyncio.run(_forward(up))  # the gateway's own upstream call, over HTTP to the simulator
+    assert answer["model"] == SERVED and answer["choices"][0]["message"]["content"]  # asked by its server name
+    assert received[-1] == f"Bearer {SECRET}"
 
     # the key is nowhere on disk: not in the home (tables, staging, registry, logs) nor the Dagster instance
     leaks = [f for d in (env / "home", env / "dagster") for f in d.rglob("*")
              if f.is_file() and SECRET.encode() in f.read_bytes()]
     assert not leaks
     assert SECRET not in out.out and SECRET not in out.err
+
+
+async def _forward(up) -> dict:
+    from router.serving.gateway.config import GatewayConfig
+    from router.serving.gateway.upstream import complete
+
+    async with httpx.AsyncClient() as client:
+        return await complete(client, up, {"model": LITE, "messages": [{"role": "user", "content": "Hello?"}]},
+                              GatewayConfig())

@@ -30,6 +30,11 @@ class Upstream:
     price_in_per_mtok: float = 0.0
     price_out_per_mtok: float = 0.0
     simulated: bool = False
+    server_model: str = ""  # the model's name at the server ("" = model_id)
+
+    @property
+    def served_name(self) -> str:
+        return self.server_model or self.model_id
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -103,8 +108,8 @@ def upstream_for(row: dict[str, Any], sim_url: str | None, ollama_host: str = ""
     common = dict(model_id=str(row["model_id"]), api_key_env=str(row.get("api_key_env") or ""),
                   price_in_per_mtok=float(row.get("price_in_per_mtok") or 0.0),
                   price_out_per_mtok=float(row.get("price_out_per_mtok") or 0.0),
-                  simulated=bool(row.get("simulated") or False))
-    if endpoint.endswith("/v1"):
+                  simulated=bool(row.get("simulated") or False), server_model=str(row.get("server_model") or ""))
+    if endpoint.endswith("/v1") or (backend == "openai" and endpoint):
         return Upstream(protocol="openai", base_url=endpoint, **common)
     if backend == "sim":
         base = endpoint or sim_url

@@ -172,9 +172,9 @@ async def complete(client: httpx.AsyncClient, up: Upstream, body: dict[str, Any]
                    cfg: GatewayConfig) -> dict[str, Any]:
     """One non-streaming answer as an OpenAI ``chat.completion`` (with ``usage``), or `UpstreamFailure`."""
     if up.protocol == "openai":
-        url, payload = up.base_url + "/chat/completions", openai_payload(body, up.model_id, False)
+        url, payload = up.base_url + "/chat/completions", openai_payload(body, up.served_name, False)
     else:
-        url, payload = up.base_url + "/api/chat", ollama_request(body, up.model_id, False)
+        url, payload = up.base_url + "/api/chat", ollama_request(body, up.served_name, False)
     req = client.build_request("POST", url, json=payload, headers=up.headers(), timeout=_timeout(cfg))
     try:
         with anyio.fail_after(cfg.first_byte_timeout_s):
@@ -335,9 +335,9 @@ async def open_stream(client: httpx.AsyncClient, up: Upstream, body: dict[str, A
                       cfg: GatewayConfig) -> UpstreamStream:
     """Start a streamed answer and wait for its first event, or raise `UpstreamFailure`."""
     if up.protocol == "openai":
-        url, payload = up.base_url + "/chat/completions", openai_payload(body, up.model_id, True)
+        url, payload = up.base_url + "/chat/completions", openai_payload(body, up.served_name, True)
     else:
-        url, payload = up.base_url + "/api/chat", ollama_request(body, up.model_id, True)
+        url, payload = up.base_url + "/api/chat", ollama_request(body, up.served_name, True)
     req = client.build_request("POST", url, json=payload, headers=up.headers(), timeout=_timeout(cfg))
     try:
         with anyio.fail_after(cfg.first_byte_timeout_s):
