@@ -288,7 +288,8 @@ def main() -> None:
     print(f"  faults injected: {sum(injected.values())} ({sum(injected.values()) / calls:.1%} of calls) "
           f"by kind {injected}; failing (not slow): {failing}")
     print(f"  retries recorded in rows (sum of attempt-1): {retries_in_rows}; attempts recorded in rows: "
-          f"{in_rows}; calls whose result died with the killed process: {calls - in_rows}")
+          f"{in_rows}; server calls less attempts in rows: {calls - in_rows} (results that died with the killed "
+          "process, less attempts that failed before reaching the server, e.g. a client timeout while connecting)")
     print(f"  retries reported by the runs that finished a model: {sum(e['retries'] for e in entries_log)}"
           f" (breaker opened: {any(e['breaker'] for e in entries_log)})"
           + (f"; 429s among them: {sum(e.get('rate_limited', 0) for e in entries_log)}, time waiting out "
