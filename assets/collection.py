@@ -25,7 +25,7 @@ class BenchmarkConfig(dg.Config):
     seed: int = 0  # builtin only
     path: str = ""  # file or folder to import (non-builtin sources)
     images: str = ""  # image folder of the import, if any
-    queries_path: str = ""  # long format: the queries file
+    queries: str = ""  # long format: the queries file
     on_error: str = "fail"  # skip bad rows (listed in import_skipped) or refuse the import
     side_features: list[str] = []  # MMR-Bench: extra columns used as categorical side features
     replace: bool = False  # drop queries/traces/models not in the import (default: merge, keep them)
@@ -42,18 +42,14 @@ def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig
         wh.write_table("queries", df)
         extra["seed"] = config.seed
     else:
-        from collectors.importing import import_benchmark, import_long
+        from collectors.importing import FORMATS, ImportOptions, import_benchmark
         from collectors.importing.ingest import apply_import
-        from pipelines.importing import KIND_TO_FORMAT, import_kwargs
 
-        if config.source not in KIND_TO_FORMAT:
-            raise dg.Failure(f"unknown benchmark source {config.source!r}; expected builtin or {list(KIND_TO_FORMAT)}")
-        kw = import_kwargs(config.source, config.images, config.queries_path, "", config.on_error,
-                           config.side_features)
-        if config.source == "long" and config.queries_path:
-            result = import_long(config.path, config.queries_path, **kw)
-        else:
-            result = import_benchmark(config.path, KIND_TO_FORMAT[config.source], **kw)
+        if config.source not in FORMATS:
+            raise dg.Failure(f"unknown benchmark source {config.source!r}; expected builtin or {list(FORMATS)}")
+        options = ImportOptions(on_error=config.on_error, side_features=tuple(config.side_features),
+                                queries=config.queries)
+        result = import_benchmark(config.path, config.source, config.images or None, options)
         summary = apply_import(wh, result, warehouse.registry(), replace=config.replace,
                                announce=context.log.warning)
         df = result.queries

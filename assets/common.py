@@ -8,9 +8,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from router.data.warehouse_inputs import FEATURES_DIR, WarehouseInputs, inputs_from_tables
+from router.data.warehouse_inputs import WarehouseInputs, inputs_from_tables
 from router.features.feature_set import FeatureSet
-from warehouse.store import Warehouse
 
 MODELS_PARTITIONS = dg.DynamicPartitionsDefinition(name="models")
 SIMULATED_NOTE = "**Note: the default candidate pool is SIMULATED** (deterministic models served by the built-in Ollama-API simulator)."
@@ -78,8 +77,7 @@ def png_markdown(images: dict[str, Path | bytes], width: int = 900) -> dg.Markdo
     return dg.MetadataValue.md("\n\n".join(parts) if parts else "_(no plots)_")
 
 
-def routing_inputs(wh: Warehouse, queries: pl.DataFrame, traces: pl.DataFrame, splits: pl.DataFrame,
+def routing_inputs(features: FeatureSet, queries: pl.DataFrame, traces: pl.DataFrame, splits: pl.DataFrame,
                    profiles: pl.DataFrame, models: pl.DataFrame) -> WarehouseInputs:
-    """What every router asset trains or scores on: the loaded tables plus the stored feature set (the
-    token arrays are files next to the ``features`` table, written by ``query_features``)."""
-    return inputs_from_tables(queries, traces, splits, profiles, models, FeatureSet.load(wh.features_dir / FEATURES_DIR))
+    """What every router asset trains or scores on: the loaded tables and ``query_features``'s feature set."""
+    return inputs_from_tables(queries, traces, splits, profiles, models, features)

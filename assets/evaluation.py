@@ -7,18 +7,21 @@ import dagster as dg
 import polars as pl
 
 from assets.common import png_markdown, rounded, routing_inputs, table_value
-from assets.features import query_features
 from assets.resources import WarehouseResource
-from assets.routing import latent_router
+from assets.routing import deployed_router, fit_store
 from router.data.warehouse_inputs import routing_data
 from router.evaluation.config import EXPERIMENTS, EvalConfig
+from router.evaluation.context import EvalContext
 from router.evaluation.decisions import merge_decisions
-from router.evaluation.experiments import run_all
+from router.evaluation.deploy import read_deployment
+from router.evaluation.experiments import run_experiments
 from router.evaluation.hybrid import HYBRID_DIR, load_hybrid_tables
 from router.evaluation.profile_sources import default_cold_start_model, warehouse_profile_source
 from router.evaluation.reports.report import write_report
 from router.evaluation.reports.tables import table1_rows
 from router.evaluation.resampling import warehouse_split_source
+from router.features.feature_set import FeatureSet
+from router.training.artifacts import latest_checkpoint_dir
 from warehouse.catalog import refresh_catalog
 
 GROUP = "evaluation"
@@ -34,9 +37,6 @@ class EvaluationConfig(dg.Config):
 
 
 def eval_config(config: EvaluationConfig) -> EvalConfig:
-    presets = {"quick": EvalConfig.quick, "demo": EvalConfig.demo, "paper": EvalConfig.paper}
-    if config.preset not in presets:
-        raise dg.Failure(f"unknown evaluation preset {config.preset!r}; expected {sorted(presets)}")
     unknown = [e for e in config.experiments if e not in EXPERIMENTS]
     if unknown:
         raise dg.Failure(f"unknown experiment(s) {unknown}; known: {list(EXPERIMENTS)}")
@@ -49,27 +49,32 @@ def eval_config(config: EvaluationConfig) -> EvalConfig:
         kw["experiments"] = tuple(config.experiments)
     if config.cold_start_model:
         kw["cold_start_model"] = config.cold_start_model
-    return presets[config.preset](**kw)
+    try:
+        return EvalConfig.preset(config.preset, **kw)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet", "html"}, code_version="1",
-          deps=[latent_router, query_features],
+          deps=[deployed_router],
           description="Main table (routers x oriented/cost, splits x seeds, paired tests), frontiers, task groups, outcome "
                       "prediction, ablations, pool changes, cold start, efficiency; Markdown + HTML + PNG.")
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig,
-                      benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
+                      query_features: FeatureSet, benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
                       capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame, warehouse: WarehouseResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
-    inputs = routing_inputs(wh, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
+    inputs = routing_inputs(query_features, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
     data = routing_data(inputs)
     cfg = eval_config(config)
     cold = cfg.cold_start_model or default_cold_start_model(data)
     t0 = time.perf_counter()
     bounds_path = wh.root / "cost_bounds.json"  # written by an import that ships one (collectors.importing)
     shipped = json.loads(bounds_path.read_text()) if bounds_path.exists() else None
-    out = run_all(data, cfg, run_id=context.run_id, progress=context.log.info,
-                  profile_source=warehouse_profile_source(inputs, cold), shipped_bounds=shipped,
-                  split_source=warehouse_split_source(inputs, cfg.split_fractions))
+    store = fit_store(wh)  # the fits deployed_router made (same data, config and seed) are reused, not redone
+    out = run_experiments(EvalContext(data, cfg, context.run_id, context.log.info,
+                                      warehouse_profile_source(inputs, cold), shipped_bounds=shipped,
+                                      split_source=warehouse_split_source(inputs, cfg.split_fractions),
+                                      fit_store=store))
     seconds = time.perf_counter() - t0
     results = out.eval_results
     if wh.has_table("eval_results"):  # keep earlier runs for comparison (run_id tells them apart)
@@ -86,14 +91,18 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
              f"wall time {seconds:.0f} s on this machine",
              f"cold-start model: {cold}"]
     out.tables.update(load_hybrid_tables(wh.features_dir / HYBRID_DIR))  # hybrid_routing's section, if any
+    ckpt = latest_checkpoint_dir(wh)
+    deployment = read_deployment(ckpt) if ckpt is not None else None
     report = write_report(out, wh.reports_dir / context.run_id, simulated_models=simulated,
-                          text_only=data.text_only, notes=notes)
+                          text_only=data.text_only, notes=notes, deployment=deployment)
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.path(str(report["md"])),
         "report_html": dg.MetadataValue.path(str(report["html"])),
         "headline": dg.MetadataValue.md(report["headline"]),
         "main_table": main_table_value(out),
         "plots": png_markdown(report.get("plots") or {}),
+        "deployed_router": (deployment or {}).get("deployed", "none"),
+        "fits_reused": store.hits,
         "eval_rows": out.eval_results.height,
         "decision_rows": out.routing_decisions.height,
         "seconds": rounded(seconds, 3),

@@ -22,7 +22,6 @@ from router.features.imported import declared_side_features, with_imported_embed
 from router.serving.gateway.served_log import read_production_traces
 
 GROUP = "features"
-FEATURES_DIR = "current"
 
 
 class SplitConfig(dg.Config):
@@ -59,9 +58,10 @@ def data_splits(context: dg.AssetExecutionContext, config: SplitConfig,
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "parquet"}, code_version="1", metadata=table_metadata("features"),
+          io_manager_key="feature_io_manager",
           description="Frozen-encoder image and question features (pooled vectors and token sequences), cached.")
 def query_features(context: dg.AssetExecutionContext, config: FeaturesConfig, benchmark_queries: pl.DataFrame,
-                   warehouse: WarehouseResource) -> dg.Output[pl.DataFrame]:
+                   warehouse: WarehouseResource) -> dg.Output[FeatureSet]:
     wh = warehouse.warehouse()
     queries = benchmark_queries
     fs: FeatureSet = extract_features(queries, wh.images_dir, wh.features_dir / "cache", config.build(FeatureConfig))
@@ -71,7 +71,6 @@ def query_features(context: dg.AssetExecutionContext, config: FeaturesConfig, be
     declared = declared_side_features(queries)
     if declared is not None:  # an import's categorical columns declared as side features
         fs = with_side_features(fs, queries["query_id"].to_list(), *declared)
-    fs.save(wh.features_dir / FEATURES_DIR)
     meta = {
         "image_encoder": fs.image_encoder_id or "none (text-only)",
         "text_encoder": fs.text_encoder_id,
@@ -83,7 +82,7 @@ def query_features(context: dg.AssetExecutionContext, config: FeaturesConfig, be
     }
     if fs.skipped:
         meta["skipped_examples"] = dg.MetadataValue.json(fs.skipped[:10])
-    return dg.Output(fs.to_table(), metadata=meta)
+    return dg.Output(fs, metadata=meta)
 
 
 ProfilesConfig = config_from(

@@ -6,6 +6,10 @@ table back. So an asset's inputs are its signature, which is what Dagster users 
 graph is the lineage of every table. The table an asset holds is its ``lrouter/table`` definition
 metadata. ``outcome_traces`` is partitioned by model: each partition is one Parquet file that the
 collector writes itself (resumably); downstream assets read the union of the partitions they depend on.
+
+:class:`FeatureSetIOManager` is the store of the frozen-encoder features: ``query_features`` returns a
+``FeatureSet``; its arrays go to ``features/current/`` (safetensors + JSON) and its per-query rows to the
+``features`` table, and every router asset gets the ``FeatureSet`` back as an input.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import dagster as dg
 import polars as pl
 
 from assets.resources import WarehouseResource
+from router.data.warehouse_inputs import FEATURES_DIR
+from router.features.feature_set import FeatureSet
 from warehouse.catalog import refresh_catalog
 from warehouse.store import Warehouse
 
@@ -61,3 +67,23 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             keys = context.asset_partition_keys if context.has_asset_partitions else None
             return wh.read_traces(sorted(set(keys) & set(wh.trace_partitions())) if keys else None)
         return wh.read_table(name)
+
+
+class FeatureSetIOManager(dg.ConfigurableIOManager):
+    """The feature store: a ``FeatureSet``'s arrays as files, its rows as the ``features`` table."""
+
+    warehouse: WarehouseResource
+
+    def handle_output(self, context: dg.OutputContext, obj: FeatureSet) -> None:
+        wh: Warehouse = self.warehouse.warehouse()
+        obj.save(wh.features_dir / FEATURES_DIR)
+        is_new = not wh.has_table("features")
+        table = obj.to_table()
+        path = wh.write_table("features", table)
+        if is_new:
+            refresh_catalog(wh)
+        context.add_output_metadata({"table": "features", "path": dg.MetadataValue.path(str(path)),
+                                     "dagster/row_count": table.height})
+
+    def load_input(self, context: dg.InputContext) -> FeatureSet:
+        return FeatureSet.load(self.warehouse.warehouse().features_dir / FEATURES_DIR)

@@ -11,7 +11,6 @@ import numpy as np
 import polars as pl
 
 from assets.common import md_table, routing_inputs
-from assets.features import query_features
 from assets.resources import OllamaResource, WarehouseResource
 from collectors.collection.client import DEFAULT_PROMPT, MAX_QUESTION_CHARS
 from collectors.local.capture import HiddenStateStore, capture_key
@@ -19,6 +18,7 @@ from collectors.local.server import capture_dir
 from collectors.registry import ensure_registry
 from router.data.warehouse_inputs import routing_data
 from router.evaluation.hybrid import HYBRID_DIR, HybridConfig, evaluate_hybrid, save_hybrid
+from router.features.feature_set import FeatureSet
 from router.models.probes import ProbeFeatures
 from warehouse.store import Warehouse
 
@@ -81,11 +81,11 @@ class HybridRoutingConfig(dg.Config):
     routers: list[str] = ["LatentRouter", "KNNRouter", "KMeansRouter"]
 
 
-@dg.asset(group_name=GROUP, kinds={"pytorch", "parquet"}, deps=[probe_features, query_features],
+@dg.asset(group_name=GROUP, kinds={"pytorch", "parquet"}, deps=[probe_features],
           description="Hybrid small (local) / large routing: probe AUCs (3 seeds) and quality vs share sent to "
                       "the large model, against LatentRouter and baselines restricted to the two models.")
-def hybrid_routing(context: dg.AssetExecutionContext, config: HybridRoutingConfig, benchmark_queries: pl.DataFrame,
-                   outcome_traces: pl.DataFrame, data_splits: pl.DataFrame, capability_profiles: pl.DataFrame,
+def hybrid_routing(context: dg.AssetExecutionContext, config: HybridRoutingConfig, query_features: FeatureSet,
+                   benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame, capability_profiles: pl.DataFrame,
                    candidate_models: pl.DataFrame, warehouse: WarehouseResource) -> dg.MaterializeResult:
     from router.evaluation.config import LATENT, EvalConfig
     from router.evaluation.context import EvalContext
@@ -98,7 +98,7 @@ def hybrid_routing(context: dg.AssetExecutionContext, config: HybridRoutingConfi
         shutil.rmtree(out_dir, ignore_errors=True)  # no stale section in the next report
         return dg.MaterializeResult(metadata={"skipped": "no local model with probe features"})
     feats = ProbeFeatures.load(path)
-    inputs = routing_inputs(wh, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
+    inputs = routing_inputs(query_features, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
     data = routing_data(inputs)
     tr = outcome_traces.filter((pl.col("model_id") == model_id) & (pl.col("status") == "ok"))
     right = dict(zip(tr["query_id"].to_list(), tr["correct"].to_list(), strict=True))

@@ -8,20 +8,24 @@ import polars as pl
 
 from assets.common import SIMULATED_NOTE, png_markdown, rounded, routing_inputs, table_value
 from assets.config import config_from
-from assets.features import query_features
 from assets.resources import WarehouseResource
 from router.data.warehouse_inputs import routing_data, strongest_on
+from router.evaluation.config import EvalConfig
+from router.evaluation.context import EvalContext
 from router.evaluation.decisions import decision_rows, merge_decisions
 from router.evaluation.deploy import (
-    LATENT,
+    DEPLOY_FILE,
     DeployConfig,
-    choose,
-    fit_baselines,
+    candidate_fits,
+    decide,
     load_deployed_baseline,
+    read_deployment,
     save_deployment,
-    validation_table,
 )
+from router.evaluation.fits import FitStore
+from router.features.feature_set import FeatureSet
 from router.models.latent_router.model import LatentRouterConfig
+from router.models.registry import LATENT, STRONGEST, config_dict
 from router.training.artifacts import latest_checkpoint_dir, new_checkpoint_dir, publish
 from router.training.checkpoint import load_checkpoint, meta_from_data, save_checkpoint
 from router.training.trainer import LatentRouterRouter, TrainConfig, predict, train_latent_router
@@ -31,22 +35,26 @@ DEPLOYED = "LatentRouter (deployed)"
 
 
 LatentRouterTrainConfig = config_from(
-    "LatentRouterTrainConfig", LatentRouterConfig, TrainConfig, DeployConfig,
+    "LatentRouterTrainConfig", LatentRouterConfig, TrainConfig,
     exclude=("lam",),  # the asset trains cost-aware: lambda is drawn per batch from lam_choices
     defaults={"lam_choices": (0.0, 0.1, 0.3, 1.0)},  # one router serves the whole lambda sweep
     doc="Hyper-parameters of the paper (section 2.3, appendix A): every field of ``LatentRouterConfig`` and "
         "``TrainConfig`` with the library's defaults (the paper's hidden size 48, input-token reduction).",
 )
+DeployedRouterConfig = config_from(
+    "DeployedRouterConfig", DeployConfig,
+    doc="Which router serves: LatentRouter or a validation-tuned baseline, by validation utility at "
+        "``deploy_lambda``; ``preset`` is the evaluation preset whose fits are shared with evaluation_report.",
+)
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "safetensors"}, code_version="1",
-          deps=[query_features],  # the token arrays next to the features table
-          description="LatentRouter trained on train rows, early-stopped on val; checkpoint as safetensors + JSON.")
+                    description="LatentRouter trained on train rows, early-stopped on val; checkpoint as safetensors + JSON.")
 def latent_router(context: dg.AssetExecutionContext, config: LatentRouterTrainConfig,
-                  benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
+                  query_features: FeatureSet, benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
                   capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame, warehouse: WarehouseResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
-    inputs = routing_inputs(wh, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
+    inputs = routing_inputs(query_features, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
     data = routing_data(inputs)
     mc, tc = config.build(LatentRouterConfig), config.build(TrainConfig)
     t0 = time.perf_counter()
@@ -64,26 +72,7 @@ def latent_router(context: dg.AssetExecutionContext, config: LatentRouterTrainCo
                           train_config={k: v for k, v in tc.__dict__.items()},
                           features_dir=str(wh.features_dir / "current"))
     save_checkpoint(result.model, result.model_cfg, meta, ckpt)
-    # which router to deploy: LatentRouter or a baseline, by validation utility at deploy_lambda (no test rows)
-    dc = config.build(DeployConfig)
-    latent = LatentRouterRouter(result.model_cfg, tc, name=LATENT)
-    latent.model, latent.result = result.model, result
-    fitted: dict = {LATENT: latent}
-    t1 = time.perf_counter()
-    if dc.deploy_select and len(data.idx("val")):
-        fitted.update(fit_baselines(data, [n for n in dc.deploy_candidates if n != LATENT], seed=tc.seed))
-    val_table = validation_table(fitted, data, dc.deploy_lambda)
-    chosen = choose(val_table)
-    save_deployment(ckpt, chosen, dc.deploy_lambda, val_table, fitted.get(chosen) if chosen != LATENT else None)
-    select_s = time.perf_counter() - t1
-    if chosen != LATENT:
-        context.log.warning(f"deployed router: {chosen} (validation utility {val_table[0]['val_utility']:.4f} at "
-                            f"lambda {dc.deploy_lambda} beats LatentRouter's "
-                            f"{next(r['val_utility'] for r in val_table if r['router'] == LATENT):.4f}); "
-                            "routing, serving and current_pool_routing use it")
-    else:
-        context.log.info(f"deployed router: LatentRouter (best validation utility at lambda {dc.deploy_lambda})")
-    publish(wh, ckpt)
+    publish(wh, ckpt)  # without a deployment decision yet, a checkpoint serves its LatentRouter
     curve = pl.DataFrame({
         "epoch": [h.epoch + 1 for h in result.history],
         "train_loss": [h.train_loss for h in result.history],
@@ -100,10 +89,6 @@ def latent_router(context: dg.AssetExecutionContext, config: LatentRouterTrainCo
         "val_utility": rounded(result.best_val_utility),
         "seconds_per_epoch": rounded(float(np.mean([h.seconds for h in result.history])), 3),
         "train_seconds": rounded(train_s, 3),
-        "deployed_router": chosen,
-        "deploy_lambda": dc.deploy_lambda,
-        "deploy_selection_seconds": rounded(select_s, 3),
-        "deploy_validation": table_value(pl.DataFrame(val_table)),
         "test_quality_lambda0": rounded(test_quality),
         "strongest_model": strongest,
         "strongest_test_quality": rounded(test_strongest),
@@ -113,6 +98,86 @@ def latent_router(context: dg.AssetExecutionContext, config: LatentRouterTrainCo
         "training_curve": table_value(curve),
         "models": ", ".join(data.model_ids),
     })
+
+
+@dg.asset(group_name=GROUP, kinds={"json"}, code_version="1", deps=[latent_router],
+          description="The one deployment decision: LatentRouter or a validation-tuned baseline, by validation "
+                      "utility at deploy_lambda, with the validation table and the reason. Every surface "
+                      "(report, route, serve, gateway, /health) reads it.")
+def deployed_router(context: dg.AssetExecutionContext, config: DeployedRouterConfig,
+                    query_features: FeatureSet, benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
+                    capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame,
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+    wh = warehouse.warehouse()
+    ckpt = latest_checkpoint_dir(wh)
+    if ckpt is None:
+        raise dg.Failure("no trained router yet: materialize latent_router first")
+    inputs = routing_inputs(query_features, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
+    data = routing_data(inputs)
+    dc = config.build(DeployConfig)
+    model, model_cfg, meta = load_checkpoint(ckpt)
+    latent = LatentRouterRouter(model_cfg, TrainConfig(), name=LATENT)
+    latent.model = model
+    previous = _previous_deployment(wh, ckpt)
+    t0 = time.perf_counter()
+    candidates: dict = {}
+    ctx: EvalContext | None = None
+    store = fit_store(wh)
+    if dc.deploy_select and len(data.idx("val")):
+        ctx = EvalContext(data, EvalConfig.preset(dc.preset, experiments=("main_table",)), context.run_id,
+                          progress=context.log.info, fit_store=store)
+        candidates = candidate_fits(ctx, dc.deploy_candidates)
+    chosen, table, reason = decide(latent, candidates, data, dc.deploy_lambda, previous)
+    router = candidates.get(chosen)
+    cfg_doc = model_cfg.to_dict() if ctx is None or chosen == LATENT else config_dict(ctx.baseline_config(chosen))
+    save_deployment(ckpt, chosen, dc.deploy_lambda, table, router, config=cfg_doc, reason=reason,
+                    run_id=context.run_id, previous=previous)
+    seconds = time.perf_counter() - t0
+    (context.log.warning if previous and previous != chosen else context.log.info)(f"deployed router: {reason}")
+    return dg.MaterializeResult(metadata={
+        "deployed_router": chosen,
+        "deploy_lambda": dc.deploy_lambda,
+        "reason": dg.MetadataValue.md(reason),
+        "previous": previous or "none",
+        "checkpoint": ckpt.name,
+        "validation": table_value(pl.DataFrame(table)),
+        "config": dg.MetadataValue.json(cfg_doc),
+        "fits_reused": store.hits,
+        "fits_written": store.writes,
+        "seconds": rounded(seconds, 3),
+    })
+
+
+@dg.asset_check(asset=deployed_router, blocking=False,
+                description="The deployed router's validation utility at deploy_lambda is not below Strongest's "
+                            "(a warning: a tiny or noisy validation split can lose to one model).")
+def deployed_router_beats_strongest(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    wh = warehouse.warehouse()
+    ckpt = latest_checkpoint_dir(wh)
+    doc = read_deployment(ckpt) if ckpt is not None else {}
+    rows = {r.get("router"): r.get("val_utility") for r in doc.get("validation", [])}
+    chosen, strongest = rows.get(doc.get("deployed")), rows.get(STRONGEST)
+    if chosen is None or strongest is None:
+        return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"note": "Strongest was not a candidate (or no validation rows)"})
+    return dg.AssetCheckResult(passed=bool(chosen >= strongest), severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"deployed": str(doc.get("deployed")), "deployed_val_utility": chosen,
+                                         "strongest_val_utility": strongest})
+
+
+def fit_store(wh) -> FitStore:
+    """The warehouse's store of fitted routers, shared by deployed_router and evaluation_report."""
+    return FitStore(wh.artifacts_dir / "fits")
+
+
+def _previous_deployment(wh, ckpt) -> str | None:
+    """What served before this decision: the decision of ``ckpt`` itself when it has one, else of the newest
+    earlier checkpoint that has one."""
+    from router.training.artifacts import router_root
+
+    dirs = sorted((d for d in router_root(wh).iterdir() if (d / DEPLOY_FILE).is_file()),
+                  key=lambda d: (d != ckpt, -(d / DEPLOY_FILE).stat().st_mtime_ns))
+    return str(read_deployment(dirs[0])["deployed"]) if dirs else None
 
 
 def _calibration(model, data) -> tuple[pl.DataFrame, float]:
@@ -168,23 +233,23 @@ class PoolRoutingConfig(dg.Config):
     lambdas: list[float] = [0.0, 0.3]
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[latent_router, query_features],
+@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[latent_router, deployed_router],
           description="The deployed router re-scores the CURRENT pool on the test split through the models' "
                       "capability tokens: a model added after training is routed to without retraining.")
 def current_pool_routing(context: dg.AssetExecutionContext, config: PoolRoutingConfig,
-                         benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
+                         query_features: FeatureSet, benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
                          capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame, warehouse: WarehouseResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
     ckpt = latest_checkpoint_dir(wh)
     if ckpt is None:
         raise dg.Failure("no trained router yet: materialize latent_router first")
     model, _cfg, meta = load_checkpoint(ckpt)
-    inputs = routing_inputs(wh, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
+    inputs = routing_inputs(query_features, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
     data = routing_data(inputs)
     test = data.idx("test")
     trained_on = set(meta.get("model_ids", []))
     deployed, baseline, _doc = load_deployed_baseline(ckpt)
-    if baseline is not None and list(getattr(baseline, "_model_ids", None) or data.model_ids) != list(data.model_ids):
+    if baseline is not None and (baseline.fitted_model_ids() or data.model_ids) != list(data.model_ids):
         context.log.warning(f"deployed router {deployed} was fitted on another pool; scoring with LatentRouter")
         baseline = None
     serving = deployed if baseline is not None else LATENT

@@ -4,10 +4,12 @@
 checks it in CI.
 """
 
+from pathlib import Path
+
 import dagster as dg
 
 from assets import collection, evaluation, features, probes, routing
-from assets.io_manager import WarehouseIOManager
+from assets.io_manager import FeatureSetIOManager, WarehouseIOManager
 from assets.resources import OllamaResource, WarehouseResource
 from pipelines.automation import model_pool_sensor, recalibration_schedule
 from pipelines.deployment import executor
@@ -29,21 +31,30 @@ def materialize(names: list[str], **kwargs) -> dg.ExecuteInProcessResult:
     return dg.materialize([*all_assets, *all_checks], selection=dg.AssetSelection.assets(*names), **kwargs)
 
 
-def resources() -> dict:
-    warehouse = WarehouseResource()  # LROUTER_HOME / LROUTER_REGISTRY read from the environment
+def resources(home: Path | None = None) -> dict:
+    """The resources of one deployment: ``home`` given (the CLI's ``--home``), the warehouse and registry of
+    that home; else the ones the environment names when a step runs (LROUTER_HOME, LROUTER_WAREHOUSE,
+    LROUTER_REGISTRY: the code location and Celery workers of a deployment set them)."""
+    warehouse = WarehouseResource(home=str(home)) if home is not None else WarehouseResource()
     return {
         "warehouse": warehouse,
         "io_manager": WarehouseIOManager(warehouse=warehouse),  # asset tables <-> Parquet + DuckDB views
-        "ollama": OllamaResource(),  # OLLAMA_HOST / OLLAMA_API_KEY read from the environment at call time
+        "feature_io_manager": FeatureSetIOManager(warehouse=warehouse),  # FeatureSet <-> safetensors + table
+        "ollama": OllamaResource(),  # a model's endpoint / OLLAMA_HOST; its key from the variable it names
     }
 
 
-defs = dg.Definitions(
-    assets=all_assets,
-    asset_checks=all_checks,
-    jobs=ALL_JOBS,
-    sensors=[model_pool_sensor, dead_run_sensor, production_feedback_sensor],
-    schedules=[recalibration_schedule],
-    resources=resources(),
-    executor=executor(),  # None (Dagster's default) locally; dagster-celery with LROUTER_DEPLOYMENT=cluster
-)
+def build_defs(home: Path | None = None) -> dg.Definitions:
+    """The code location's definitions, with :func:`resources` of ``home``."""
+    return dg.Definitions(
+        assets=all_assets,
+        asset_checks=all_checks,
+        jobs=ALL_JOBS,
+        sensors=[model_pool_sensor, dead_run_sensor, production_feedback_sensor],
+        schedules=[recalibration_schedule],
+        resources=resources(home),
+        executor=executor(),  # None (Dagster's default) locally; dagster-celery with LROUTER_DEPLOYMENT=cluster
+    )
+
+
+defs = build_defs()

@@ -8,14 +8,13 @@ then show up in ``dagster dev`` with their names and tags. ``LROUTER_DEMO_QUERIE
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
 from pipelines.cli.common import project_instance
 from pipelines.runner import RunOptions, StageFailed, run_stage
-from warehouse.store import lrouter_home
+from pipelines.settings import Settings
 
 
 def newest_report(reports_dir: Path) -> Path | None:
@@ -25,7 +24,8 @@ def newest_report(reports_dir: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    raw = os.environ.get("LROUTER_DEMO_QUERIES", "1000")
+    settings = Settings.from_env()
+    raw = settings.demo_queries
     if not raw.strip().isdigit() or int(raw) < 1:
         print(f"[demo] LROUTER_DEMO_QUERIES={raw!r} is not a positive number of queries; unset it or use e.g. 400",
               file=sys.stderr)
@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     with project_instance() as instance:
         try:
             runs = run_stage("all", instance, RunOptions(n_queries=n, trigger="demo", preset="demo"),
-                             log=lambda line: print(line, flush=True))
+                             log=lambda line: print(line, flush=True), home=settings.home)
         except StageFailed as exc:
             print(f"[demo] FAILED: {exc}", file=sys.stderr)
             return 1
-    wh = lrouter_home() / "warehouse"
+    wh = settings.home / "warehouse"
     print(f"[demo] done in {time.perf_counter() - t0:.0f}s: {len(runs)} runs")
     print(f"[demo] warehouse: {wh} (DuckDB catalog: {wh / 'warehouse.duckdb'})")
     report = newest_report(wh / "reports")

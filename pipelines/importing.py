@@ -1,4 +1,4 @@
-"""``lrouter import KIND PATH``: validate, then write the import into the warehouse and registry."""
+"""``lrouter import FORMAT PATH``: validate, then write the import into the warehouse and registry."""
 
 from __future__ import annotations
 
@@ -7,26 +7,6 @@ from pathlib import Path
 
 from warehouse.catalog import refresh_catalog
 from warehouse.store import Warehouse
-
-KIND_TO_FORMAT = {"mmr-bench": "mmr-bench", "vl-routerbench": "vl-routerbench", "long": "long", "queries": "custom"}
-
-
-def import_kwargs(kind: str, images: str, queries: str, benchmark: str, on_error: str,
-                  side_features: list[str] | None = None) -> dict:
-    kw: dict = {"on_error": on_error}
-    if kind == "mmr-bench" and side_features:
-        kw["side_features"] = list(side_features)
-    if benchmark:
-        kw["benchmark"] = benchmark
-    if kind == "mmr-bench" and images:
-        kw["image_root"] = images
-    if kind == "vl-routerbench" and images:
-        kw["image_root"] = images
-    if kind == "queries" and images:
-        kw["image_folder"] = images
-    if kind == "long" and images:
-        kw["images_dir"] = images
-    return kw
 
 
 def _refused(exc, on_error: str) -> int:
@@ -42,18 +22,16 @@ def _refused(exc, on_error: str) -> int:
 
 
 def run_import(args, wh: Warehouse, home: Path) -> int:
-    from collectors.importing import import_benchmark, import_long
+    from collectors.importing import ImportOptions, import_benchmark
     from collectors.importing.ingest import apply_import
     from collectors.importing.validation import ImportValidationError
     from pipelines.cli.common import _registry_path
 
-    side = [c for c in (args.side_features or "").split(",") if c]
-    kw = import_kwargs(args.kind, args.images, args.queries, args.benchmark, args.on_error, side)
+    side = tuple(c for c in (args.side_features or "").split(",") if c)
+    options = ImportOptions(on_error=args.on_error, benchmark=args.benchmark or "", side_features=side,
+                            queries=args.queries or "")
     try:
-        if args.kind == "long" and args.queries:
-            result = import_long(args.path, args.queries, **kw)
-        else:
-            result = import_benchmark(args.path, KIND_TO_FORMAT[args.kind], **kw)
+        result = import_benchmark(args.path, args.format, args.images or None, options)
     except ImportValidationError as exc:
         return _refused(exc, args.on_error)
     except (OSError, ValueError) as exc:

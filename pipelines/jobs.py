@@ -26,9 +26,10 @@ features_job = dg.define_asset_job(
     description="Frozen-encoder features, calibration-only capability profiles and the DuckDB views.",
 )
 train_job = dg.define_asset_job(
-    "train_job", selection=dg.AssetSelection.assets("latent_router", "current_pool_routing", "probe_features",
-                                                    "hybrid_routing"),
-    description="Train LatentRouter, re-score the current pool with it, and the local model's probe routing.",
+    "train_job", selection=dg.AssetSelection.assets("latent_router", "deployed_router", "current_pool_routing",
+                                                    "probe_features", "hybrid_routing"),
+    description="Train LatentRouter, decide which router serves (validation-tuned fits the evaluation reuses), "
+                "re-score the current pool with it, and the local model's probe routing.",
 )
 evaluate_job = dg.define_asset_job(
     "evaluate_job", selection=dg.AssetSelection.assets("evaluation_report"),
@@ -43,7 +44,8 @@ recalibrate_job = dg.define_asset_job(
 retrain_job = dg.define_asset_job(
     RETRAIN_JOB,
     selection=dg.AssetSelection.assets(
-        "warehouse_views", "capability_profiles", "latent_router", "current_pool_routing", "evaluation_report"),
+        "warehouse_views", "capability_profiles", "latent_router", "deployed_router", "current_pool_routing",
+        "evaluation_report"),
     description="Recalibrate, retrain the router and re-run the evaluation.",
     tags={"lrouter/queue": "recalibrate"},
 )

@@ -14,11 +14,11 @@ Stages, on whatever the warehouse holds (the built-in benchmark or an import):
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
@@ -63,15 +63,14 @@ def _run_config(stage: str, opts: RunOptions) -> dict:
                                                                   "seed": opts.seed}}}}
     if stage == "evaluate" and opts.preset:
         return {**QUIET, "ops": {"evaluation_report": {"config": {"preset": opts.preset}}}}
+    if stage == "train" and opts.preset:  # the deployment's fits are the evaluation's: the same preset
+        return {**QUIET, "ops": {"deployed_router": {"config": {"preset": opts.preset}}}}
     return QUIET
 
 
-def _setup_selection(opts: RunOptions) -> list[str] | None:
+def _setup_selection(opts: RunOptions, defs: dg.Definitions) -> list[str] | None:
     """Keep imported or earlier queries unless new built-in ones are asked for."""
-    from warehouse.store import Warehouse, lrouter_home
-
-    location = os.environ.get("LROUTER_WAREHOUSE", "").strip() or lrouter_home() / "warehouse"
-    if opts.n_queries is None and Warehouse(location).has_table("queries"):
+    if opts.n_queries is None and defs.resources["warehouse"].warehouse().has_table("queries"):
         return ["candidate_models", "data_splits"]
     return None
 
@@ -103,40 +102,53 @@ def run_summary(result: dg.ExecuteInProcessResult) -> str:
     return "; ".join(parts) or "nothing materialized"
 
 
-def _collectable_models(instance: dg.DagsterInstance) -> list[str]:
+def _collectable_models(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[str]:
     """Active models of THIS home's registry that have a partition: the instance's partition list also holds
     models of other homes that used the same Dagster instance (e.g. an import into another home)."""
-    from assets.resources import WarehouseResource
     from collectors.registry import ensure_registry
 
     partitions = set(instance.get_dynamic_partitions("models"))
-    return [e.model_id for e in ensure_registry(WarehouseResource().registry()) if e.active and e.model_id in partitions]
+    registry = defs.resources["warehouse"].registry()
+    return [e.model_id for e in ensure_registry(registry) if e.active and e.model_id in partitions]
+
+
+def quiet_progress_bars() -> None:
+    """No progress bars in a log file: the encoders' and the local model's libraries (transformers' "Loading
+    weights", its GGUF conversion, huggingface_hub) draw theirs unless told not to."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        disable_progress_bars()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # neither is needed by every stage
+        pass
 
 
 def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None = None,
-              log: Callable[[str], None] = print) -> list[StageRun]:
-    """Launch one stage's job(s) in-process; raises :class:`StageFailed` naming the failed run."""
-    if not sys.stderr.isatty():  # no progress bars in a log file: libraries' bars (transformers' "Loading
-        # weights", GGUF conversion) read these once, when tqdm / huggingface_hub are first imported
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TQDM_DISABLE", "1")
-    from pipelines.definitions import defs
+              log: Callable[[str], None] = print, home: Path | None = None) -> list[StageRun]:
+    """Launch one stage's job(s) in-process, on ``home`` (default: the home the environment names); raises
+    :class:`StageFailed` naming the failed run."""
+    if not sys.stderr.isatty():
+        quiet_progress_bars()
+    from pipelines.definitions import build_defs
 
+    defs = build_defs(home)
     opts = opts or RunOptions()
     if stage == "all":
-        return [r for s in STAGES for r in run_stage(s, instance, opts, log)]
+        return [r for s in STAGES for r in run_stage(s, instance, opts, log, home)]
     if stage not in STAGE_JOBS:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join((*STAGES, 'all'))}")
     reap_dead_runs(instance)
     job = defs.resolve_job_def(STAGE_JOBS[stage])
     partitions: list[str | None] = [None]
     if stage == "collect":
-        known = _collectable_models(instance)
+        known = _collectable_models(instance, defs)
         partitions = list(opts.models) or known
         unknown = [m for m in partitions if m not in known]
         if unknown:
             raise ValueError(f"no trace partition for {unknown}; registered active models: {known}")
-    selection = _setup_selection(opts) if stage == "setup" else None
+    selection = _setup_selection(opts, defs) if stage == "setup" else None
     if deployment() == "cluster":  # queue the runs (all partitions at once) for the daemon and Celery
         return _submit_stage(stage, job.name, partitions, opts, selection, instance, log)
     runs: list[StageRun] = []

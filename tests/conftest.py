@@ -29,9 +29,9 @@ def _one_torch_thread():
 
 
 TINY_QUERIES = 96
-# deploy_select off: the suite's tiny 3-epoch router would lose validation to Strongest, and the serving tests
-# are about the LatentRouter; tests/router/test_deploy_selection.py turns it on
-TINY_ROUTER = {"epochs": 3, "hidden": 32, "n_capsules": 4, "patience": 3, "batch_size": 64, "deploy_select": False}
+# the fixture materializes no deployed_router: its checkpoint serves the LatentRouter the serving tests are
+# about; tests/router/test_deploy_selection.py decides deployments
+TINY_ROUTER = {"epochs": 3, "hidden": 32, "n_capsules": 4, "patience": 3, "batch_size": 64}
 
 
 def build_tiny_pipeline(home):

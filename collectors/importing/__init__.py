@@ -3,7 +3,7 @@ one module per format, shared decisions in `common`, row validation, and ingest 
 
 Every importer is a pure function (it reads files, writes nothing) returning an `ImportResult` whose frames
 conform to `warehouse.schemas`; `ingest.apply_import` writes it only when the import succeeded. The one
-exception is `import_custom_queries(images_dir=...)`, which copies images after validation passed.
+exception is `import_custom_queries(copy_to=...)`, which copies images after validation passed.
 
 May import: `collectors.registry`, `warehouse`.
 """
@@ -15,7 +15,7 @@ from collectors.importing.common import (
     query_id_for,
     task_group_for,
 )
-from collectors.importing.dispatch import import_benchmark
+from collectors.importing.dispatch import FORMATS, ImportOptions, import_benchmark
 from collectors.importing.long_format import export_long, import_long, import_long_dir
 from collectors.importing.mmr_bench import import_mmr_bench
 from collectors.importing.queries_jsonl import import_custom_queries
@@ -23,6 +23,8 @@ from collectors.importing.validation import ImportValidationError
 from collectors.importing.vl_routerbench import import_vl_routerbench
 
 __all__ = [
+    "FORMATS",
+    "ImportOptions",
     "ImportResult",
     "ImportValidationError",
     "copy_images",

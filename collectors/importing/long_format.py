@@ -301,13 +301,13 @@ def _orphan_traces(t: pl.DataFrame, t_bad: np.ndarray, q: pl.DataFrame, q_bad: n
 
 
 def import_long(traces_path: Path | str, queries_path: Path | str, *, models_path: Path | str | None = None,
-                benchmark: str = "import", images_dir: Path | str | None = None,
+                benchmark: str = "import", images: Path | str | None = None,
                 task_groups: Mapping[str, str] | None = None, on_error: str = "skip", run_id: str = "import",
                 collected_at: str | None = None, limits: ImportLimits | None = None) -> ImportResult:
     """Import long-format traces + queries (+ models). Present columns are kept verbatim, missing ones
     defaulted, so `export_long` -> `import_long` gives identical tables.
 
-    ``images_dir`` (the warehouse images dir the ``image_path`` values are relative to) turns on the image
+    ``images`` (the images folder the ``image_path`` values are relative to) turns on the image
     checks: file present inside it, sha256 equal to ``image_sha256``. Without it only unsafe paths are refused.
     """
     tpath, qpath = Path(traces_path), Path(queries_path)
@@ -319,7 +319,7 @@ def import_long(traces_path: Path | str, queries_path: Path | str, *, models_pat
     q = read_table(qpath, log, limits)
     refuse_no_rows(q, str(qpath))
     q, q_bad = _long_queries(q, str(qpath), benchmark, overrides,
-                             None if images_dir is None else Path(images_dir), log, limits)
+                             None if images is None else Path(images), log, limits)
     t, t_bad = _long_traces(read_table(tpath, log, limits), str(tpath), log)
     models_df = (None if models_path is None
                  else _read_models(Path(models_path), benchmark, collected_at, log, limits))
@@ -337,8 +337,8 @@ def import_long(traces_path: Path | str, queries_path: Path | str, *, models_pat
         models = conform(models_df.drop(ROW), MODELS, "models")
     paths = queries["image_path"].cast(pl.String).fill_null("")
     files: dict[str, Path] = {}
-    if images_dir is not None:
-        files = {p: Path(images_dir) / p for p in paths.to_list() if p}
+    if images is not None:
+        files = {p: Path(images) / p for p in paths.to_list() if p}
     return ImportResult(
         benchmark=benchmark, source=str(tpath), queries=queries_frame(queries), models=models, traces=traces,
         skipped=log.frame(), text_only=bool((paths == "").all()), embeddings=None, image_files=files,

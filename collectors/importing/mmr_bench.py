@@ -4,7 +4,7 @@ Format: ``dataset_idx`` (``<Dataset>_<n>``), ``question``, ``answer``, and per m
 true/false or a quality in [0, 1]) and ``M_cost`` (USD); optional ``M_token`` (read as the answer's completion
 tokens) and ``M_prediction``. Optional ``answer_kind``, ``task`` columns are used; every other column is kept
 in ``source_meta["columns"]`` (as text), and the ones named in ``side_features`` are listed in
-``source_meta["side_features"]`` (categorical side features). Images (when ``image_root`` is given) are
+``source_meta["side_features"]`` (categorical side features). Images (when ``images`` is given) are
 ``<root>/<Dataset>/<n>.jpg`` (``.jpeg/.png/.webp`` also tried; ``SEEDBench2_Plus`` lives in
 ``SEEDBenchv2Plus/`` as published; ``image_dirs`` adds aliases).
 """
@@ -193,7 +193,7 @@ def _queries(dfk: pl.DataFrame, qids: pl.Series, benchmark: str, groups: Mapping
     )
 
 
-def import_mmr_bench(csv_path: Path | str, *, image_root: Path | str | None = None,
+def import_mmr_bench(csv_path: Path | str, *, images: Path | str | None = None,
                      benchmark: str = "mmr-bench", task_groups: Mapping[str, str] | None = None,
                      image_dirs: Mapping[str, str] | None = None, side_features: Sequence[str] = (),
                      on_error: str = "skip", run_id: str = "import", collected_at: str | None = None,
@@ -214,9 +214,9 @@ def import_mmr_bench(csv_path: Path | str, *, image_root: Path | str | None = No
     df, dataset, number, row_bad = _row_checks(df, name, log)
     quality, cost, tokens, cell_bad = _outcome_matrices(df, name, log, models)
     image_paths: list[Path | None] = [None] * df.height
-    if image_root is not None:
+    if images is not None:
         aliases = {**MMR_IMAGE_DIRS, **dict(image_dirs or {})}
-        image_paths = _find_images(df, name, log, Path(image_root), aliases, dataset, number, row_bad, limits)
+        image_paths = _find_images(df, name, log, Path(images), aliases, dataset, number, row_bad, limits)
     log.raise_if_failing()
 
     keep = ~row_bad
@@ -230,7 +230,7 @@ def import_mmr_bench(csv_path: Path | str, *, image_root: Path | str | None = No
         qids, models, quality[keep], cost[keep], ~cell_bad[keep], run_id=run_id, collected_at=collected_at,
         completion_tokens=None if tokens is None else tokens[keep], predictions=preds,
     )
-    text_only = image_root is None
+    text_only = images is None
     if text_only:
         notes.append("no image root given: imported text-only (image_path = image_sha256 = '')")
     if tokens is not None:

@@ -123,15 +123,15 @@ def _queries(dk: pl.DataFrame, benchmark: str, groups: Mapping[str, str], img_na
     )
 
 
-def import_custom_queries(jsonl_path: Path | str, image_folder: Path | str | None = None, *,
-                          benchmark: str = "custom", images_dir: Path | str | None = None,
+def import_custom_queries(jsonl_path: Path | str, images: Path | str | None = None, *,
+                          benchmark: str = "custom", copy_to: Path | str | None = None,
                           task_groups: Mapping[str, str] | None = None,
                           on_error: str = "skip", limits: ImportLimits | None = None) -> ImportResult:
     """Import our own JSONL query set ``{id, image, question, answer, answer_kind, dataset, task_group}``.
 
-    ``image`` is relative to ``image_folder``; a row without ``image`` is text-only. With ``images_dir``
+    ``image`` is relative to ``images``; a row without ``image`` is text-only. With ``copy_to``
     the images are copied there (content-addressed) once validation passed; otherwise call
-    ``result.copy_images(images_dir)``. No traces: the collector produces them later.
+    ``result.copy_images(copy_to)``. No traces: the collector produces them later.
     """
     path = Path(jsonl_path)
     name = str(path)
@@ -144,7 +144,7 @@ def import_custom_queries(jsonl_path: Path | str, image_folder: Path | str | Non
                                                 f"{name} could be read")
     refuse_no_rows(df, name)
     df, bad, split = _row_checks(df, name, benchmark, log)
-    image_paths = _find_images(df, name, image_folder, log, bad, limits)
+    image_paths = _find_images(df, name, images, log, bad, limits)
     log.raise_if_failing()
 
     keep = ~bad
@@ -160,7 +160,7 @@ def import_custom_queries(jsonl_path: Path | str, image_folder: Path | str | Non
         text_only=not any(img_names), embeddings=None, image_files=files, cost_bounds=None,
         notes=[] if any(img_names) else ["no images: text-only query set"], limits=limits,
     )
-    if images_dir is not None:
-        n = result.copy_images(images_dir)
-        result.notes.append(f"{n} image(s) copied into {images_dir}")
+    if copy_to is not None:
+        n = result.copy_images(copy_to)
+        result.notes.append(f"{n} image(s) copied into {copy_to}")
     return result

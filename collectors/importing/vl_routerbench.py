@@ -389,13 +389,13 @@ def _cost_bounds(folder: Path, meta: pl.DataFrame, cost: np.ndarray, cell_bad: n
 
 
 def import_vl_routerbench(folder: Path | str, *, benchmark: str = "vl-routerbench",
-                          image_root: Path | str | None = None, load_images: bool = True,
+                          images: Path | str | None = None, load_images: bool = True,
                           task_groups: Mapping[str, str] | None = None, on_error: str = "skip",
                           run_id: str = "import", collected_at: str | None = None,
                           limits: ImportLimits | None = None) -> ImportResult:
     """Import a VL-RouterBench style folder of matrices (vectorised: no loop over the N x K pairs).
 
-    ``image_root`` (default: the folder) is where ``meta.image_path`` is resolved; ``load_images=False``
+    ``images`` (default: the folder) is where ``meta.image_path`` is resolved; ``load_images=False``
     ignores image paths (text-only, e.g. when only precomputed vision embeddings are shipped).
     """
     folder = Path(folder)
@@ -422,7 +422,7 @@ def import_vl_routerbench(folder: Path | str, *, benchmark: str = "vl-routerbenc
     row_bad |= no_emb
     image_paths: list[Path | None] = [None] * meta.height
     if "image_path" in meta.columns and load_images:
-        root = Path(image_root) if image_root is not None else folder
+        root = Path(images) if images is not None else folder
         image_paths = _find_images(meta, name_m, root, log, row_bad, limits)
     elif "image_path" in meta.columns:
         notes.append("load_images=False: meta.image_path ignored, imported text-only")

@@ -44,9 +44,7 @@ def ensure_dagster_home() -> Path:
     if os.environ.get("DAGSTER_HOME"):
         return Path(os.environ["DAGSTER_HOME"])
     project = Path(__file__).resolve().parents[2]  # pipelines/cli/common.py -> the project root
-    home = project if (project / "dagster.yaml").exists() else Path.cwd()
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
+    return project if (project / "dagster.yaml").exists() else Path.cwd()
 
 
 def _rebased_storage(home: Path) -> dict:

@@ -165,12 +165,9 @@ def cmd_lineage(args) -> int:
 
 def cmd_run(args) -> int:
     """Launch stages as named jobs in-process on the project's Dagster instance."""
-    import os
-
     from pipelines.runner import RunOptions, StageFailed, run_stage
 
     home = _warehouse(args)[1]
-    os.environ["LROUTER_HOME"] = str(home)  # the runs' WarehouseResource reads it
     if args.stage not in ("setup", "all") and not has_warehouse(home):
         raise CliError(f"{no_warehouse_message(home)} (or start with `lrouter run setup`)", code=1)
     if args.queries is not None and args.queries < 1:
@@ -180,7 +177,7 @@ def cmd_run(args) -> int:
         if args.stage == "collect":
             _sync_model_partitions(instance, home)
         try:
-            run_stage(args.stage, instance, opts, log=lambda line: print(line, flush=True))
+            run_stage(args.stage, instance, opts, log=lambda line: print(line, flush=True), home=home)
         except (StageFailed, ValueError) as exc:
             raise CliError(_one_line(exc), code=1) from exc
     return 0

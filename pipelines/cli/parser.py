@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from pipelines.cli.common import CliError, _one_line, _warehouse, require_warehouse
 from pipelines.cli.data import cmd_import, cmd_lineage, cmd_models, cmd_query, cmd_run
@@ -119,7 +118,7 @@ def _add_data_commands(sub) -> None:
     m.set_defaults(func=cmd_models)
 
     i = sub.add_parser("import", help="import a routing benchmark or your own queries")
-    i.add_argument("kind", choices=["mmr-bench", "vl-routerbench", "long", "queries"],
+    i.add_argument("format", choices=["mmr-bench", "vl-routerbench", "long", "queries"],
                    help="format of PATH (see the README's 'Bring your own data')")
     i.add_argument("path", help="the file or folder to import")
     i.add_argument("--images", default="", help="image folder")
@@ -240,13 +239,12 @@ NEEDS_WAREHOUSE = ("query", "serve")  # route, lineage, models and run check it 
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch; a failure the user can fix is one line on stderr and a non-zero exit, never a traceback."""
-    import os
+    from pipelines.settings import Settings
 
     args = build_parser().parse_args(argv)
-    saved = os.environ.get("LROUTER_HOME")
+    settings = Settings.from_env().with_home(getattr(args, "home", None))
+    args.home = str(settings.home)  # every command works on this one home, passed on as an argument
     try:
-        if getattr(args, "home", None):  # code reading $LROUTER_HOME (assets, runner) sees --home too
-            os.environ["LROUTER_HOME"] = str(Path(args.home).resolve())
         if args.cmd in NEEDS_WAREHOUSE:
             require_warehouse(_warehouse(args)[1])
         if args.cmd == "sim-serve" and not args.answer_key:
@@ -261,13 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lrouter {args.cmd}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback on request
-        if os.environ.get("LROUTER_DEBUG"):
+        if settings.debug:
             raise
         print(f"lrouter {args.cmd}: {type(exc).__name__}: {_one_line(exc)} (LROUTER_DEBUG=1 shows the "
               "traceback)", file=sys.stderr)
         return 1
-    finally:
-        if saved is None:
-            os.environ.pop("LROUTER_HOME", None)
-        else:
-            os.environ["LROUTER_HOME"] = saved

@@ -1,20 +1,23 @@
-"""What an evaluation run runs and how big: the experiment names, the router display names of Table 1, and
-:class:`EvalConfig` with its ``quick`` (CI), ``demo`` (pipeline) and ``paper`` presets.
-
-The names live apart from the experiments so that the report, the assets and the decision rows share one
-spelling of each.
+"""What an evaluation run runs and how big: the experiment names, Table 1's rows (the router registry's
+names, ``router.models.registry``), and :class:`EvalConfig` with its ``quick`` (CI), ``demo`` (pipeline) and
+``paper`` presets. Each router's sizes live in its own config dataclass (``EvalConfig.routers``); its tuning
+candidates are its registry grid.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from router.models.baselines import TorchTrainConfig
 from router.models.latent_router.model import LatentRouterConfig
+from router.models.registry import LATENT, apply_overrides, router_names, spec
+from router.models.registry import ORACLE as ORACLE  # re-exported: the evaluation's spelling of the names
+from router.models.registry import STRONGEST as STRONGEST
 from router.training.trainer import TrainConfig
 
 EXPERIMENTS: tuple[str, ...] = (
@@ -29,65 +32,37 @@ EXPERIMENTS: tuple[str, ...] = (
 )
 AVG = "avg"  # setting label of the primary metric (mean of the oriented and cost values)
 PRIMARY_METRICS: tuple[str, ...] = ("rank_score", "nauc_budget", "nauc_interp", "nauc_step")
-LATENT = "LatentRouter"
 LATENCY_THREADS = 1  # efficiency timings: one CPU thread per call, the routing API's setting
-ORACLE = "Oracle"
-STRONGEST = "Strongest"
-# display name -> baseline class; the order is the row order of Table 1
-BASELINE_NAMES: tuple[str, ...] = (
-    ORACLE, STRONGEST, "Cheapest", "Random", "GroupBest", "KNNRouter", "KMeansRouter", "MLPMFRouter", "RouteLLM-MF",
-    "VL feature router", "ECVL", "RouterDC", "GraphRouter", "R2-Router",
-)
-ROUTERS: tuple[str, ...] = (*BASELINE_NAMES, LATENT)
-TRAINING_FREE: frozenset[str] = frozenset({ORACLE, STRONGEST, "Cheapest", "Random", "GroupBest"})
+# the rows of Table 1, in order: every registered router (LatentRouter last)
+ROUTERS: tuple[str, ...] = router_names()
+BASELINE_NAMES: tuple[str, ...] = tuple(n for n in ROUTERS if n != LATENT)
+TRAINING_FREE: frozenset[str] = frozenset(router_names(learned=False))
 LEARNED_BASELINES: tuple[str, ...] = tuple(n for n in BASELINE_NAMES if n not in TRAINING_FREE)
 # 0 plus 12 roughly log-spaced weights in [0.01, 3] on the normalised cost (cost 1 = the priciest model's mean)
 DEFAULT_EVAL_LAMBDAS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 FULL_POOL = "full"
 ALL_GROUPS = "all"
 NO_SEED = -1  # seed of aggregate rows (Welch / paired tests)
-# Validation-only hyperparameter candidates per trainable router, defaults first: ``EvalConfig.tuning_trials``
-# of them are tried for every router (the same budget each). Keys are BaselineConfig fields ("train.lr" for its
-# torch optimiser) or, for LatentRouter, LatentRouterConfig fields ("train.<field>" for TrainConfig).
-TUNING_GRIDS: dict[str, tuple[dict[str, Any], ...]] = {
-    "KNNRouter": ({}, {"knn_k": 20}, {"knn_k": 100}, {"knn_k": 10}),
-    "KMeansRouter": ({}, {"kmeans_clusters": 8}, {"kmeans_clusters": 40}, {"kmeans_clusters": 4}),
-    "MLPMFRouter": ({}, {"train.lr": 3e-3}, {"train.lr": 3e-4}, {"mlpmf_hidden": (64, 32)}),
-    "RouteLLM-MF": ({}, {"routellm_dim": 32}, {"train.lr": 3e-3}, {"routellm_dim": 256}),
-    "VL feature router": ({}, {"vl_hidden": (64,)}, {"train.lr": 3e-3}, {"vl_hidden": (512,)}),
-    "ECVL": ({}, {"ecvl_mes_scale": 0.3}, {"train.lr": 3e-3}, {"ecvl_d_model": 32}),
-    "RouterDC": ({}, {"routerdc_temperature": 0.1}, {"train.lr": 3e-3}, {"routerdc_clusters": 10}),
-    "GraphRouter": ({}, {"graph_hidden": 32}, {"graph_lr": 3e-3}, {"graph_mask_rate": 0.5}),
-    "R2-Router": ({}, {"r2_dropout": 0.1}, {"train.lr": 3e-3}, {"r2_hidden": (128, 64)}),
-    "LatentRouter": ({}, {"dropout": 0.1}, {"train.lr": 3e-3}, {"dropout": 0.3}),
-}
+PRESETS: tuple[str, ...] = ("quick", "demo", "paper")
+MIN_SPLITS_FOR_SIGNIFICANCE = 3  # a significance claim needs a paired test over at least this many splits
 
 
-@dataclass
-class BaselineConfig:
-    """Sizes of the baseline routers (MMR-Bench / VL-RouterBench defaults; ``quick`` shrinks them)."""
-
-    knn_k: int = 50
-    kmeans_clusters: int = 20
-    kmeans_n_init: int = 10
-    mlpmf_hidden: tuple[int, ...] = (256, 128, 64)
-    routellm_dim: int = 128
-    vl_hidden: tuple[int, ...] = (256,)
-    vl_lambdas: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0)  # plus the cost-only classifier (see VLFeatureConfig)
-    group_best_by: str = "dataset_task"  # GroupBest label (backs off to coarser labels)
-    ecvl_d_model: int = 64
-    ecvl_mes_scale: float = 1.0  # MES(lambda) = exp(-lambda / scale)
-    routerdc_dim: int = 128
-    routerdc_clusters: int = 5
-    routerdc_temperature: float = 1.0
-    routerdc_lambdas: tuple[float, ...] = (0.0, 0.3, 1.0, 3.0)
-    graph_hidden: int = 64
-    graph_steps: int = 400  # full-graph steps (GraphRouter has its own optimiser, not ``train``)
-    graph_lr: float = 1e-3
-    graph_mask_rate: float = 0.3
-    r2_hidden: tuple[int, ...] = (256, 128, 64)
-    r2_dropout: float = 0.5
-    train: TorchTrainConfig = field(default_factory=TorchTrainConfig)
+def router_configs(train: TorchTrainConfig | None = None,
+                   overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The config of every baseline (registry defaults), ``train`` set on each that trains with torch, then
+    per-router ``overrides`` (router name -> {field: value}, keys as in the tuning grids)."""
+    train = TorchTrainConfig() if train is None else train
+    out: dict[str, Any] = {}
+    for name in BASELINE_NAMES:
+        cfg = spec(name).default_config()
+        if "train" in {f.name for f in fields(cfg)} and isinstance(cfg.train, TorchTrainConfig):
+            cfg = replace(cfg, train=train)
+        out[name] = cfg
+    for name, over in (overrides or {}).items():
+        if name not in out:
+            raise ValueError(f"router_configs: {name!r} is not a baseline; known: {list(out)}")
+        out[name] = apply_overrides(out[name], over)
+    return out
 
 
 @dataclass
@@ -102,7 +77,8 @@ class EvalConfig:
     primary_metric: str = "rank_score"  # rank_score | nauc_budget | nauc_interp | nauc_step
     model: LatentRouterConfig = field(default_factory=lambda: LatentRouterConfig(hidden=48))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, patience=5))
-    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    # every baseline's own config (router name -> its registry config dataclass); see router_configs
+    routers: dict[str, Any] = field(default_factory=router_configs)
     ablation_seeds: tuple[int, ...] | None = None  # None: ``seeds``
     # True: one fit per variant, trained at lambda = 0, serves both settings (as for the baselines: its
     # lambda = 0 pick is "oriented", its sweep is "cost"); halves the ablation cost. False: separate oriented
@@ -124,7 +100,7 @@ class EvalConfig:
     n_splits: int = 1
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     # hyperparameter candidates tried per trainable router on each split's validation rows (seed 0), see
-    # TUNING_GRIDS; 1 = the defaults only
+    # the registry grids; 1 = the defaults only
     tuning_trials: int = 1
 
     def __post_init__(self) -> None:
@@ -168,10 +144,12 @@ class EvalConfig:
             cost_train_lambdas=(0.0, 0.3, 1.0),
             model=LatentRouterConfig(hidden=16, n_heads=2, n_side_tokens=2),
             train=TrainConfig(epochs=3, patience=2, batch_size=64),
-            baselines=BaselineConfig(knn_k=20, kmeans_clusters=8, kmeans_n_init=2, mlpmf_hidden=(32, 16),
-                                     routellm_dim=16, vl_hidden=(32,), vl_lambdas=(0.0, 1.0, 3.0), train=tt,
-                                     ecvl_d_model=16, routerdc_dim=16, routerdc_lambdas=(0.0, 1.0), graph_hidden=16,
-                                     graph_steps=30, r2_hidden=(32, 16)),
+            routers=router_configs(tt, {
+                "KNNRouter": {"k": 20}, "KMeansRouter": {"n_clusters": 8, "n_init": 2},
+                "MLPMFRouter": {"hidden": (32, 16)}, "RouteLLM-MF": {"dim": 16},
+                "VL feature router": {"hidden": (32,), "lambdas": (0.0, 1.0, 3.0)}, "ECVL": {"d_model": 16},
+                "RouterDC": {"dim": 16, "lambdas": (0.0, 1.0)}, "GraphRouter": {"hidden": 16, "steps": 30},
+                "R2-Router": {"hidden": (32, 16)}}),
             ablation_seeds=(0,),
             ablation_shared_fit=True,
             pool_random_draws=2,
@@ -193,7 +171,7 @@ class EvalConfig:
         base: dict[str, Any] = dict(
             model=LatentRouterConfig(hidden=48),
             train=TrainConfig(epochs=12, patience=3, batch_size=128),
-            baselines=BaselineConfig(train=tt, kmeans_n_init=4),
+            routers=router_configs(tt, {"KMeansRouter": {"n_init": 4}}),
             seeds=(0,),  # one seed per split: 2 x 2 seeds measured 13.4 min for `make demo` (target 10)
             ablation_seeds=(0,),
             ablation_shared_fit=True,
@@ -211,6 +189,13 @@ class EvalConfig:
         base: dict[str, Any] = dict(n_splits=3, tuning_trials=4)
         base.update(overrides)
         return cls(**base)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> EvalConfig:
+        """The named preset (``quick`` | ``demo`` | ``paper``) with ``overrides``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown evaluation preset {name!r}; expected one of {', '.join(PRESETS)}")
+        return getattr(cls, name)(**overrides)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for the report's ``meta`` (the run states the config it ran with)."""

@@ -21,43 +21,18 @@ from router.evaluation.config import (
     LATENT,
     ORACLE,
     ROUTERS,
-    STRONGEST,
     TRAINING_FREE,
-    TUNING_GRIDS,
     EvalConfig,
 )
+from router.evaluation.fits import FitStore, data_fingerprint, fit_key
 from router.evaluation.metrics.cost import RankBounds, rank_bounds
 from router.evaluation.metrics.sweep import BudgetSweep, Sweep, budget_sweep, evaluate_sweep, lambda_sweep
 from router.evaluation.profile_sources import ProfileSource
 from router.evaluation.resampling import SplitSource, data_split_source
-from router.evaluation.tuning import apply_overrides, choose, validation_bounds, validation_score
+from router.evaluation.tuning import choose, validation_bounds, validation_score
 from router.models.base import Router
-from router.models.baselines import (
-    BASELINES,
-    CheapestRouter,
-    ECVLConfig,
-    ECVLRouter,
-    GraphRouter,
-    GraphRouterConfig,
-    GroupBestConfig,
-    GroupBestRouter,
-    KMeansRouter,
-    KNNRouter,
-    MLPMFConfig,
-    MLPMFRouter,
-    OracleRouter,
-    R2Router,
-    R2RouterConfig,
-    RandomRouter,
-    RouteLLMConfig,
-    RouteLLMMFRouter,
-    RouterDCConfig,
-    RouterDCRouter,
-    StrongestRouter,
-    VLFeatureConfig,
-    VLFeatureRouter,
-)
 from router.models.latent_router.model import LatentRouterConfig
+from router.models.registry import LatentRouterSetup, apply_overrides, spec
 from router.training.trainer import LatentRouterRouter, TrainConfig
 from warehouse.vocabulary import SETTINGS
 
@@ -72,8 +47,10 @@ def _variant_key(cfg: LatentRouterConfig) -> str:
 
 
 def _split_overrides(over: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """LatentRouter candidate -> (LatentRouterConfig overrides, TrainConfig overrides from "train.*")."""
-    model = {k: v for k, v in over.items() if not k.startswith("train.")}
+    """LatentRouter candidate (``LatentRouterSetup`` keys) -> (LatentRouterConfig overrides, TrainConfig
+    overrides)."""
+    apply_overrides(LatentRouterSetup(), over)  # unknown keys raise here, naming the field
+    model = {k[len("model."):]: v for k, v in over.items() if k.startswith("model.")}
     train = {k[len("train."):]: v for k, v in over.items() if k.startswith("train.")}
     return model, train
 
@@ -89,12 +66,15 @@ class EvalContext:
                  split_source: SplitSource | None = None,
                  groups: Sequence[str] | None = None,
                  routers: Sequence[str] | None = None,
-                 split_index: int = 0, parent: EvalContext | None = None) -> None:
+                 split_index: int = 0, parent: EvalContext | None = None,
+                 fit_store: FitStore | None = None) -> None:
         self.data, self.cfg, self.run_id = data, cfg or EvalConfig(), run_id
         self._validate()
         self.test = data.idx("test")
         self.lambdas = self.cfg.sweep_lambdas
         self.profile_source = profile_source
+        self.fit_store = fit_store if parent is None else parent.fit_store
+        self._fingerprint: str | None = None
         self.split_index = int(split_index)
         self.notes: list[str] = [] if parent is None else parent.notes
         if parent is not None:
@@ -162,7 +142,7 @@ class EvalContext:
         """The first ``tuning_trials`` candidates of ``name``'s grid (defaults only when it has none)."""
         if name in TRAINING_FREE:
             return [{}]
-        return [dict(c) for c in TUNING_GRIDS.get(name, ({},))[: self.cfg.tuning_trials]]
+        return [dict(c) for c in spec(name).grid[: self.cfg.tuning_trials]]
 
     def hparams(self, name: str) -> dict[str, Any]:
         """The overrides chosen for ``name`` on this split's validation rows (computed once; see tuning)."""
@@ -188,7 +168,7 @@ class EvalContext:
                 return r.fit(self.data, seed=seed)
         else:
             def fit(c: dict[str, Any]) -> Router:
-                return self.make_baseline(name, c).fit(self.data, seed=seed)
+                return self.fit_baseline(name, c, seed)
         best, scores, fitted = choose(cands, fit, lambda r: validation_score(
             r, self.data, self.lambdas, bounds, self.rank.beta, self.cfg.primary_metric))
         self.fit_seconds += time.perf_counter() - t0
@@ -239,40 +219,33 @@ class EvalContext:
             self._latent[key] = router
         return self._latent[key]
 
-    def make_baseline(self, name: str, overrides: Mapping[str, Any] | None = None) -> Router:
-        """An unfitted baseline of display name ``name``, sized by ``cfg.baselines`` with ``overrides`` (default:
-        the validation-chosen ones). Names outside Table 1's built-ins come from the ``BASELINES`` registry
-        (matched by display name, ``Router.name`` or class name) and are built with their defaults."""
+    def baseline_config(self, name: str, overrides: Mapping[str, Any] | None = None) -> Any:
+        """Baseline ``name``'s config: ``cfg.routers``'s (registry default when absent) with ``overrides``
+        (default: the validation-chosen ones) and the sweep's top lambda where the config has ``sweep_max``."""
         over = self.hparams(name) if overrides is None else overrides
-        b = apply_overrides(self.cfg.baselines, over) if over else self.cfg.baselines
         sweep_max = float(self.lambdas.max()) if self.lambdas.max() > 0 else 1.0
-        makers: dict[str, Callable[[], Router]] = {
-            ORACLE: OracleRouter,
-            STRONGEST: StrongestRouter,
-            "Cheapest": CheapestRouter,
-            "Random": RandomRouter,
-            "KNNRouter": lambda: KNNRouter(k=b.knn_k),
-            "KMeansRouter": lambda: KMeansRouter(n_clusters=b.kmeans_clusters, n_init=b.kmeans_n_init),
-            "MLPMFRouter": lambda: MLPMFRouter(MLPMFConfig(hidden=tuple(b.mlpmf_hidden), train=b.train)),
-            "RouteLLM-MF": lambda: RouteLLMMFRouter(RouteLLMConfig(dim=b.routellm_dim, train=b.train)),
-            "VL feature router": lambda: VLFeatureRouter(VLFeatureConfig(
-                hidden=tuple(b.vl_hidden), lambdas=tuple(b.vl_lambdas), train=b.train, sweep_max=sweep_max)),
-            "GroupBest": lambda: GroupBestRouter(GroupBestConfig(by=b.group_best_by)),
-            "ECVL": lambda: ECVLRouter(ECVLConfig(d_model=b.ecvl_d_model, mes_scale=b.ecvl_mes_scale, train=b.train)),
-            "RouterDC": lambda: RouterDCRouter(RouterDCConfig(
-                dim=b.routerdc_dim, n_clusters=b.routerdc_clusters, temperature=b.routerdc_temperature,
-                lambdas=tuple(b.routerdc_lambdas), train=b.train)),
-            "GraphRouter": lambda: GraphRouter(GraphRouterConfig(
-                hidden=b.graph_hidden, steps=b.graph_steps, lr=b.graph_lr, mask_rate=b.graph_mask_rate)),
-            "R2-Router": lambda: R2Router(R2RouterConfig(hidden=tuple(b.r2_hidden), dropout=b.r2_dropout,
-                                                         train=b.train)),
-        }
-        if name in makers:
-            return makers[name]()
-        for cls in BASELINES.values():
-            if name in (getattr(cls, "display_name", None), cls.name, cls.__name__):
-                return cls()
-        raise ValueError(f"unknown baseline {name!r}; known: {list(makers)} and the registry {list(BASELINES)}")
+        return spec(name).configure(self.cfg.routers.get(name), over, sweep_max=sweep_max)
+
+    def make_baseline(self, name: str, overrides: Mapping[str, Any] | None = None) -> Router:
+        """An unfitted baseline ``name`` from the registry with :meth:`baseline_config`."""
+        return spec(name).build(self.baseline_config(name, overrides))
+
+    def fit_baseline(self, name: str, overrides: Mapping[str, Any] | None, seed: int) -> Router:
+        """Baseline ``name`` fitted at ``seed``: from the fit store when an identical fit is there (same data,
+        config and seed), else fitted now and stored."""
+        config = self.baseline_config(name, overrides)
+        store = self.fit_store
+        key = fit_key(name, config, seed) if store is not None else ""
+        if store is not None:
+            if self._fingerprint is None:
+                self._fingerprint = data_fingerprint(self.data)
+            got = store.get(self._fingerprint, key)
+            if got is not None:
+                return got
+        router = spec(name).build(config).fit(self.data, seed=int(seed))
+        if store is not None:
+            store.put(self._fingerprint, key, router)  # type: ignore[arg-type]
+        return router
 
     def baseline(self, name: str, seed: int) -> Router:
         """The baseline ``name`` fitted at ``seed`` with its tuned hyperparameters (one fit serves both settings)."""
@@ -280,7 +253,7 @@ class EvalContext:
         key = (name, int(seed))
         if key not in self._baselines:
             t0 = time.perf_counter()
-            self._baselines[key] = self.make_baseline(name).fit(self.data, seed=int(seed))
+            self._baselines[key] = self.fit_baseline(name, None, int(seed))
             self.fit_seconds += time.perf_counter() - t0
             self.log(f"fit {name} split={self.split_index} seed={seed} ({time.perf_counter() - t0:.1f}s)")
         return self._baselines[key]

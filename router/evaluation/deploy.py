@@ -1,12 +1,15 @@
-"""Which router to deploy: LatentRouter or a baseline, chosen on VALIDATION utility at the deploy lambda.
+"""Which router serves: one deployment decision, made on VALIDATION utility at the deploy lambda.
 
-The pipeline trains LatentRouter and fits the baselines on the same train rows; every candidate is scored on
-the validation rows by the mean realised utility ``quality - lambda * cost`` of its picks at ``deploy_lambda``
-(no test row is read). The best one is deployed; LatentRouter wins ties. A baseline that wins is saved next to
-the LatentRouter safetensors (``baseline.joblib``, a pickle of the fitted router: load checkpoints you wrote
-yourself only) and ``deployed.json`` names it, with the validation table. ``RouterService`` (hence
-``lrouter route``, ``lrouter serve``, the gateway) and ``current_pool_routing`` read that file; without one a
-checkpoint serves its LatentRouter, as before.
+Candidates are the checkpoint's LatentRouter and the baselines named in ``DeployConfig.deploy_candidates``
+(router registry names). Each baseline is the evaluation's own fit: its validation-tuned config, fitted through
+the evaluation context and its fit store (``router.evaluation.fits``), so the evaluation and the deployment
+fit every router once. Every candidate is scored on the validation rows by the mean realised utility
+``quality - lambda * cost`` of its picks at ``deploy_lambda`` (no test row is read); the best one is deployed,
+LatentRouter first among equals. ``deployed.json`` in the checkpoint folder holds the decision, its reason,
+the chosen router's config and the validation table; a winning baseline is saved beside it
+(``baseline.joblib``, a pickle of the fitted router: load checkpoints you wrote yourself only). The report,
+``RouterService`` (``lrouter route``, ``lrouter serve``, the gateway, ``/health``) and
+``current_pool_routing`` all read that one file; a checkpoint without one serves its LatentRouter.
 
 A baseline scores the fixed pool it was fitted on; when the registry holds a model it has never seen, the
 service falls back to the LatentRouter of the same checkpoint (capability tokens) and says so.
@@ -24,28 +27,38 @@ from typing import Any
 import numpy as np
 
 from router.data.routing_data import RoutingData
+from router.evaluation.config import PRESETS
+from router.evaluation.context import EvalContext
 from router.models.base import Router
+from router.models.registry import LATENT, ORACLE, STRONGEST, router_names, spec
+from warehouse.store import atomic_write_bytes
 
 DEPLOY_FILE = "deployed.json"
 BASELINE_FILE = "baseline.joblib"
-LATENT = "LatentRouter"
-DEPLOY_CANDIDATES: tuple[str, ...] = (
-    "Strongest", "GroupBest", "KNNRouter", "KMeansRouter", "MLPMFRouter", "RouteLLM-MF", "VL feature router", "ECVL",
-    "RouterDC", "GraphRouter", "R2-Router",
-)
+# every registered router that can serve a request without its answer, LatentRouter aside (it is always a
+# candidate); Oracle reads outcomes, Cheapest and Random never win on quality
+DEPLOY_CANDIDATES: tuple[str, ...] = tuple(
+    n for n in router_names() if n not in (ORACLE, LATENT, "Cheapest", "Random"))
 
 
 @dataclass
 class DeployConfig:
-    """How the ``latent_router`` asset chooses what to deploy (see the module docstring)."""
+    """How the ``deployed_router`` asset chooses what serves (see the module docstring)."""
 
     deploy_select: bool = True  # False: always deploy LatentRouter (no baselines are fitted)
     deploy_lambda: float = 0.1  # the gateway's default lambda; validation utility is measured here
     deploy_candidates: tuple[str, ...] = DEPLOY_CANDIDATES
+    # the evaluation preset whose validation-tuned fits the candidates are (the same as evaluation_report's,
+    # so the evaluation reuses them)
+    preset: str = "demo"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.deploy_lambda) and self.deploy_lambda >= 0):
             raise ValueError(f"DeployConfig.deploy_lambda must be finite and >= 0, got {self.deploy_lambda}")
+        for name in self.deploy_candidates:
+            spec(name)  # an unknown name raises here, listing the registered ones
+        if self.preset not in PRESETS:
+            raise ValueError(f"DeployConfig.preset must be one of {PRESETS}, got {self.preset!r}")
 
 
 def validation_utility(router: Router, data: RoutingData, lam: float, rows: np.ndarray | None = None) -> float:
@@ -81,18 +94,44 @@ def choose(table: Sequence[Mapping[str, Any]]) -> str:
     return str(finite[0]["router"]) if finite else LATENT
 
 
-def fit_baselines(data: RoutingData, names: Sequence[str], seed: int = 0) -> dict[str, Router]:
-    """The named baselines with the evaluation's demo sizes and default hyperparameters (no tuning: the deployed
-    LatentRouter is not tuned either), fitted on train rows (val for early stopping)."""
-    from router.evaluation.config import EvalConfig
-    from router.evaluation.context import EvalContext
+def candidate_fits(ctx: EvalContext, names: Sequence[str]) -> dict[str, Router]:
+    """The named baselines exactly as the evaluation fits them on its split 0 (validation-tuned config, the
+    decisions seed), from ``ctx``'s fit store when they are there."""
+    seed = ctx.cfg.decisions_seed if ctx.cfg.decisions_seed is not None else ctx.cfg.seeds[0]
+    return {n: ctx.baseline(n, seed) for n in names if n != LATENT}
 
-    ctx = EvalContext(data, EvalConfig.demo(experiments=("main_table",), tuning_trials=1), "deploy")
-    return {n: ctx.make_baseline(n, {}).fit(data, seed=seed) for n in names}
+
+def explain(table: Sequence[Mapping[str, Any]], chosen: str, lam: float, previous: str | None = None) -> str:
+    """One sentence saying why ``chosen`` serves: its validation utility next to the runner-up, LatentRouter
+    and Strongest, and what it replaces when the decision changed."""
+    rows = {str(r["router"]): r for r in table}
+    if chosen not in rows or not math.isfinite(rows[chosen].get("val_utility", float("nan"))):
+        why = f"{chosen} serves: no candidate has a finite validation utility (no validation rows)"
+    else:
+        def u(name: str) -> str:
+            return f"{name} {rows[name]['val_utility']:.4f}"
+
+        others = [str(r["router"]) for r in table if r["router"] != chosen]
+        shown = list(dict.fromkeys(n for n in (*others[:1], LATENT, STRONGEST) if n in rows and n != chosen))
+        why = (f"{chosen} has the best validation utility (quality - {lam:g} x cost) over "
+               f"{rows[chosen].get('n_val', 0)} validation rows: {rows[chosen]['val_utility']:.4f}"
+               + (f" vs {', '.join(u(n) for n in shown)}" if shown else ""))
+    if previous and previous != chosen:
+        why += f"; it replaces {previous}"
+    return why + "."
+
+
+def decide(latent: Router, candidates: Mapping[str, Router], data: RoutingData, lam: float,
+           previous: str | None = None) -> tuple[str, list[dict[str, Any]], str]:
+    """(chosen name, validation table, reason) among LatentRouter and the fitted ``candidates``."""
+    table = validation_table({LATENT: latent, **candidates}, data, lam)
+    chosen = choose(table)
+    return chosen, table, explain(table, chosen, lam, previous)
 
 
 def save_deployment(ckpt_dir: Path, chosen: str, lam: float, table: Sequence[Mapping[str, Any]],
-                    router: Router | None = None) -> Path:
+                    router: Router | None = None, *, config: Mapping[str, Any] | None = None,
+                    reason: str = "", run_id: str | None = None, previous: str | None = None) -> Path:
     """Write ``deployed.json`` (and ``baseline.joblib`` when a baseline is chosen) into ``ckpt_dir``."""
     import joblib
 
@@ -101,12 +140,16 @@ def save_deployment(ckpt_dir: Path, chosen: str, lam: float, table: Sequence[Map
         if router is None:
             raise ValueError(f"save_deployment: the fitted {chosen!r} is needed to deploy it")
         joblib.dump(router, ckpt_dir / BASELINE_FILE)
+    else:
+        (ckpt_dir / BASELINE_FILE).unlink(missing_ok=True)
     clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in table]
     doc = {"deployed": chosen, "lambda": float(lam), "selected_on": "validation utility (quality - lambda * cost)",
+           "reason": reason, "previous": previous, "run_id": run_id,
            "file": BASELINE_FILE if chosen != LATENT else "model.safetensors",
-           "model_ids": list(getattr(router, "_model_ids", None) or []), "validation": clean}
+           "model_ids": (router.fitted_model_ids() if router is not None else None) or [],
+           "config": json.loads(json.dumps(dict(config or {}), default=str)), "validation": clean}
     path = ckpt_dir / DEPLOY_FILE
-    path.write_text(json.dumps(doc, indent=2, allow_nan=False))
+    atomic_write_bytes(json.dumps(doc, indent=2, allow_nan=False).encode(), path)
     return path
 
 

@@ -58,6 +58,7 @@ from router.evaluation.config import (
     EXPERIMENTS,
     FULL_POOL,
     LATENT,
+    MIN_SPLITS_FOR_SIGNIFICANCE,
     NO_SEED,
     STRONGEST,
     EvalConfig,
@@ -97,15 +98,24 @@ def _compare(ctx: EvalContext, st: str, metric: str, base_name: str, best: str) 
     lm, ls = mean_std(lat.ravel())
     bm, bs = mean_std(base.ravel())
     p_used = p if ctx.cfg.n_splits >= 2 else wp
+    tested = ctx.cfg.n_splits >= MIN_SPLITS_FOR_SIGNIFICANCE
     return {"setting": st, "metric": metric, "baseline": base_name, "best_baseline": best,
             "is_best_baseline": base_name == best,
-            "latent_mean": lm, "latent_std": ls, "latent_ci95": ci95(lat.ravel())[1],
+            "latent_mean": lm, "latent_std": ls, "latent_ci95": ci95(lat.ravel())[1], "latent_se": _se(lat),
             "baseline_mean": bm, "baseline_std": bs, "baseline_ci95": ci95(base.ravel())[1],
+            "baseline_se": _se(base),
             "diff": lm - bm, "paired_t": t, "paired_p": p, "welch_t": wt, "welch_p": wp,
             "test": "paired t over splits" if ctx.cfg.n_splits >= 2 else "Welch over seeds",
             "p": p_used, "latent_is_best": bool(lm > bm),
-            "significant": bool(np.isfinite(p_used) and lm > bm and p_used < 0.05),
+            # a claim needs the paired test over >= 3 splits (fewer: the p-value is shown, nothing is claimed)
+            "significant": bool(tested and np.isfinite(p) and lm > bm and p < 0.05),
             "n_splits": ctx.cfg.n_splits, "n_seeds": len(ctx.cfg.seeds)}
+
+
+def _se(values: np.ndarray) -> float:
+    """Standard error of the mean over splits x seeds (NaN for a single value)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    return float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
 
 
 def main_table(ctx: EvalContext) -> ExperimentResult:

@@ -4,6 +4,7 @@ that tables and plots read.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,21 +82,25 @@ def _mean_std(values: np.ndarray) -> tuple[float, float]:
 
 def summarise(results: pl.DataFrame, by: Sequence[str] = ("experiment", "router", "setting", "metric", "pool",
                                                            "task_group")) -> pl.DataFrame:
-    """Mean, sample std and 95% t-interval half-width over splits x seeds (aggregate rows with seed < 0 are
-    left out) per ``by`` group; ``n_seeds`` counts the values (splits x seeds)."""
+    """Mean, sample std, standard error and 95% t-interval half-width over splits x seeds (aggregate rows with
+    seed < 0 are left out) per ``by`` group; ``n_seeds`` counts the values (splits x seeds). A single value has
+    no spread: its se and ci95 are NaN, never 0."""
     per = results.filter(pl.col("seed") >= 0)
     if per.height == 0:
         return pl.DataFrame(schema={**{c: pl.String for c in by}, "mean": pl.Float64, "std": pl.Float64,
-                                    "n_seeds": pl.Int64, "ci95": pl.Float64})
+                                    "n_seeds": pl.Int64, "ci95": pl.Float64, "se": pl.Float64})
     recs = []
     for key, grp in per.group_by(list(by), maintain_order=True):
         v = grp["value"].to_numpy()
         m, s = _mean_std(v)
+        n = grp.height
         half = ci95(v)[1] if np.all(np.isfinite(v)) else float("nan")
-        half = 0.0 if s == 0 else half
-        recs.append({**dict(zip(by, key, strict=True)), "mean": m, "std": s, "n_seeds": grp.height, "ci95": half})
+        half = 0.0 if s == 0 and n > 1 else half
+        se = s / math.sqrt(n) if n > 1 and np.all(np.isfinite(v)) else float("nan")
+        recs.append({**dict(zip(by, key, strict=True)), "mean": m, "std": s, "n_seeds": n, "ci95": half,
+                     "se": se})
     return pl.DataFrame(recs, schema_overrides={"mean": pl.Float64, "std": pl.Float64, "n_seeds": pl.Int64,
-                                                "ci95": pl.Float64})
+                                                "ci95": pl.Float64, "se": pl.Float64})
 
 
 def wide_summary(summary: pl.DataFrame, keys: Sequence[str], wanted: Mapping[str, tuple[str, str]]) -> pl.DataFrame:

@@ -1,7 +1,7 @@
 """Hyperparameters of every trainable router, chosen on validation rows only with the same budget per router.
 
 Each trainable router tries the first ``EvalConfig.tuning_trials`` candidates of its grid in
-``router.evaluation.config.TUNING_GRIDS`` (the defaults first), fitted at the first seed; the candidate with
+its registry grid (``router.models.registry``) (the defaults first), fitted at the first seed; the candidate with
 the best *validation* primary metric (mean of the lambda = 0 pick and the sweep, as in Table 1) wins, ties to
 the earlier one. Rank Score bounds for this choice come from the shipped ``cost_bounds.json`` or from train +
 val rows, so nothing of the test split is read. The choice is then fixed for every seed and test evaluation.
@@ -9,8 +9,7 @@ val rows, so nothing of the test split is read. The choice is then fixed for eve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import fields, is_dataclass, replace
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,29 +18,6 @@ from router.data.routing_data import RoutingData
 from router.evaluation.metrics.cost import RankBounds, cost_bounds
 from router.evaluation.metrics.sweep import evaluate_sweep, lambda_sweep
 from router.models.base import Router
-
-
-def apply_overrides(obj: Any, overrides: Mapping[str, Any]) -> Any:
-    """A copy of dataclass ``obj`` with ``overrides`` set; "a.b" keys reach nested dataclasses. Unknown keys
-    raise, so a grid cannot silently tune nothing."""
-    top: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
-    for key, val in overrides.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = val
-        else:
-            top[head] = val
-    names = {f.name for f in fields(obj)}
-    bad = [k for k in [*top, *nested] if k not in names]
-    if bad:
-        raise ValueError(f"tuning: {type(obj).__name__} has no field(s) {bad}")
-    for head, sub in nested.items():
-        inner = getattr(obj, head)
-        if not is_dataclass(inner):
-            raise ValueError(f"tuning: {type(obj).__name__}.{head} is not a config dataclass")
-        top[head] = apply_overrides(inner, sub)
-    return replace(obj, **top)
 
 
 def validation_bounds(data: RoutingData, shipped: RankBounds) -> tuple[float, float]:

@@ -38,5 +38,10 @@ class Router(ABC):
         s = np.where(mask, s, -np.inf)
         return np.argmax(s, axis=1)
 
+    def fitted_model_ids(self) -> list[str] | None:
+        """The model pool this router was fitted on and can only score, or None when it scores any pool
+        (LatentRouter reads models through their capability tokens)."""
+        return None
+
     def n_parameters(self) -> int:
         return 0

@@ -1,6 +1,7 @@
 """Choosing the deployed router on validation utility: the selection itself, and the pipeline both ways (a
-baseline wins validation -> it is persisted, named in deployed.json and the asset metadata, and served by
-RouterService and current_pool_routing; LatentRouter wins -> it stays deployed)."""
+baseline wins validation -> it is persisted, named in deployed.json and the deployed_router asset's metadata,
+and served by RouterService and current_pool_routing; LatentRouter wins -> it stays deployed), with the reason
+and the change of decision said."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from router.evaluation.deploy import (
     validation_utility,
 )
 from router.models.base import Router
-from router.models.baselines import BASELINES
 from router.models.baselines.common import FittedOnModels
+from router.models.registry import ROUTERS, RouterSpec
 
 
 class _Fixed(Router):
@@ -118,6 +119,8 @@ def test_deployment_files_round_trip(tmp_path):
     assert d.k == 3
     with pytest.raises(ValueError, match="deploy_lambda"):
         DeployConfig(deploy_lambda=float("nan"))
+    with pytest.raises(ValueError, match="unknown router 'NoSuchRouter'; known: Oracle"):
+        DeployConfig(deploy_candidates=("NoSuchRouter",))
 
 
 # ------------------------------------------------------------------------------------------- the pipeline
@@ -133,11 +136,13 @@ def _materialize(pipeline, mp, candidates, lam=0.3):
     from tests.conftest import TINY_ROUTER
 
     home, instance, defs = pipeline
-    mp.setitem(BASELINES, "anti_oracle", AntiOracle)
-    mp.setitem(BASELINES, "val_oracle", ValOracle)
-    cfg = {**TINY_ROUTER, "deploy_select": True, "deploy_candidates": list(candidates), "deploy_lambda": lam}
-    r = materialize(["latent_router", "current_pool_routing"], instance=instance, resources=defs.resources,
-                    run_config={"ops": {"latent_router": {"config": cfg}}})
+    mp.setitem(ROUTERS, "anti_oracle", RouterSpec("anti_oracle", lambda c: AntiOracle(), training_free=True))
+    mp.setitem(ROUTERS, "val_oracle", RouterSpec("val_oracle", lambda c: ValOracle(), training_free=True))
+    deploy = {"deploy_select": True, "deploy_candidates": list(candidates), "deploy_lambda": lam, "preset": "quick"}
+    r = materialize(["latent_router", "deployed_router", "current_pool_routing"], instance=instance,
+                    resources=defs.resources,
+                    run_config={"ops": {"latent_router": {"config": TINY_ROUTER},
+                                        "deployed_router": {"config": deploy}}})
     assert r.success
     mats = {e.asset_key.to_user_string(): e.materialization.metadata
             for e in r.get_asset_materialization_events()}
@@ -157,14 +162,15 @@ def test_baseline_that_wins_validation_is_deployed_and_served(pipeline, monkeypa
     from warehouse.store import Warehouse
 
     home, mats, logs = _materialize(pipeline, monkeypatch, ["val_oracle", "anti_oracle"])
-    meta = mats["latent_router"]
-    assert meta["deployed_router"].value == "val_oracle", meta["deploy_validation"]
-    val = meta["deploy_validation"]
-    assert val is not None
-    assert any("deployed router: val_oracle" in m for m in logs)
+    meta = mats["deployed_router"]
+    assert meta["deployed_router"].value == "val_oracle", meta["validation"]
+    assert meta["validation"] is not None
+    assert "val_oracle has the best validation utility" in meta["reason"].value
+    assert any("deployed router: val_oracle has the best validation utility" in m for m in logs)
     ckpt = latest_checkpoint_dir(Warehouse(home / "warehouse"))
     doc = json.loads((ckpt / DEPLOY_FILE).read_text())
     assert doc["deployed"] == "val_oracle" and (ckpt / "baseline.joblib").is_file()
+    assert doc["reason"] == meta["reason"].value and doc["lambda"] == 0.3
     assert {r["router"] for r in doc["validation"]} == {LATENT, "val_oracle", "anti_oracle"}
     assert mats["current_pool_routing"]["deployed_router"].value == "val_oracle"
     svc = _service(home)
@@ -188,22 +194,25 @@ def test_baseline_that_wins_validation_is_deployed_and_served(pipeline, monkeypa
     assert len(ranked) == svc.data.k and {"model_id", "quality", "utility"} <= set(ranked[0])
 
 
-def test_suite_fixture_deploys_latent_router_without_fitting_baselines(pipeline):
+def test_checkpoint_without_a_decision_serves_its_latent_router(pipeline):
     from router.training.artifacts import router_root
     from warehouse.store import Warehouse
 
-    home = pipeline[0]  # the fixture's own checkpoint is the oldest (the other tests retrain)
+    home = pipeline[0]  # the fixture's own checkpoint is the oldest (the other tests retrain and decide)
     first = min((d for d in router_root(Warehouse(home / "warehouse")).iterdir() if d.is_dir()),
                 key=lambda d: d.stat().st_mtime_ns)
-    doc = read_deployment(first)
-    assert doc["deployed"] == LATENT and [r["router"] for r in doc["validation"]] == [LATENT]
+    assert not (first / DEPLOY_FILE).exists() and read_deployment(first) == {"deployed": LATENT}
 
 
 def test_latent_router_stays_deployed_when_it_wins(pipeline, monkeypatch):
+    _materialize(pipeline, monkeypatch, ["val_oracle"])
     home, mats, logs = _materialize(pipeline, monkeypatch, ["anti_oracle"])
-    assert mats["latent_router"]["deployed_router"].value == LATENT
+    assert mats["deployed_router"]["deployed_router"].value == LATENT
+    assert mats["deployed_router"]["previous"].value == "val_oracle"
     assert mats["current_pool_routing"]["deployed_router"].value == LATENT
-    assert any("deployed router: LatentRouter" in m for m in logs)
+    # the change is said (a warning) with the reason
+    assert any("deployed router: LatentRouter has the best validation utility" in m and "replaces val_oracle" in m
+               for m in logs)
     meta = mats["latent_router"]  # the diagnosis rows: learning curve with val loss, calibration, picks
     assert any(c.name == "val_loss" for c in meta["training_curve"].schema.columns)
     assert {c.name for c in meta["val_calibration"].schema.columns} >= {

@@ -379,6 +379,12 @@ def test_repeated_splits_rebuild_the_split_and_pair_the_test(data: RoutingData) 
     lat = [ctx.split_ctx(i).seed_metrics(LATENT, 0)[key] for i in range(3)]
     knn = [ctx.split_ctx(i).seed_metrics("KNNRouter", 0)[key] for i in range(3)]
     assert r["paired_p"] == pytest.approx(stats.ttest_rel(lat, knn).pvalue)
+    # 3 splits: the paired test is what the report's sentences and significance flags rest on
+    from router.evaluation.reports.tables import verdict_sentences
+
+    assert all("paired t over 3 splits, two-sided p = " in v for v in verdict_sentences(out))
+    for row in comps.iter_rows(named=True):
+        assert row["significant"] == (row["diff"] > 0 and row["paired_p"] < 0.05)
     # Strongest vs Cheapest are deterministic per split, but still differ across splits: a real test;
     # the Rank Score bounds are one benchmark constant stored with the run
     bounds = out.eval_results.filter(pl.col("router") == "benchmark")

@@ -28,19 +28,20 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 
 def fmt_pm(mean: float | None, std: float | None, digits: int = 3) -> str:
-    """mean ± spread in one fixed-point format for both (the mean's decimals), never mixing notations."""
+    """mean ± spread in one fixed-point format for both (the mean's decimals), never mixing notations; the
+    mean alone when there is no spread to show (a single value)."""
     if mean is None or (isinstance(mean, float) and (math.isnan(mean) or math.isinf(mean))):
         return fmt(mean, digits)
     d = decimals(mean, digits)
     if std is None or math.isnan(std):
-        return f"{mean:.{d}f} ± –"
+        return f"{mean:.{d}f}"
     return f"{mean:.{d}f} ± {std:.{d}f}"
 
 
 def fmt_p(p: float | None) -> str:
-    """A p-value; "n/a" when there is no test (one split / seed, or no spread: never "significant")."""
+    """A p-value; "n/a" when there is no test (fewer than 3 splits, or no spread: never "significant")."""
     if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "n/a (no spread or < 2 splits/seeds)"
+        return "n/a"
     if p < 1e-4:
         return "< 0.0001"
     return f"{p:.3g}"
@@ -91,6 +92,13 @@ class Doc:
     def img(self, file: str, caption: str) -> None:
         self.blocks.append(("img", (file, caption)))
 
+    def details(self, summary: str) -> None:
+        """Start a collapsed section (closed by :meth:`end_details`): details a reader opens on purpose."""
+        self.blocks.append(("details", summary))
+
+    def end_details(self) -> None:
+        self.blocks.append(("/details", None))
+
     def to_md(self) -> str:
         out = []
         for kind, val in self.blocks:
@@ -107,6 +115,10 @@ class Doc:
                 out.append(md_table(header, rows) + (f"\n\n_{note}_" if note else ""))
             elif kind == "img":
                 out.append(f"![{val[1]}]({val[0]})\n\n_{val[1]}_")
+            elif kind == "details":
+                out.append(f"<details><summary>{html.escape(val)}</summary>")
+            elif kind == "/details":
+                out.append("</details>")
         return "\n\n".join(out) + "\n"
 
     def to_html(self, title: str) -> str:
@@ -131,6 +143,10 @@ class Doc:
             elif kind == "img":
                 body.append(f'<figure><img src="{html.escape(val[0])}" alt="{html.escape(val[1])}">'
                             f"<figcaption>{_inline_html(val[1])}</figcaption></figure>")
+            elif kind == "details":
+                body.append(f"<details><summary>{_inline_html(val)}</summary>")
+            elif kind == "/details":
+                body.append("</details>")
         css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
                "table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;"
                "padding:.3em .6em;text-align:right}th:first-child,td:first-child{text-align:left}"

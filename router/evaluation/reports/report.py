@@ -3,7 +3,7 @@ short headline that Dagster shows as metadata."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,13 +11,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from router.evaluation.config import AVG, ROUTERS
+from router.evaluation.config import AVG, MIN_SPLITS_FOR_SIGNIFICANCE, ROUTERS
 from router.evaluation.reports.hybrid import render_hybrid
 from router.evaluation.reports.plots import PLOTS
 from router.evaluation.reports.render import Doc, fmt, fmt_p, fmt_pm
 from router.evaluation.reports.tables import (
     LOWER_IS_BETTER,
     METRIC_LABELS,
+    MORE_COLUMNS,
     ablation_rows,
     decision_line,
     lookup,
@@ -28,15 +29,28 @@ from router.evaluation.reports.tables import (
 from router.evaluation.results import EvalOutput
 
 
-def headline(output: EvalOutput, simulated_models: Sequence[str] = (), text_only: bool = False) -> str:
-    """A few Markdown lines for Dagster metadata: the verdict per setting and the data caveats."""
+def headline(output: EvalOutput, simulated_models: Sequence[str] = (), text_only: bool = False,
+             deployment: Mapping[str, Any] | None = None) -> str:
+    """A few Markdown lines for Dagster metadata: the deployed router, the verdict per setting and the data
+    caveats."""
     lines = []
     if simulated_models:
         lines.append(f"**SIMULATED** models: {', '.join(simulated_models)}.")
     if text_only:
         lines.append("Mode: **text-only** (no image features).")
-    lines += [decision_line(output), *verdict_sentences(output)]
+    lines += [x for x in (deployment_line(deployment), decision_line(output)) if x]
+    lines += verdict_sentences(output)
     return "\n\n".join(lines)
+
+
+def deployment_line(deployment: Mapping[str, Any] | None) -> str | None:
+    """The one deployment decision (``deployed.json``, made by the deployed_router asset), or None."""
+    if not deployment or not deployment.get("deployed"):
+        return None
+    lam = deployment.get("lambda")
+    at = f" at λ = {lam:g}" if isinstance(lam, (int, float)) else ""
+    reason = deployment.get("reason") or "chosen on validation utility"
+    return f"**Deployed: {deployment['deployed']}{at}** (the deployed_router asset). {reason}"
 
 
 @dataclass
@@ -48,6 +62,7 @@ class _Section:
     pm: str
     pm_label: str
     sim_note: str
+    deployment: Mapping[str, Any] | None = None
 
 
 def write_report(
@@ -57,6 +72,7 @@ def write_report(
     simulated_models: Sequence[str] | None = None,
     text_only: bool | None = None,
     notes: Sequence[str] = (),
+    deployment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write report.md, report.html and the PNG plots into ``out_dir``; return their paths and the headline.
 
@@ -74,7 +90,7 @@ def write_report(
 
     plots = {name: fn(output, out / f"{name}.png") for name, fn in PLOTS.items()}
     plots = {k: v for k, v in plots.items() if v is not None}
-    sec = _Section(output, plots, pm, METRIC_LABELS.get(pm, pm), sim_note)
+    sec = _Section(output, plots, pm, METRIC_LABELS.get(pm, pm), sim_note, deployment)
 
     doc = Doc()
     _preamble(doc, sec, title, sim, txt, notes)
@@ -88,7 +104,7 @@ def write_report(
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(doc.to_md(), encoding="utf-8")
     html_path.write_text(doc.to_html(title), encoding="utf-8")
-    return {"md": md_path, "html": html_path, "plots": plots, "headline": headline(output, sim, txt)}
+    return {"md": md_path, "html": html_path, "plots": plots, "headline": headline(output, sim, txt, deployment)}
 
 
 def _preamble(doc: Doc, sec: _Section, title: str, sim: list[str], txt: bool, notes: Sequence[str]) -> None:
@@ -106,7 +122,7 @@ def _preamble(doc: Doc, sec: _Section, title: str, sim: list[str], txt: bool, no
         f"run `{output.run_id}`; models: {', '.join(meta.get('model_ids', []))}",
         f"queries train / val / test: {meta.get('n_queries', {})}; task groups: {', '.join(meta.get('task_groups', []))}",
         f"seeds: {meta.get('seeds')}; λ sweep: {[round(x, 4) for x in meta.get('lambdas', [])]}; "
-        f"decision λ: {meta.get('decision_lambda')}",
+        f"λ of the routing_decisions rows and the task-group cost view: {meta.get('decision_lambda')}",
         f"primary metric: {sec.pm_label}" + (", averaged over the oriented and cost settings"
                                               if sec.pm == "rank_score" else " of the cost setting"),
         _bounds_fact(meta),
@@ -131,36 +147,57 @@ def _main_table(doc: Doc, sec: _Section) -> None:
     if "main_summary" not in output.tables:
         doc.p("The main table was not part of this run.")
         return
-    doc.p(decision_line(output))
+    for line in (deployment_line(sec.deployment), decision_line(output)):
+        if line:
+            doc.p(line)
     for s in verdict_sentences(output):
         doc.p(s)
     header, rows = table1_rows(output)
     doc.table(header, rows)
-    welch = output.tables.get("welch")
-    if welch is not None and welch.height:
-        doc.table(["Setting", "Metric", "LatentRouter", "Best baseline", "Baseline", "Paired p (splits)",
-                   "Welch p (all runs)"],
-                  [[r["setting"], METRIC_LABELS.get(r["metric"], r["metric"]),
-                    fmt_pm(r["latent_mean"], r["latent_ci95"]), r["best_baseline"],
-                    fmt_pm(r["baseline_mean"], r["baseline_ci95"]), fmt_p(r["paired_p"]), fmt_p(r["welch_p"])]
-                   for r in welch.iter_rows(named=True)])
+    n_splits = int(output.meta.get("n_splits", 1))
+    doc.p("_" + " ".join(x for x in (
+        "Test split; mean ± standard error over splits × seeds (a single value is shown alone). Best "
+        "non-oracle value in bold, second-best in italics. λ=0 columns: the performance-oriented fit (trained "
+        "at λ=0) judged at its λ=0 pick. Rank Score (sweep) is the best over the cost-aware fit's λ sweep "
+        "(VL-RouterBench, bounds above); nAUC (budget) follows MMR-Bench (budgets over the router's predicted "
+        "costs, Pareto frontier, area over its cost range, NaN below two frontier points).",
+        sec.sim_note) if x) + "_")
+    doc.p(_significance_summary(output, n_splits))
+    doc.details("All metrics (Ps, QNC, cost at the best Rank Score, nAUC over the λ sweep, regret)")
+    doc.table(*table1_rows(output, MORE_COLUMNS),
+              "Ps and QNC from the budget sweep; QNC = cheapest frontier cost reaching the strongest single "
+              "model's quality over that model's cost (∞ = never); nAUC (λ sweep, interp) is the frontier area "
+              "over the λ-sweep points, a second view.")
+    doc.end_details()
     comps = output.tables.get("comparisons")
     if comps is not None and comps.height:
-        doc.table(["Setting", "LatentRouter vs", "Difference", "Paired p (splits)"],
-                  [[r["setting"], r["baseline"], fmt(r["diff"]), fmt_p(r["paired_p"])]
+        doc.details(f"LatentRouter vs every baseline ({sec.pm_label}, paired t over splits)")
+        doc.table(["Setting", "LatentRouter vs", "Difference", f"Paired p ({n_splits} split(s))"],
+                  [[r["setting"], r["baseline"], fmt(r["diff"]),
+                    fmt_p(r["paired_p"]) if n_splits >= MIN_SPLITS_FOR_SIGNIFICANCE else "n/a (< 3 splits)"]
                    for r in comps.iter_rows(named=True)])
-    doc.p("_" + " ".join(x for x in (
-        "Test split; mean ± 95% t-interval half-width over splits × seeds (– with a single value). Best "
-        "non-oracle value in bold, second-best in italics. Oriented = trained at λ=0, judged at its λ=0 pick "
-        "(Rank Score of that one point). Cost = cost-aware training: Rank Score is the best over the λ sweep "
-        "(VL-RouterBench, bounds above); nAUC / Ps / QNC (budget sweep) follow MMR-Bench: budgets over the "
-        "router's predicted costs, per query the best predicted quality that fits, Pareto frontier, trapezoid "
-        "area / its cost range, NaN below two frontier points (fixed routers: one point); QNC = cheapest "
-        "frontier cost reaching the strongest single model's quality over that model's cost (∞ = never). "
-        "nAUC (λ sweep, interp) is the same area over the λ-sweep points, a second view. Tests: paired t over "
-        "per-split means (needs ≥ 2 splits), Welch over all split × seed values; no spread gives n/a.",
-        sec.sim_note) if x) + "_")
+        doc.end_details()
     _tuning(doc, sec)
+
+
+def _significance_summary(output: EvalOutput, n_splits: int) -> str:
+    """One paragraph instead of a p-value per pair: which baselines LatentRouter beats or trails on the
+    primary metric (average setting) by the paired test, or why there is no test."""
+    comps = output.tables.get("comparisons")
+    if comps is None or comps.height == 0:
+        return ""
+    if n_splits < MIN_SPLITS_FOR_SIGNIFICANCE:
+        return (f"_No significance claims: {n_splits} split(s); a paired test over splits needs at least "
+                f"{MIN_SPLITS_FOR_SIGNIFICANCE} (the evaluation's n_splits)._")
+    avg = comps.filter(pl.col("setting") == AVG)
+    better = [r["baseline"] for r in avg.iter_rows(named=True) if r["diff"] > 0 and r["paired_p"] < 0.05]
+    worse = [r["baseline"] for r in avg.iter_rows(named=True) if r["diff"] < 0 and r["paired_p"] < 0.05]
+    rest = [r["baseline"] for r in avg.iter_rows(named=True) if r["baseline"] not in better + worse]
+    parts = [f"significantly better than {', '.join(better)}" if better else "",
+             f"significantly worse than {', '.join(worse)}" if worse else "",
+             f"not distinguishable from {', '.join(rest)}" if rest else ""]
+    return (f"Paired t over {n_splits} splits (p < 0.05), primary metric averaged over the settings: "
+            f"LatentRouter is {'; '.join(x for x in parts if x)}.")
 
 
 def _tuning(doc: Doc, sec: _Section) -> None:

@@ -1,5 +1,5 @@
-"""The report's tables: Table 1 (mean +- std, best non-oracle bold, second italic), the computed verdict per
-setting, and look-ups into the experiments' summary frames."""
+"""The report's tables: Table 1 (mean ± standard error over splits x seeds, best non-oracle bold, second
+italic), the computed verdict per setting, and look-ups into the experiments' summary frames."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import polars as pl
 
-from router.evaluation.config import AVG, ORACLE, ROUTERS, STRONGEST
+from router.evaluation.config import AVG, MIN_SPLITS_FOR_SIGNIFICANCE, ORACLE, ROUTERS, STRONGEST
 from router.evaluation.reports.render import fmt, fmt_p, fmt_pm, md_table
 from router.evaluation.results import EvalOutput
 
@@ -23,14 +23,17 @@ METRIC_LABELS = {
     "regret": "Oracle regret",
 }
 LOWER_IS_BETTER = frozenset({"cost_usd", "rank_cost_usd", "cost", "qnc", "regret", "mse", "latency_ms", "params"})
-# the Table-1 columns: (header, setting, metric)
+# the main table's columns (header, setting, metric): what fits a laptop screen; the primary metric's column
+# goes first. The others are in the report's collapsed "All metrics" table.
 TABLE1_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("Oriented: Rank Score", "oriented", "rank_score"),
-    ("Cost: Rank Score", "cost", "rank_score"),
-    ("Oriented: Accuracy", "oriented", "quality"),
-    ("Oriented: USD/query", "oriented", "cost_usd"),
+    ("Accuracy (λ=0)", "oriented", "quality"),
+    ("USD/query (λ=0)", "oriented", "cost_usd"),
+    ("Rank Score (λ=0)", "oriented", "rank_score"),
+    ("Rank Score (sweep)", "cost", "rank_score"),
+    ("nAUC (budget)", "cost", "nauc_budget"),
+)
+MORE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("Cost: USD/query at best Rank Score", "cost", "rank_cost_usd"),
-    ("Cost: nAUC (budget sweep)", "cost", "nauc_budget"),
     ("Cost: Ps (budget sweep)", "cost", "ps"),
     ("Cost: QNC (budget sweep)", "cost", "qnc"),
     ("Cost: nAUC (λ sweep, interp)", "cost", "nauc_interp"),
@@ -48,15 +51,15 @@ def lookup(summary: pl.DataFrame, **where: str) -> tuple[float, float] | None:
     return float(f["mean"][0]), float(f["std"][0])
 
 
-def lookup_ci(summary: pl.DataFrame, **where: str) -> tuple[float, float] | None:
-    """(mean, 95% interval half-width) of a summary cell (the std when the frame has no ci95 column)."""
+def lookup_se(summary: pl.DataFrame, **where: str) -> tuple[float, float] | None:
+    """(mean, standard error) of a summary cell (NaN for a single value: shown as the mean alone)."""
     got = lookup(summary, **where)
-    if got is None or "ci95" not in summary.columns:
+    if got is None or "se" not in summary.columns:
         return got
     f = summary
     for k, v in where.items():
         f = f.filter(pl.col(k) == v)
-    return got[0], float(f["ci95"][0]) if f["ci95"][0] is not None else float("nan")
+    return got[0], float(f["se"][0]) if f["se"][0] is not None else float("nan")
 
 
 def rank_marks(values: dict[str, float], lower_better: bool) -> dict[str, str]:
@@ -75,26 +78,26 @@ def rank_marks(values: dict[str, float], lower_better: bool) -> dict[str, str]:
 
 
 def table1_markdown(output: EvalOutput) -> str:
-    """Paper Table 1 shape: routers x settings, mean ± std over splits x seeds, best non-oracle bold, second italic."""
+    """Paper Table 1 shape: routers x settings, mean ± SE over splits x seeds, best non-oracle bold, second italic."""
     header, rows = table1_rows(output)
     return md_table(header, rows)
 
 
-def table1_rows(output: EvalOutput) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows of Table 1, the primary metric's column included (routers that ran only)."""
+def table1_rows(output: EvalOutput, columns: tuple[tuple[str, str, str], ...] | None = None,
+                ) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows of Table 1 (``columns``: default the main ones, the primary metric first),
+    mean ± standard error over splits x seeds; routers that ran only."""
     summary = output.tables["main_summary"]
     pm = output.meta.get("primary_metric", "rank_score")
-    cols = list(TABLE1_COLUMNS)
-    if pm != "rank_score":
-        cols.insert(0, (f"Avg primary ({METRIC_LABELS.get(pm, pm)})", AVG, pm))
-    else:
-        cols.insert(2, ("Avg Rank Score (primary)", AVG, pm))
+    cols = list(TABLE1_COLUMNS if columns is None else columns)
+    if columns is None:
+        cols.insert(0, (f"{METRIC_LABELS.get(pm, pm)} (primary, avg)", AVG, pm))
     routers = list(output.meta.get("routers", ROUTERS))
     cells: dict[tuple[str, int], str] = {}
     for ci, (_, st, metric) in enumerate(cols):
         vals = {}
         for r in routers:
-            got = lookup_ci(summary, router=r, setting=st, metric=metric)
+            got = lookup_se(summary, router=r, setting=st, metric=metric)
             vals[r] = got[0] if got else float("nan")
             cells[(r, ci)] = fmt_pm(*got) if got else "–"
         for r, mark in rank_marks(vals, metric in LOWER_IS_BETTER).items():
@@ -105,7 +108,8 @@ def table1_rows(output: EvalOutput) -> tuple[list[str], list[list[str]]]:
 
 
 def verdict_sentences(output: EvalOutput) -> list[str]:
-    """One computed sentence per setting: is LatentRouter the best non-oracle router, with the Welch p-value."""
+    """One computed sentence per setting: is LatentRouter the best non-oracle router; a significance word only
+    from the paired test over >= 3 splits."""
     welch = output.tables.get("welch")
     if welch is None or welch.height == 0:
         return ["The main table was not run, so no router comparison is available."]
@@ -118,13 +122,10 @@ def verdict_sentences(output: EvalOutput) -> list[str]:
         if f.height == 0:
             continue
         r = f.row(0, named=True)
-        spread = "ci95" if "latent_ci95" in r else "std"  # the same ± as Table 1 (95% interval half-width)
+        spread = "se" if "latent_se" in r else "std"  # the same ± as Table 1 (standard error)
         lat = fmt_pm(r["latent_mean"], r[f"latent_{spread}"])
         base = fmt_pm(r["baseline_mean"], r[f"baseline_{spread}"])
-        p = fmt_p(r["p"])
-        sig = ""
-        if not math.isnan(r["p"]):
-            sig = " (significant at 0.05)" if r["p"] < 0.05 else " (not significant at 0.05)"
+        n_splits = int(r.get("n_splits", 1))
         diff = f" (difference {r['latent_mean'] - r['baseline_mean']:+.3f})"
         if r["latent_mean"] > r["baseline_mean"]:
             verdict = (f"LatentRouter **is** the best non-oracle router: {lat} vs the best baseline "
@@ -136,9 +137,13 @@ def verdict_sentences(output: EvalOutput) -> list[str]:
                        f"vs LatentRouter {lat}")
         if r["latent_mean"] != r["baseline_mean"]:
             verdict += diff
-        test = r.get("test", "Welch over seeds")
-        out.append(f"**{names[st]}** ({label}): {verdict}; {test}, two-sided p = {p}{sig}; "
-                   f"{r.get('n_splits', 1)} split(s) x {r['n_seeds']} seeds.")
+        if n_splits >= MIN_SPLITS_FOR_SIGNIFICANCE and not math.isnan(r["paired_p"]):
+            word = "significant" if r["paired_p"] < 0.05 else "not significant"
+            test = f"paired t over {n_splits} splits, two-sided p = {fmt_p(r['paired_p'])} ({word} at 0.05)"
+        else:
+            test = (f"no significance test ({n_splits} split(s); a paired test needs at least "
+                    f"{MIN_SPLITS_FOR_SIGNIFICANCE})")
+        out.append(f"**{names[st]}** ({label}): {verdict}; {test}; {n_splits} split(s) x {r['n_seeds']} seed(s).")
     return out
 
 
@@ -148,17 +153,18 @@ def _cell(summary: pl.DataFrame, router: str, setting: str, metric: str) -> floa
 
 
 def decision_line(output: EvalOutput) -> str:
-    """The deployment decision: the non-oracle router with the best primary metric, at its best-Rank-Score
-    lambda, against the strongest single model (quality and USD cost per query on the test split)."""
+    """The test split's leader: the non-oracle router with the best primary metric, at its best-Rank-Score
+    lambda, against the strongest single model (quality and USD cost per query on the test split). What
+    serves is decided on validation rows (the deployed_router asset), never here."""
     summary = output.tables.get("main_summary")
     if summary is None or summary.height == 0:
-        return "No decision: the main table was not run."
+        return "The main table was not run."
     pm = output.meta.get("primary_metric", "rank_score")
     routers = [r for r in output.meta.get("routers", ROUTERS) if r != ORACLE]
     scores = {r: _cell(summary, r, AVG, pm) for r in routers}
     scores = {r: v for r, v in scores.items() if math.isfinite(v)}
     if not scores:
-        return "No decision: the primary metric is undefined for every router."
+        return "The primary metric is undefined for every router."
     best = max(scores, key=lambda r: (scores[r], -routers.index(r)))
     lam = _cell(summary, best, "cost", "rank_lambda")
     q, c = _cell(summary, best, "cost", "rank_quality"), _cell(summary, best, "cost", "rank_cost_usd")
@@ -166,7 +172,7 @@ def decision_line(output: EvalOutput) -> str:
         lam, q, c = 0.0, _cell(summary, best, "oriented", "quality"), _cell(summary, best, "oriented", "cost_usd")
     sq, sc = _cell(summary, STRONGEST, "oriented", "quality"), _cell(summary, STRONGEST, "oriented", "cost_usd")
     at = f" at λ = {lam:.3g}" if math.isfinite(lam) else ""
-    return (f"**Decision: deploy {best}{at}** (best {METRIC_LABELS.get(pm, pm)} {fmt(scores[best])}): "
+    return (f"Best on the test split: **{best}{at}** ({METRIC_LABELS.get(pm, pm)} {fmt(scores[best])}): "
             f"quality {fmt(q)} vs Strongest {fmt(sq)}, cost {fmt(c)} USD/query vs Strongest's {fmt(sc)}.")
 
 

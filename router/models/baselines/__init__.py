@@ -21,7 +21,7 @@ from router.models.baselines.factorisation import MLPMFConfig, MLPMFRouter, Rout
 from router.models.baselines.fixed import CheapestRouter, OracleRouter, RandomRouter, StrongestRouter
 from router.models.baselines.graphrouter import GraphRouter, GraphRouterConfig
 from router.models.baselines.group_best import GroupBestConfig, GroupBestRouter
-from router.models.baselines.neighbours import KMeansRouter, KNNRouter
+from router.models.baselines.neighbours import KMeansConfig, KMeansRouter, KNNConfig, KNNRouter
 from router.models.baselines.r2router import R2Router, R2RouterConfig
 from router.models.baselines.routerdc import RouterDCConfig, RouterDCRouter
 
@@ -35,7 +35,7 @@ BASELINES: dict[str, type[Router]] = {
 
 __all__ = [
     "BASELINES", "CheapestRouter", "ECVLConfig", "ECVLRouter", "GraphRouter", "GraphRouterConfig", "GroupBestConfig",
-    "GroupBestRouter", "KMeansRouter", "KNNRouter", "MLPMFConfig", "MLPMFRouter", "OracleRouter", "R2Router",
+    "GroupBestRouter", "KMeansConfig", "KMeansRouter", "KNNConfig", "KNNRouter", "MLPMFConfig", "MLPMFRouter", "OracleRouter", "R2Router",
     "R2RouterConfig", "RandomRouter", "RouteLLMConfig", "RouteLLMMFRouter", "RouterDCConfig", "RouterDCRouter",
     "StrongestRouter", "TorchTrainConfig", "VLFeatureConfig", "VLFeatureRouter", "fit_rows", "soft_labels",
 ]

@@ -73,6 +73,9 @@ class FittedOnModels:
     def _remember(self, data: RoutingData) -> None:
         self._model_ids = list(data.model_ids)
 
+    def fitted_model_ids(self) -> list[str] | None:
+        return None if self._model_ids is None else list(self._model_ids)
+
     def _check(self, data: RoutingData) -> None:
         if self._model_ids is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")

@@ -4,6 +4,8 @@ clusters), each predicting the mean outcome and cost of the training queries nea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.neighbors import NearestNeighbors
@@ -19,6 +21,21 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (a zero row stays zero, as in sklearn's cosine distance)."""
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norm == 0, 1.0, norm)
+
+
+@dataclass
+class KNNConfig:
+    """MMR-Bench's KNN: ``k`` cosine neighbours."""
+
+    k: int = 50
+
+
+@dataclass
+class KMeansConfig:
+    """MMR-Bench's KMeans: ``n_clusters`` clusters, the best of ``n_init`` k-means runs."""
+
+    n_clusters: int = 20
+    n_init: int = 10
 
 
 class KNNRouter(FittedOnModels, Router):

@@ -53,7 +53,7 @@ def test_bad_images_are_skipped_with_file_row_column_and_reason(tmp_path, monkey
     hashed: list[str] = []
     real_sha = common.sha256_file
     monkeypatch.setattr(common, "sha256_file", lambda p: hashed.append(Path(p).name) or real_sha(p))
-    res = import_custom_queries(path, imgs, images_dir=tmp_path / "wh")
+    res = import_custom_queries(path, imgs, copy_to=tmp_path / "wh")
     assert res.queries.height == 1 and res.queries["query_id"].len() == 1
     assert skips(res) == {("own.jsonl", 2, "image"), ("own.jsonl", 3, "image"), ("own.jsonl", 4, "image")}
     why = {r: reason for _, r, _, reason in res.skipped.iter_rows()}
@@ -64,7 +64,7 @@ def test_bad_images_are_skipped_with_file_row_column_and_reason(tmp_path, monkey
     assert "huge.jpg" not in opened and hashed == ["good.png"]
     assert [p.name.split(".")[1] for p in (tmp_path / "wh").iterdir()] == ["png"]
     with pytest.raises(ImportValidationError, match=r"own.jsonl: row 2, column 'image': image corrupt.jpg"):
-        import_custom_queries(path, imgs, images_dir=tmp_path / "wh2", on_error="fail")
+        import_custom_queries(path, imgs, copy_to=tmp_path / "wh2", on_error="fail")
     assert not (tmp_path / "wh2").exists()
 
 
@@ -81,7 +81,7 @@ def test_mmr_bench_image_with_a_bomb_header_skips_the_row(tmp_path):
     (tmp_path / "data" / "OCRBench" / "2.png").write_bytes(_png_header(20000, 20000))
     csv = tmp_path / "mmr.csv"
     csv.write_text("dataset_idx,question,answer,A_correct,A_cost\nOCRBench_1,q?,a,1,0.1\nOCRBench_2,q?,a,1,0.1\n")
-    res = import_mmr_bench(csv, image_root=tmp_path / "data")
+    res = import_mmr_bench(csv, images=tmp_path / "data")
     assert res.queries.height == 1 and skips(res) == {("mmr.csv", 2, "dataset_idx")}
     assert "2.png" in res.skipped["reason"][0] and "pixels" in res.skipped["reason"][0]
 

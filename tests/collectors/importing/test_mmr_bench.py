@@ -44,7 +44,7 @@ def _mmr(tmp_path: Path, rows=MMR_ROWS, header=MMR_HEADER, images=True) -> tuple
 
 def test_mmr_bench_imports_and_conforms(tmp_path):
     csv, root, blobs = _mmr(tmp_path)
-    res = import_mmr_bench(csv, image_root=root, side_features=["difficulty"], run_id="r1", collected_at=AT)
+    res = import_mmr_bench(csv, images=root, side_features=["difficulty"], run_id="r1", collected_at=AT)
     assert_conforms(res.queries, QUERIES)
     assert_conforms(res.traces, TRACES)
     assert_conforms(res.models, MODELS)
@@ -93,12 +93,12 @@ def test_mmr_text_only_and_missing_image_skipped(tmp_path):
     assert res.text_only and (res.queries["image_path"] == "").all() and (res.queries["image_sha256"] == "").all()
     assert res.queries.height == 5 and res.skipped.height == 0
     (root / "MathVista" / "3.jpg").unlink()
-    res = import_mmr_bench(csv, image_root=root, collected_at=AT)
+    res = import_mmr_bench(csv, images=root, collected_at=AT)
     assert res.queries.height == 4 and res.traces.height == 8 and not res.text_only
     assert skips(res) == {("MMR_Bench.csv", 3, "dataset_idx")}
     assert "image file not found" in res.skipped["reason"][0] and "MathVista" in res.skipped["reason"][0]
     with pytest.raises(ImportValidationError, match=r"MMR_Bench.csv: row 3, column 'dataset_idx'"):
-        import_mmr_bench(csv, image_root=root, on_error="fail", collected_at=AT)
+        import_mmr_bench(csv, images=root, on_error="fail", collected_at=AT)
 
 
 def test_mmr_model_without_cost_column_is_named(tmp_path):

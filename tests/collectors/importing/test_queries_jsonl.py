@@ -41,7 +41,7 @@ def test_custom_queries_copy_images_by_sha(tmp_path):
             {"id": 2, "image": "sub/b.JPG", "question": "Bar?", "answer": "3", "dataset": "ChartQA"}]
     path, imgs = _own(tmp_path, rows)
     wh = tmp_path / "warehouse" / "images"
-    res = import_custom_queries(path, imgs, images_dir=wh)
+    res = import_custom_queries(path, imgs, copy_to=wh)
     assert_conforms(res.queries, QUERIES)
     assert res.traces.height == 0 and res.models.height == 0 and not res.text_only
     q = res.queries
@@ -74,7 +74,7 @@ def test_image_path_escape_is_refused(tmp_path, kind):
     assert ("not found" in why) if kind == "missing" else ("refused" in why)
     assert all(p != outside for p in res.image_files.values())
     with pytest.raises(ImportValidationError, match=r"own.jsonl: row 2, column 'image'"):
-        import_custom_queries(path, imgs, images_dir=tmp_path / "wh", on_error="fail")
+        import_custom_queries(path, imgs, copy_to=tmp_path / "wh", on_error="fail")
     assert not (tmp_path / "wh").exists()  # refused before anything was written
 
 
