@@ -180,6 +180,12 @@ def cmd_run(args) -> int:
             run_stage(args.stage, instance, opts, log=lambda line: print(line, flush=True), home=home)
         except (StageFailed, ValueError) as exc:
             raise CliError(_one_line(exc), code=1) from exc
+    if args.stage in ("evaluate", "all"):
+        from pipelines.demo import newest_report
+
+        report = newest_report(home / "warehouse" / "reports")
+        if report is not None:
+            print(f"report: {report}\nreport (HTML, with plots): {report.with_suffix('.html')}")
     return 0
 
 

@@ -156,8 +156,9 @@ def _add_serving_commands(sub) -> None:
     r = sub.add_parser("route", help="rank the candidate models for one image+question")
     r.add_argument("--image", required=True, help="PNG or JPEG file of the request")
     r.add_argument("--question", required=True, help="the question asked about the image")
-    r.add_argument("--lambda", dest="lam", type=float, default=0.0, metavar="LAMBDA",
-                   help="cost weight: utility = quality - lambda x normalised cost (0: best quality)")
+    r.add_argument("--lambda", dest="lam", type=float, default=None, metavar="LAMBDA",
+                   help="cost weight >= 0: utility = quality - lambda x normalised cost (0: best quality; "
+                        "default: the deployed router's lambda)")
     r.add_argument("--pool", default="", help="comma-separated subset of the active models (default: all)")
     r.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     r.set_defaults(func=cmd_route)

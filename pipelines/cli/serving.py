@@ -46,24 +46,40 @@ def check_route_request(image: str, question: str) -> None:
 
 
 def cmd_route(args) -> int:
+    import math
+
     from router.serving.service import load_router
 
     check_route_request(args.image, args.question)
+    if args.lam is not None and not (math.isfinite(args.lam) and args.lam >= 0):
+        raise CliError(f"--lambda must be a finite number >= 0, got {args.lam}")
     home = _warehouse(args)[1]
     require_warehouse(home)
     pool = [p for p in args.pool.split(",") if p] if args.pool else None
     try:
         router = load_router(home=home)
-        ranked = router.route(args.image, args.question, pool=pool, lam=args.lam)
+        dep = router.deployment
+        lam = float(args.lam if args.lam is not None else (dep.get("lambda") or 0.0))
+        ranked = router.route(args.image, args.question, pool=pool, lam=lam)
     except (FileNotFoundError, ValueError) as exc:  # no trained router yet, unknown pool model, bad image
         raise CliError(_one_line(exc).removeprefix("[Errno 2] "), code=1) from exc
+    simulated = {m for m, s in zip(router.data.model_ids, router.data.simulated or [], strict=False) if s}
     if args.format == "json":
-        print(json.dumps(ranked, indent=2))
-    else:
-        print(f"{'rank':<5}{'model':<28}{'quality':>9}{'sigma':>8}{'cost_usd':>12}{'utility':>9}")
-        for i, r in enumerate(ranked, 1):
-            print(f"{i:<5}{r['model_id']:<28}{r['quality']:>9.3f}{r['uncertainty']:>8.3f}"
-                  f"{r['cost_usd']:>12.2e}{r['utility']:>9.3f}")
+        print(json.dumps({"router": dep["serving"], "deployed": dep["deployed"], "lambda": lam,
+                          "checkpoint": router.checkpoint.name,
+                          "ranked": [{**r, "simulated": r["model_id"] in simulated} for r in ranked]}, indent=2))
+        return 0
+    print(f"router: {dep['serving']} (deployed: {dep['deployed']}), lambda {lam:g}, checkpoint "
+          f"{router.checkpoint.name}" + (f"; {dep['note']}" if dep.get("note") else ""))
+    sigma = any(r["uncertainty"] > 0 for r in ranked)  # a baseline has no uncertainty to show
+    print(f"{'rank':<5}{'model':<30}{'quality':>9}" + (f"{'sigma':>8}" if sigma else "")
+          + f"{'cost_usd':>12}{'utility':>9}")
+    for i, r in enumerate(ranked, 1):
+        name = r["model_id"] + (" *" if r["model_id"] in simulated else "")
+        print(f"{i:<5}{name:<30}{r['quality']:>9.3f}" + (f"{r['uncertainty']:>8.3f}" if sigma else "")
+              + f"{r['cost_usd']:>12.2e}{r['utility']:>9.3f}")
+    if simulated & {r["model_id"] for r in ranked}:
+        print("* simulated model (the built-in simulator, not a real MLLM)")
     return 0
 
 

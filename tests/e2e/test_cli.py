@@ -198,3 +198,17 @@ def _png(path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (32, 32), (200, 30, 30)).save(path)
+
+
+def test_route_names_the_router_checkpoint_and_lambda_and_marks_simulated_models(trained_home: Path, image: Path,
+                                                                                   elsewhere: Path) -> None:
+    res = lrouter("--home", str(trained_home), "route", "--image", str(image), "--question", "What?",
+                  cwd=elsewhere, timeout=300)
+    assert res.returncode == 0, res.stderr
+    first = res.stdout.splitlines()[0]
+    # no deployment decision in this home: its checkpoint's LatentRouter serves, at lambda 0
+    assert first.startswith("router: LatentRouter (deployed: LatentRouter), lambda 0, checkpoint ")
+    assert "simvl-ultra:72b *" in res.stdout and "* simulated model" in res.stdout
+    res = lrouter("--home", str(trained_home), "route", "--image", str(image), "--question", "What?",
+                  "--lambda", "-1", cwd=elsewhere)
+    assert_one_line(res, 2, "--lambda must be a finite number >= 0")
