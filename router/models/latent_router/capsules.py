@@ -18,7 +18,7 @@ from router.models.latent_router.layers import FFN
 from router.models.latent_router.pooling import graph_capture
 
 if TYPE_CHECKING:
-    from router.models.latent_router.model import InputDims, LatentRouterConfig
+    from router.models.latent_router.config import InputDims, LatentRouterConfig
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from router.models.latent_router.model import LatentRouterConfig
+    from router.models.latent_router.config import LatentRouterConfig
 
 
 class FFN(nn.Module):
