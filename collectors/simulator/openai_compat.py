@@ -4,7 +4,9 @@
 Why: the routing gateway forwards to OpenAI-compatible upstreams, so tests, the bench and the demo run it end
 to end offline with the embedded simulator on loopback. Requests take OpenAI's message schema (text and
 ``image_url`` parts with ``data:`` URLs); errors come in OpenAI's shape ``{"error": {"message", "type",
-"param", "code"}}``. ``set_fixed_latency(sim, s)`` makes every answer here take ``s`` real seconds instead
+"param", "code"}}``. Besides the faults of ``/api/chat``, two are OpenAI-shaped: ``http_429`` (with
+``Retry-After`` and ``retry-after-ms``) and ``unauthorized_models`` (HTTP 401, a rejected key), so the
+OpenAI-protocol collector is tested against both. ``set_fixed_latency(sim, s)`` makes every answer here take ``s`` real seconds instead
 of its scaled simulated duration (the bench's "200 ms upstream").
 """
 
@@ -16,7 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from collectors.simulator.faults import draw_fault
 from collectors.simulator.protocol import (
@@ -28,9 +30,11 @@ from collectors.simulator.protocol import (
     truncate_reply,
 )
 
-if TYPE_CHECKING:
-    from collectors.simulator.handler import SimHandler
-    from collectors.simulator.server import SimServer
+# The handler (collectors.simulator.handler.SimHandler) and the server (collectors.simulator.server.SimServer)
+# import this module, so it names their types in prose only: ``h`` is the SimHandler of one request, ``sim``
+# its SimServer. No import cycle, not even a type-only one.
+SimHandler = Any
+SimServer = Any
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
