@@ -9,7 +9,7 @@ import math
 import socket
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from collectors.simulator import openai_compat
 from collectors.simulator.behaviour import SimAnswer
@@ -28,9 +28,6 @@ from collectors.simulator.protocol import (
 )
 from collectors.simulator.specs import SimModelSpec
 
-if TYPE_CHECKING:
-    from collectors.simulator.server import SimServer
-
 
 class SimHTTPServer(ThreadingHTTPServer):
     """A threaded HTTP server that knows the `SimServer` its handlers answer for."""
@@ -38,7 +35,7 @@ class SimHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 512
-    sim: SimServer
+    sim: Any  # the collectors.simulator.server.SimServer these handlers answer for (set by it; it imports us)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that hang up (timeouts, dropped faults) are expected; report anything else."""
