@@ -280,7 +280,7 @@ async def _chat(state: GatewayState, request: Request, rec: Served) -> Response:
 
 
 async def _forward(state: GatewayState, req: ChatRequest, rec: Served, candidates: list[dict[str, Any]]) -> Response:
-    upstreams, client, cfg = state.upstreams(), state.http(), state.cfg
+    upstreams, pool, cfg = state.upstreams(), state.http(), state.cfg
     for cand in candidates[: 1 + cfg.max_fallbacks]:
         model = cand["model_id"]
         up = upstreams.get(model)
@@ -288,10 +288,22 @@ async def _forward(state: GatewayState, req: ChatRequest, rec: Served, candidate
             rec.attempts.append(Attempt(model, False, "no upstream configured", "config"))
             continue
         t = time.perf_counter()
+        shard, client = pool.acquire()
         try:
             result: dict[str, Any] | UpstreamStream = (await open_stream(client, up, req.body, cfg) if req.stream
                                                       else await complete(client, up, req.body, cfg))
-        except UpstreamFailure as f:
+        except BaseException as exc:
+            pool.release(shard)
+            if not isinstance(exc, UpstreamFailure):
+                raise
+            f = exc
+        else:
+            if isinstance(result, UpstreamStream):
+                result.on_close = lambda shard=shard: pool.release(shard)  # the stream holds its connection
+            else:
+                pool.release(shard)
+            f = None
+        if f is not None:
             ms = (time.perf_counter() - t) * 1e3
             rec.attempts.append(Attempt(model, False, str(f), f.kind, ms))
             state.metrics.upstream_errors.labels(model, f.kind).inc()

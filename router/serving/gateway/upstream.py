@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,6 +251,7 @@ class UpstreamStream:
         self._rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self._pending: list[dict[str, Any]] = []
         self._ended = False
+        self.on_close: Callable[[], None] | None = None  # called once, when the stream is closed
 
     async def _next_events(self) -> list[dict[str, Any]]:
         """The next upstream line's events ([] at the end); ValueError on a malformed line."""
@@ -329,6 +330,9 @@ class UpstreamStream:
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
             await self.resp.aclose()
+        done, self.on_close = self.on_close, None
+        if done is not None:
+            done()
 
 
 async def open_stream(client: httpx.AsyncClient, up: Upstream, body: dict[str, Any],
