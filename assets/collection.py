@@ -34,12 +34,15 @@ class BenchmarkConfig(dg.Config):
 @dg.asset(group_name=GROUP, kinds={"parquet"}, code_version="1", metadata=table_metadata("queries"),
           description="Built-in benchmark of rendered image+question queries with exact ground truth.")
 def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig,
-                      warehouse: WarehouseResource) -> dg.MaterializeResult:
+                      warehouse: WarehouseResource) -> dg.Output[pl.DataFrame | None]:
+    """The built-in benchmark is this asset's table (the IO manager writes it). An import is one ingest that
+    writes the queries, models and trace partitions it brings together (``apply_import``), so its output is
+    None: the IO manager has nothing left to write."""
     wh = warehouse.warehouse()
     extra: dict = {}
+    table: pl.DataFrame | None = None
     if config.source == "builtin":
-        df = generate_benchmark(n=config.n_queries, seed=config.seed, images_dir=wh.images_dir)
-        wh.write_table("queries", df)
+        df = table = generate_benchmark(n=config.n_queries, seed=config.seed, images_dir=wh.images_dir)
         extra["seed"] = config.seed
     else:
         from collectors.importing import FORMATS, ImportOptions, import_benchmark
@@ -56,7 +59,7 @@ def benchmark_queries(context: dg.AssetExecutionContext, config: BenchmarkConfig
         extra = {"import": dg.MetadataValue.md(result.report_markdown()), "text_only": result.text_only,
                  "skipped_rows": summary["skipped"]}
     counts = df.group_by("task_group", "answer_kind").len().sort("task_group", "answer_kind")
-    return dg.MaterializeResult(metadata={
+    return dg.Output(table, metadata={
         "dagster/row_count": df.height,
         "source": config.source,
         "by_task_group": table_value(counts),

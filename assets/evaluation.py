@@ -7,12 +7,12 @@ import dagster as dg
 import polars as pl
 
 from assets.common import png_markdown, rounded, routing_inputs, table_value
+from assets.io_manager import table_metadata
 from assets.resources import WarehouseResource
 from assets.routing import deployed_router, fit_store
 from router.data.warehouse_inputs import routing_data
 from router.evaluation.config import EXPERIMENTS, EvalConfig
 from router.evaluation.context import EvalContext
-from router.evaluation.decisions import merge_decisions
 from router.evaluation.deploy import read_deployment
 from router.evaluation.experiments import run_experiments
 from router.evaluation.hybrid import HYBRID_DIR, load_hybrid_tables
@@ -22,7 +22,6 @@ from router.evaluation.reports.tables import table1_rows
 from router.evaluation.resampling import warehouse_split_source
 from router.features.feature_set import FeatureSet
 from router.training.artifacts import latest_checkpoint_dir
-from warehouse.catalog import refresh_catalog
 
 GROUP = "evaluation"
 
@@ -55,13 +54,25 @@ def eval_config(config: EvaluationConfig) -> EvalConfig:
         raise dg.Failure(str(exc)) from exc
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet", "html"}, code_version="1",
-          deps=[deployed_router],
-          description="Main table (routers x oriented/cost, splits x seeds, paired tests), frontiers, task groups, outcome "
-                      "prediction, ablations, pool changes, cold start, efficiency; Markdown + HTML + PNG.")
+@dg.multi_asset(
+    group_name=GROUP, deps=[deployed_router],
+    outs={
+        "evaluation_report": dg.AssetOut(
+            kinds={"html"}, code_version="1",
+            description="Main table (routers x oriented/cost, splits x seeds, paired tests), frontiers, task groups, "
+                        "outcome prediction, ablations, pool changes, cold start, efficiency; Markdown + HTML + PNG."),
+        "eval_results": dg.AssetOut(kinds={"parquet"}, code_version="1", metadata=table_metadata("eval_results"),
+                                    description="Every metric of every evaluated router, setting, split and seed "
+                                                "(earlier runs kept; run_id tells them apart)."),
+        "routing_decisions": dg.AssetOut(kinds={"parquet"}, code_version="1",
+                                         metadata=table_metadata("routing_decisions"),
+                                         description="Per test query, router and lambda: the pick, the oracle's "
+                                                     "and the router's per-model scores."),
+    })
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig,
-                      query_features: FeatureSet, benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
-                      capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame, warehouse: WarehouseResource) -> dg.MaterializeResult:
+                      query_features: FeatureSet, benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame,
+                      data_splits: pl.DataFrame, capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame,
+                      warehouse: WarehouseResource):
     wh = warehouse.warehouse()
     inputs = routing_inputs(query_features, benchmark_queries, outcome_traces, data_splits, capability_profiles, candidate_models)
     data = routing_data(inputs)
@@ -80,11 +91,8 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     if wh.has_table("eval_results"):  # keep earlier runs for comparison (run_id tells them apart)
         old = wh.read_table("eval_results").filter(pl.col("run_id") != context.run_id)
         results = pl.concat([old, results], how="diagonal_relaxed")
-    wh.write_table("eval_results", results)
-    # replaces the evaluated routers' rows; the deployed router's rows belong to current_pool_routing
-    old = wh.read_table("routing_decisions") if wh.has_table("routing_decisions") else None
-    wh.write_table("routing_decisions", merge_decisions(old, out.routing_decisions))
-    refresh_catalog(wh)
+    yield dg.Output(results, "eval_results", metadata={"run_rows": out.eval_results.height})
+    yield dg.Output(out.routing_decisions, "routing_decisions")
     simulated = [m for m, s in zip(data.model_ids, data.simulated, strict=True) if s]
     notes = [f"evaluation preset {config.preset!r}, {cfg.n_splits} split(s) x seeds {list(cfg.seeds)}, "
              f"{cfg.tuning_trials} tuning trial(s) per router, run {context.run_id}",
@@ -95,7 +103,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     deployment = read_deployment(ckpt) if ckpt is not None else None
     report = write_report(out, wh.reports_dir / context.run_id, simulated_models=simulated,
                           text_only=data.text_only, notes=notes, deployment=deployment)
-    return dg.MaterializeResult(metadata={
+    yield dg.Output(None, "evaluation_report", metadata={
         "report": dg.MetadataValue.path(str(report["md"])),
         "report_html": dg.MetadataValue.path(str(report["html"])),
         "headline": dg.MetadataValue.md(report["headline"]),

@@ -8,11 +8,12 @@ import polars as pl
 
 from assets.common import SIMULATED_NOTE, png_markdown, rounded, routing_inputs, table_value
 from assets.config import config_from
+from assets.io_manager import table_metadata
 from assets.resources import WarehouseResource
 from router.data.warehouse_inputs import routing_data, strongest_on
 from router.evaluation.config import EvalConfig
 from router.evaluation.context import EvalContext
-from router.evaluation.decisions import decision_rows, merge_decisions
+from router.evaluation.decisions import decision_rows
 from router.evaluation.deploy import (
     DEPLOY_FILE,
     DeployConfig,
@@ -31,7 +32,6 @@ from router.training.checkpoint import load_checkpoint, meta_from_data, save_che
 from router.training.trainer import LatentRouterRouter, TrainConfig, predict, train_latent_router
 
 GROUP = "routing"
-DEPLOYED = "LatentRouter (deployed)"
 
 
 LatentRouterTrainConfig = config_from(
@@ -230,15 +230,17 @@ def _curve_png(curve: pl.DataFrame, best_epoch: int) -> bytes:
 
 
 class PoolRoutingConfig(dg.Config):
-    lambdas: list[float] = [0.0, 0.3]
+    lambdas: list[float] = []  # empty: 0 and the deployment's lambda
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[latent_router, deployed_router],
+          metadata=table_metadata("pool_decisions"),
           description="The deployed router re-scores the CURRENT pool on the test split through the models' "
                       "capability tokens: a model added after training is routed to without retraining.")
 def current_pool_routing(context: dg.AssetExecutionContext, config: PoolRoutingConfig,
-                         query_features: FeatureSet, benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
-                         capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame, warehouse: WarehouseResource) -> dg.MaterializeResult:
+                         query_features: FeatureSet, benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame,
+                         data_splits: pl.DataFrame, capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame,
+                         warehouse: WarehouseResource) -> dg.Output[pl.DataFrame]:
     wh = warehouse.warehouse()
     ckpt = latest_checkpoint_dir(wh)
     if ckpt is None:
@@ -248,7 +250,7 @@ def current_pool_routing(context: dg.AssetExecutionContext, config: PoolRoutingC
     data = routing_data(inputs)
     test = data.idx("test")
     trained_on = set(meta.get("model_ids", []))
-    deployed, baseline, _doc = load_deployed_baseline(ckpt)
+    deployed, baseline, doc = load_deployed_baseline(ckpt)
     if baseline is not None and (baseline.fitted_model_ids() or data.model_ids) != list(data.model_ids):
         context.log.warning(f"deployed router {deployed} was fitted on another pool; scoring with LatentRouter")
         baseline = None
@@ -256,26 +258,26 @@ def current_pool_routing(context: dg.AssetExecutionContext, config: PoolRoutingC
     seed = (meta.get("train_config") or {}).get("seed")
     frames = []
     shares = []
-    for lam in config.lambdas:
+    lambdas = list(config.lambdas) or sorted({0.0, float(doc.get("lambda") or 0.0)})
+    for lam in lambdas:
         if baseline is not None:
             score = np.where(data.avail[test], np.asarray(baseline.scores(data, test, lam), np.float64), -np.inf)
         else:
             _, _, score = predict(model, data, test, lam)
-        frame = decision_rows(data, test, score, router=DEPLOYED, lam=lam, pool="current", run_id=context.run_id,
-                              seed=seed)
+        frame = decision_rows(data, test, score, router=f"{serving} (deployed)", lam=lam, pool="current",
+                              run_id=context.run_id, seed=seed)
         frames.append(frame)
         picks = frame["chosen_model"].to_list()
         for m in data.model_ids:
             shares.append({"lambda": lam, "model_id": m, "share_of_picks": picks.count(m) / max(len(picks), 1),
                            "new_since_training": m not in trained_on})
-    old = wh.read_table("routing_decisions") if wh.has_table("routing_decisions") else None
-    wh.write_table("routing_decisions", merge_decisions(old, pl.concat(frames, how="vertical")))
-    share_df = pl.DataFrame(shares).filter(pl.col("lambda") == config.lambdas[0]).drop("lambda")
+    share_df = pl.DataFrame(shares).filter(pl.col("lambda") == lambdas[0]).drop("lambda")
     new_models = [m for m in data.model_ids if m not in trained_on]
     q0 = float(np.mean(frames[0]["quality"].to_numpy()))
-    return dg.MaterializeResult(metadata={
+    return dg.Output(pl.concat(frames, how="vertical"), metadata={
         "checkpoint": ckpt.name,
         "deployed_router": serving,
+        "lambdas": dg.MetadataValue.json(lambdas),
         "models_scored": data.k,
         "models_new_since_training": ", ".join(new_models) or "none",
         "test_quality_lambda0": rounded(q0),

@@ -28,7 +28,8 @@ def materialize(names: list[str], **kwargs) -> dg.ExecuteInProcessResult:
     concurrency slots cannot block this one."""
     if kwargs.get("instance") is not None:
         reap_dead_runs(kwargs["instance"])
-    return dg.materialize([*all_assets, *all_checks], selection=dg.AssetSelection.assets(*names), **kwargs)
+    selection = dg.AssetSelection.assets(*names).required_multi_asset_neighbors()  # a multi-asset runs whole
+    return dg.materialize([*all_assets, *all_checks], selection=selection, **kwargs)
 
 
 def resources(home: Path | None = None) -> dict:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     print(f"[demo] built-in benchmark of {n} queries, simulated pool; stages: setup, collect, features, train, "
           "evaluate", flush=True)
-    with project_instance() as instance:
+    with project_instance(settings.home) as instance:
         try:
             runs = run_stage("all", instance, RunOptions(n_queries=n, trigger="demo", preset="demo"),
                              log=lambda line: print(line, flush=True), home=settings.home)

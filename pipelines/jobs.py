@@ -32,8 +32,9 @@ train_job = dg.define_asset_job(
                 "re-score the current pool with it, and the local model's probe routing.",
 )
 evaluate_job = dg.define_asset_job(
-    "evaluate_job", selection=dg.AssetSelection.assets("evaluation_report"),
-    description="The evaluation report: every router and experiment on the test split.",
+    "evaluate_job", selection=dg.AssetSelection.assets("evaluation_report").required_multi_asset_neighbors(),
+    description="The evaluation report and its tables (eval_results, routing_decisions): every router and "
+                "experiment on the test split.",
 )
 recalibrate_job = dg.define_asset_job(
     RECALIBRATE_JOB,
@@ -45,7 +46,7 @@ retrain_job = dg.define_asset_job(
     RETRAIN_JOB,
     selection=dg.AssetSelection.assets(
         "warehouse_views", "capability_profiles", "latent_router", "deployed_router", "current_pool_routing",
-        "evaluation_report"),
+        "evaluation_report").required_multi_asset_neighbors(),
     description="Recalibrate, retrain the router and re-run the evaluation.",
     tags={"lrouter/queue": "recalibrate"},
 )

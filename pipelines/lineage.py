@@ -22,8 +22,9 @@ TABLE_ASSETS = {
     "splits": "data_splits",
     "profiles": "capability_profiles",
     "router": "latent_router",
-    "eval_results": "evaluation_report",
-    "routing_decisions": "evaluation_report",
+    "eval_results": "eval_results",
+    "routing_decisions": "routing_decisions",
+    "pool_decisions": "current_pool_routing",
 }
 
 

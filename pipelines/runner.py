@@ -153,7 +153,8 @@ def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None 
         return _submit_stage(stage, job.name, partitions, opts, selection, instance, log)
     runs: list[StageRun] = []
     for key in partitions:
-        tags = {"lrouter/stage": stage, "lrouter/trigger": opts.trigger, **({"lrouter/model": key} if key else {})}
+        tags = {"lrouter/stage": stage, "lrouter/trigger": opts.trigger, **({"lrouter/model": key} if key else {}),
+                **({"lrouter/home": str(home)} if home is not None else {})}
         t0 = time.perf_counter()
         result = job.execute_in_process(run_config=_run_config(stage, opts), instance=instance, partition_key=key,
                                         tags=tags, raise_on_error=False,

@@ -56,6 +56,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("OLLAMA_HOST", "http://127.0.0.1:11434", "the Ollama server of backend=ollama models",
              "assets.resources; router.serving.gateway"),
     Variable("AWS_ENDPOINT_URL_S3", "", "an S3-compatible endpoint for an s3:// warehouse", "warehouse.filesystem"),
+    Variable("LROUTER_BENCH_THREADS", "1", "torch threads of the research benches' fits",
+             "bench/real_data.py, bench/learning_curve.py, bench/latent_oof.py"),
+    Variable("LROUTER_BENCH_VERBOSE", "", "1: bench scripts print each fit", "bench/"),
+    Variable("LROUTER_BENCH_OPENAI_KEY", "", "the fake bearer key bench/faults.py --protocol openai greps for",
+             "bench/faults.py"),
 )
 """Name, default, meaning and reader of every variable (``docs/environment.md`` lists the same)."""
 

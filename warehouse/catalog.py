@@ -34,7 +34,10 @@ VIEW_SOURCES: dict[str, tuple[str, str]] = {
     "splits": ("tables/splits.parquet", "train/val/test split and calibration flag"),
     "profiles": ("tables/profiles.parquet", "capability profiles built from calibration rows only"),
     "eval_results": ("tables/eval_results.parquet", "evaluation metrics per router/setting/seed"),
-    "routing_decisions": ("tables/routing_decisions.parquet", "per-query routing decisions vs the oracle"),
+    "routing_decisions": ("tables/routing_decisions.parquet", "per-query decisions of every evaluated router "
+                          "vs the oracle (test split)"),
+    "pool_decisions": ("tables/pool_decisions.parquet", "the deployed router's decisions over the current pool "
+                       "(test split; new models scored through their capability tokens)"),
     "import_skipped": ("tables/import_skipped.parquet", "rows skipped by the last import, with reasons"),
     "served_requests": ("served_requests/part-*.parquet", "one row per request the gateway answered"),
     "served_feedback": ("served_feedback/part-*.parquet", "quality labels posted to the gateway's /v1/feedback"),

@@ -129,7 +129,8 @@ SERVED_FEEDBACK = {  # quality labels attached to served requests (POST /v1/feed
 }
 
 TABLES: dict[str, dict[str, pl.DataType]] = dict(
-    zip(TABLE_NAMES, (QUERIES, MODELS, TRACES, SPLITS, EVAL_RESULTS, ROUTING_DECISIONS), strict=True)
+    zip(TABLE_NAMES, (QUERIES, MODELS, TRACES, SPLITS, EVAL_RESULTS, ROUTING_DECISIONS, ROUTING_DECISIONS),
+        strict=True)
 )
 
 

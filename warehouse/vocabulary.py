@@ -29,5 +29,6 @@ server speaking OpenAI's chat-completions protocol)."""
 SETTINGS: tuple[str, ...] = ("oriented", "cost")
 """Evaluation settings: quality-oriented (lambda = 0) and cost-aware (lambda sweep)."""
 
-TABLE_NAMES: tuple[str, ...] = ("queries", "models", "traces", "splits", "eval_results", "routing_decisions")
+TABLE_NAMES: tuple[str, ...] = ("queries", "models", "traces", "splits", "eval_results", "routing_decisions",
+                                 "pool_decisions")
 """The warehouse tables (each a Parquet folder and a DuckDB view of the same name)."""

@@ -36,15 +36,43 @@ def require_warehouse(home: Path) -> None:
         raise CliError(no_warehouse_message(home), code=1)
 
 
-def ensure_dagster_home() -> Path:
-    """The Dagster instance the CLI uses: $DAGSTER_HOME, else the project's own (the folder holding its
-    dagster.yaml, as `make` sets it), so `lrouter run` / `lineage` see the same runs as the UI."""
+PROJECT = Path(__file__).resolve().parents[2]  # pipelines/cli/common.py -> the project root
+
+
+def ensure_dagster_home(home: Path | None = None) -> Path:
+    """The Dagster instance the CLI uses: $DAGSTER_HOME when set (an instance the user chose; `make` sets the
+    project's), else the home's own ``<home>/dagster``, so two homes never share runs, partitions or lineage.
+
+    A home's instance folder gets a dagster.yaml written from the project's (the same concurrency pools and
+    run monitoring) with its storage under that folder: ``DAGSTER_HOME=<home>/dagster dagster dev`` shows it.
+    For the default home (``./data``) that storage is the one the project's dagster.yaml names."""
     import os
 
     if os.environ.get("DAGSTER_HOME"):
         return Path(os.environ["DAGSTER_HOME"])
-    project = Path(__file__).resolve().parents[2]  # pipelines/cli/common.py -> the project root
-    return project if (project / "dagster.yaml").exists() else Path.cwd()
+    if home is None:
+        return PROJECT if (PROJECT / "dagster.yaml").exists() else Path.cwd()
+    folder = Path(home).resolve() / "dagster"
+    if not (folder / "dagster.yaml").exists():
+        _write_home_instance_yaml(folder)
+    return folder
+
+
+def _write_home_instance_yaml(folder: Path) -> None:
+    """The project's dagster.yaml with every storage folder inside ``folder`` (absolute paths)."""
+    import yaml
+
+    src = PROJECT / "dagster.yaml"
+    cfg = (yaml.safe_load(src.read_text()) or {}) if src.exists() else {}
+    cfg["storage"] = {"sqlite": {"base_dir": str(folder / "storage")}}
+    for key, sub in (("local_artifact_storage", ""), ("compute_logs", "compute_logs")):
+        section = cfg.get(key) or {}
+        if section:
+            section.setdefault("config", {})["base_dir"] = str(folder / sub) if sub else str(folder)
+            cfg[key] = section
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dagster.yaml").write_text("# This home's own Dagster instance (written by lrouter from the project's "
+                                         "dagster.yaml)\n" + yaml.safe_dump(cfg, sort_keys=False))
 
 
 def _rebased_storage(home: Path) -> dict:
@@ -67,12 +95,12 @@ def _rebased_storage(home: Path) -> dict:
     return out
 
 
-def project_instance():
-    """The Dagster instance `make dev` shows (``ensure_dagster_home``), whatever the working directory."""
+def project_instance(home: Path | None = None):
+    """The Dagster instance of ``home`` (``ensure_dagster_home``), whatever the working directory."""
     import dagster as dg
     from dagster._core.instance.ref import InstanceRef
 
-    home = ensure_dagster_home()
+    home = ensure_dagster_home(home)
     if not home.is_dir():
         raise CliError(f"DAGSTER_HOME={home} is not a folder; create it or unset DAGSTER_HOME", code=1)
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides=_rebased_storage(home)))

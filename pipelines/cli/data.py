@@ -159,7 +159,7 @@ def cmd_lineage(args) -> int:
         raise CliError(f"unknown table {args.table!r}; known: {', '.join(sorted(TABLE_ASSETS))}")
     wh, home = _warehouse(args)
     require_warehouse(home)
-    with project_instance() as instance:
+    with project_instance(home) as instance:
         return print_lineage(args.table, wh, home, instance=instance)
 
 
@@ -173,7 +173,7 @@ def cmd_run(args) -> int:
     if args.queries is not None and args.queries < 1:
         raise CliError(f"--queries must be at least 1, not {args.queries}")
     opts = RunOptions(n_queries=args.queries, seed=args.seed, models=tuple(args.model), preset=args.preset)
-    with project_instance() as instance:
+    with project_instance(home) as instance:
         if args.stage == "collect":
             _sync_model_partitions(instance, home)
         try:

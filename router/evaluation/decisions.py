@@ -1,10 +1,9 @@
-"""Rows of the ``routing_decisions`` table: one per (query, router, lambda, pool), built the same way for the
-evaluation's routers and for the deployed router that re-scores the current pool.
+"""Decision rows: one per (query, router, lambda, pool), built the same way for the evaluation's routers (the
+``routing_decisions`` table) and for the deployed router re-scoring the current pool (``pool_decisions``).
 
-One builder keeps the two writers' rows comparable: the same columns, the same oracle rule (best realised
-utility over the available models, ties to the cheaper one) and one rounding rule for the scores JSON
-(6 significant digits, available models with a finite score only, keys sorted). :func:`merge_decisions` lets
-each writer replace its own rows and keep the other's.
+One builder keeps the two tables comparable: the same columns, the same oracle rule (best realised utility
+over the available models, ties to the cheaper one) and one rounding rule for the scores JSON (6 significant
+digits, available models with a finite score only, keys sorted).
 """
 
 from __future__ import annotations
@@ -19,9 +18,6 @@ from router.evaluation.config import FULL_POOL, ORACLE, ROUTERS
 from router.evaluation.context import EvalContext
 from router.models.baselines import OracleRouter
 from warehouse.schemas import ROUTING_DECISIONS, conform
-
-DECISION_KEY: tuple[str, ...] = ("router", "pool")
-"""A writer owns the rows of its (router, pool) pairs: :func:`merge_decisions` replaces exactly those."""
 
 
 def score_json(scores: np.ndarray, available: np.ndarray, model_ids: list[str]) -> str:
@@ -75,16 +71,6 @@ def decision_rows(
         "seed": pl.Series([seed] * len(rows), dtype=pl.Int64),
     }, schema_overrides=ROUTING_DECISIONS)
     return conform(frame, ROUTING_DECISIONS, "routing_decisions")
-
-
-def merge_decisions(old: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
-    """``new`` plus the rows of ``old`` whose (router, pool) ``new`` does not have: a writer replaces its own rows
-    (every run of them) and keeps everyone else's."""
-    if old is None or old.height == 0:
-        return new
-    owned = new.select(list(DECISION_KEY)).unique()
-    kept = old.join(owned, on=list(DECISION_KEY), how="anti", maintain_order="left")
-    return pl.concat([kept, new], how="diagonal_relaxed")
 
 
 def routing_decisions(ctx: EvalContext) -> pl.DataFrame:

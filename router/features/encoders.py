@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,8 +31,6 @@ from PIL import Image
 from router.features.cache import file_digest
 from router.features.config import FEATURE_CODE_VERSION, FeatureConfig
 from router.features.onnx_graph import GRAPH_RUNTIMES, OnnxGraph, image_graph, resolve_runtime, text_graph
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # image loader threads must not fork tokenizers
 
 EFFNET_ENCODER_ID = "timm/tf_efficientnet_lite0.in1k:grid320"
 MINILM_ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -254,8 +251,6 @@ class MiniLMEncoder:
     def _load(self):
         with self._lock:
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                 from transformers import AutoModel, AutoTokenizer
 
                 self._tok = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)

@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.io_manager import WarehouseIOManager
+from assets.io_manager import FeatureSetIOManager, WarehouseIOManager
 from assets.resources import OllamaResource, WarehouseResource
 from tests.conftest import home_env
 from warehouse.store import Warehouse
@@ -29,6 +29,7 @@ def collected(tmp_path_factory):
     mp = home_env(home)
     warehouse = WarehouseResource(home=str(home))
     resources = {"warehouse": warehouse, "io_manager": WarehouseIOManager(warehouse=warehouse),
+                 "feature_io_manager": FeatureSetIOManager(warehouse=warehouse),
                  "ollama": OllamaResource(sim_time_scale=0.0, concurrency=8)}
     instance = dg.DagsterInstance.ephemeral()
     r = materialize(["benchmark_queries", "candidate_models", "data_splits"], instance=instance, resources=resources,

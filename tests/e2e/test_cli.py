@@ -53,7 +53,7 @@ def test_version_and_help_list_every_command_with_defaults(elsewhere: Path) -> N
         assert cmd in top
     assert "make demo" in top and "--home" in top
     route = lrouter("route", "--help", cwd=elsewhere).stdout
-    assert "(default: 0.0)" in route and "(default: table)" in route and "--home" in route
+    assert "default: the deployed router's lambda" in " ".join(route.split()) and "(default: table)" in route and "--home" in route
     sim = lrouter("sim-serve", "--help", cwd=elsewhere).stdout
     assert "(default: 11434)" in sim and "(default: 127.0.0.1)" in sim
 
@@ -212,3 +212,25 @@ def test_route_names_the_router_checkpoint_and_lambda_and_marks_simulated_models
     res = lrouter("--home", str(trained_home), "route", "--image", str(image), "--question", "What?",
                   "--lambda", "-1", cwd=elsewhere)
     assert_one_line(res, 2, "--lambda must be a finite number >= 0")
+
+
+def test_two_homes_keep_their_own_dagster_instance(elsewhere: Path, tmp_path: Path) -> None:
+    """Without $DAGSTER_HOME each home has its own instance (<home>/dagster): runs, partitions and lineage of
+    one home never show in the other's."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    homes = [tmp_path / "a", tmp_path / "b"]
+    for home in homes:
+        res = lrouter("--home", str(home), "run", "setup", "--queries", "4", cwd=elsewhere, timeout=600)
+        assert res.returncode == 0, res.stderr
+    lrouter("--home", str(homes[0]), "run", "setup", "--queries", "4", cwd=elsewhere, timeout=600)
+    counts = []
+    for home in homes:
+        assert (home / "dagster" / "dagster.yaml").is_file()
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home / "dagster"))) as instance:
+            runs = instance.get_runs()
+            assert {r.tags.get("lrouter/home") for r in runs} == {str(home.resolve())}
+            counts.append(len(runs))
+    assert counts == [2, 1]  # home a ran setup twice, b once: nothing crossed over
+    assert list(elsewhere.iterdir()) == []

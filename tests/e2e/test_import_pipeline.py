@@ -108,7 +108,7 @@ def test_vl_routerbench_text_only_import_trains_and_evaluates(env):
     # text-only: no image features, the imported embedding is the text feature
     feats = run_query(wh, "select any_value(text_encoder) t, bool_or(has_image) img from features")
     assert feats["t"][0] == "imported:e5" and feats["img"][0] is False
-    text = open(r.asset_materializations_for_node("evaluation_report")[0].metadata["report"].value).read()
+    text = open(_report_materialization(r).metadata["report"].value).read()
     assert "text-only" in text.lower() and "SIMULATED" not in text.split("\n", 3)[0]
     lat = run_query(wh, "select count(*) n from eval_results where router = 'LatentRouter' and "
                         "experiment = 'main_table' and metric like '%rank_score%'")
@@ -131,3 +131,11 @@ def test_mmr_bench_import_with_images_runs_the_graph(env):
     assert feats["img"][0] is True and "efficientnet" in feats["e"][0]
     tr = run_query(wh, "select model_id, count(*) n, avg(quality) q from traces group by 1 order by 1")
     assert tr["model_id"].to_list() == ["ModelA", "ModelB"] and tr["n"].to_list() == [40, 40]
+
+
+def _report_materialization(result):
+    """The evaluation_report asset's own materialization (its node also materializes eval_results and
+    routing_decisions)."""
+    (mat,) = [m for m in result.asset_materializations_for_node("evaluation_report")
+              if m.asset_key.to_user_string() == "evaluation_report"]
+    return mat

@@ -12,7 +12,7 @@ import pytest
 from router.data.routing_data import RoutingData, synthetic_routing_data
 from router.evaluation.config import FULL_POOL, LATENT, ROUTERS, EvalConfig
 from router.evaluation.context import EvalContext
-from router.evaluation.decisions import decision_rows, merge_decisions, routing_decisions
+from router.evaluation.decisions import decision_rows, routing_decisions
 from router.models.latent_router.model import LatentRouterConfig
 from router.training.trainer import TrainConfig, predict, train_latent_router
 from warehouse.schemas import ROUTING_DECISIONS
@@ -91,16 +91,3 @@ def test_decision_rows_oracle_ties_go_to_the_cheaper_model_and_empty_rows_are_dr
     assert f["seed"].is_null().all() and f["lambda"].dtype == pl.Float64
 
 
-def test_merge_replaces_a_writers_rows_and_keeps_the_others(evaluated: pl.DataFrame, deployed: pl.DataFrame) -> None:
-    table = merge_decisions(None, evaluated)
-    table = merge_decisions(table, deployed)  # current_pool_routing after an evaluation
-    assert table.height == evaluated.height + deployed.height
-    rerun = deployed.with_columns(pl.lit("pool-run-2").alias("run_id"))
-    table = merge_decisions(table, rerun)  # the deployed router again: its old rows go, the evaluation's stay
-    assert table.filter(pl.col("router") == DEPLOYED)["run_id"].unique().to_list() == ["pool-run-2"]
-    assert table.filter(pl.col("router") != DEPLOYED).equals(evaluated)
-    again = evaluated.with_columns(pl.lit("eval-run-2").alias("run_id"))
-    table = merge_decisions(table, again)  # a new evaluation keeps the deployed router's rows
-    assert table.filter(pl.col("router") == DEPLOYED).height == deployed.height
-    assert set(table.filter(pl.col("router") != DEPLOYED)["run_id"].to_list()) == {"eval-run-2"}
-    assert table.height == evaluated.height + deployed.height
