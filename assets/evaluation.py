@@ -119,6 +119,31 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     })
 
 
+@dg.asset_check(asset="evaluation_report", blocking=False,
+                description="The latest run's main table has a finite primary metric for LatentRouter and "
+                            "Strongest, and no spread (standard error) wider than the metric's range.")
+def evaluation_report_is_sound(context: dg.AssetCheckExecutionContext,
+                               warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    wh = warehouse.warehouse()
+    if not wh.has_table("eval_results"):
+        return dg.AssetCheckResult(passed=False, metadata={"problem": "no eval_results table"})
+    res = wh.read_table("eval_results")
+    latest = res.filter(pl.col("experiment") == "main_table").sort("run_id").tail(1)["run_id"].to_list()
+    rows = res.filter((pl.col("run_id").is_in(latest)) & (pl.col("experiment") == "main_table")
+                      & (pl.col("seed") >= 0) & (pl.col("setting") == "avg"))
+    if rows.height == 0:
+        return dg.AssetCheckResult(passed=False, metadata={"problem": "the main table was not run"})
+    stats = rows.group_by("router").agg(pl.col("value").mean().alias("mean"), pl.col("value").std().alias("std"),
+                                        pl.len().alias("n"))
+    by = {r["router"]: r for r in stats.iter_rows(named=True)}
+    missing = [n for n in ("LatentRouter", "Strongest") if n not in by or by[n]["mean"] != by[n]["mean"]]
+    se = [(r["std"] or 0.0) / max(r["n"], 1) ** 0.5 for r in by.values()]
+    widest = max(se) if se else 0.0
+    return dg.AssetCheckResult(passed=not missing and widest <= 1.0, metadata={
+        "routers": len(by), "missing_or_undefined": ", ".join(missing) or "none",
+        "widest_standard_error": round(float(widest), 4)})
+
+
 def main_table_value(out) -> dg.TableMetadataValue:
     """The report's Table 1 (mean ± std over seeds) as a Dagster table; the report's bold/italic ranking
     marks are dropped (a table cell shows them as literal asterisks)."""

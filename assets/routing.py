@@ -165,6 +165,35 @@ def deployed_router_beats_strongest(warehouse: WarehouseResource) -> dg.AssetChe
                                          "strongest_val_utility": strongest})
 
 
+@dg.asset_check(asset=latent_router, blocking=True,
+                additional_ins={n: dg.AssetIn(n) for n in ("query_features", "benchmark_queries", "outcome_traces",
+                                                            "data_splits", "capability_profiles", "candidate_models")},
+                description="The published checkpoint loads and scores the validation rows with finite numbers "
+                            "for every available model (a diverged or torn checkpoint never reaches serving).")
+def latent_router_scores_validation(query_features: FeatureSet, benchmark_queries: pl.DataFrame,
+                                    outcome_traces: pl.DataFrame, data_splits: pl.DataFrame,
+                                    capability_profiles: pl.DataFrame, candidate_models: pl.DataFrame,
+                                    warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    wh = warehouse.warehouse()
+    ckpt = latest_checkpoint_dir(wh)
+    if ckpt is None:
+        return dg.AssetCheckResult(passed=False, metadata={"problem": "no published checkpoint"})
+    model, _cfg, _meta = load_checkpoint(ckpt)
+    data = routing_data(routing_inputs(query_features, benchmark_queries, outcome_traces, data_splits,
+                                       capability_profiles, candidate_models))
+    rows = data.idx("val")
+    rows = rows[data.avail[rows].any(axis=1)]
+    if len(rows) == 0:
+        return dg.AssetCheckResult(passed=True, metadata={"note": "no validation rows to score"})
+    mu, sigma, _ = predict(model, data, rows, 0.0)
+    av = data.avail[rows]
+    finite = bool(np.isfinite(mu[av]).all() and np.isfinite(sigma[av]).all())
+    return dg.AssetCheckResult(passed=finite, metadata={
+        "checkpoint": ckpt.name, "rows": int(len(rows)), "finite": finite,
+        "predicted_quality_min": float(np.nanmin(np.where(av, mu, np.nan))) if finite else float("nan"),
+        "predicted_quality_max": float(np.nanmax(np.where(av, mu, np.nan))) if finite else float("nan")})
+
+
 def fit_store(wh) -> FitStore:
     """The warehouse's store of fitted routers, shared by deployed_router and evaluation_report."""
     return FitStore(wh.artifacts_dir / "fits")

@@ -146,6 +146,7 @@ def _materialize(pipeline, mp, candidates, lam=0.3):
     assert r.success
     mats = {e.asset_key.to_user_string(): e.materialization.metadata
             for e in r.get_asset_materialization_events()}
+    mats["checks"] = {c.check_name: c for c in r.get_asset_check_evaluations()}
     logs = [e.message for e in instance.all_logs(r.run_id) if e.message]
     return home, mats, logs
 
@@ -171,6 +172,10 @@ def test_baseline_that_wins_validation_is_deployed_and_served(pipeline, monkeypa
     doc = json.loads((ckpt / DEPLOY_FILE).read_text())
     assert doc["deployed"] == "val_oracle" and (ckpt / "baseline.joblib").is_file()
     assert doc["reason"] == meta["reason"].value and doc["lambda"] == 0.3
+    checks = mats["checks"]
+    assert checks["latent_router_scores_validation"].passed
+    # Strongest was no candidate here: the check says so instead of failing
+    assert checks["deployed_router_beats_strongest"].passed
     assert {r["router"] for r in doc["validation"]} == {LATENT, "val_oracle", "anti_oracle"}
     assert mats["current_pool_routing"]["deployed_router"].value == "val_oracle"
     svc = _service(home)
