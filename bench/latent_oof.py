@@ -48,6 +48,10 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "text_64_tokens": ({"max_text_tokens": 64}, {}),
     "use_pooled": ({"use_pooled": True}, {}),
     "token_drop_0.3": ({}, {"token_drop": 0.3}),
+    # the whole epoch budget in every fold (no per-fold early stopping): its rows add the epoch count chosen
+    # out of fold (crossfit.choose_epochs) and that rule's nested OOF accuracy
+    "epochs_by_oof": ({}, {"restore_best": False}),
+    "side_residual+epochs_by_oof": ({"side_residual": True}, {"restore_best": False}),
     "side+init": ({"side_residual": True}, {"init_head_mean": True}),
     "side+init+pointwise": ({"side_residual": True}, {"init_head_mean": True, "w_pair": 0.1, "w_list": 0.1,
                                                        "w_mean": 1.0}),
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     oofs: dict[str, OOFPredictions] = {}
     curves: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
+    nested_rows: dict[str, tuple[float, np.ndarray, int, np.ndarray]] = {}
     for v in [s for s in args.variants.split(",") if s]:
         if v not in VARIANTS:
             raise SystemExit(f"unknown variant {v!r}; known: {list(VARIANTS)}")
@@ -113,6 +118,15 @@ def main(argv: list[str] | None = None) -> None:
             "gb_train_acc": float(np.mean([r.reference.get("group_best_train_acc", np.nan) for r in res])),
             "gb_val_acc": float(np.mean([r.reference.get("group_best_val_acc", np.nan) for r in res])),
         }
+        if not tc.restore_best:
+            from router.evaluation.crossfit import choose_epochs
+
+            e, pooled, nested, per_fold = choose_epochs(o)
+            curves[f"LR {v}"]["oof_epochs"] = e
+            curves[f"LR {v}"]["nested_acc"] = nested
+            nested_rows[f"LR {v} @ OOF-chosen epochs (nested)"] = (nested, per_fold, e, pooled)
+            print(f"[oof] LR {v}: pooled held-out accuracy per epoch {np.round(pooled, 4).tolist()}; "
+                  f"chosen {e} epochs; nested OOF {nested:.4f}", flush=True)
         o.fitted = []
         print(f"[oof] LR {v}: {oof_utility(o, data, 0.0):.4f} ({seconds[f'LR {v}']:.0f}s)", flush=True)
     for name in [s for s in args.routers.split(",") if s]:
@@ -150,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
         va = f"{c['val_acc']:.4f} ({c['gb_val_acc']:.4f})" if c else ""
         print(f"| {name} | {row['oof_acc']:.4f} | {row['fold_std']:.4f} | {diff:+.4f} | {p:.3f} | "
               f"{o.best_epochs} | {tr} | {va} | {seconds[name]:.0f} |")
+    for name, (u, fu, e, _) in nested_rows.items():
+        diff, p = (float(np.mean(fu - ref_folds)), paired_t(fu, ref_folds)[1]) if ref_folds is not None else (
+            float("nan"), float("nan"))
+        print(f"| {name} | {u:.4f} | {np.std(fu, ddof=1):.4f} | {diff:+.4f} | {p:.3f} | {e} (all folds) | | | |")
+        out_rows.append({"router": name, "oof_acc": u, "diff": diff, "p": p, "epochs": e})
     if ens_row is not None:
         fu = ens_row["per_fold"]
         diff, p = (float(np.mean(fu - ref_folds)), paired_t(fu, ref_folds)[1]) if ref_folds is not None else (

@@ -281,3 +281,35 @@ def oof_deployment_choice(candidates: Mapping[str, RouterFactory], data: Routing
                       "weights": weights})
         table.sort(key=lambda r: -r["oof_utility"] if math.isfinite(r["oof_utility"]) else math.inf)
     return OOFChoice(choose_oof(table, prefer), table, oofs, weights)
+
+
+def epoch_curves(oof: OOFPredictions) -> np.ndarray:
+    """[K folds, E epochs] held-out utility of each fold's router after every epoch (its training history's
+    ``val_utility``, measured on the fold's held-out rows); needs ``keep_fitted`` and routers with a
+    ``result.history`` (LatentRouter). Folds that stopped early repeat their last value."""
+    if not oof.fitted:
+        raise ValueError(f"epoch_curves: {oof.name} was cross-fitted without keep_fitted=True")
+    hist = []
+    for r in oof.fitted:
+        res = getattr(r, "result", None)
+        if res is None or not getattr(res, "history", None):
+            raise ValueError(f"epoch_curves: {oof.name} has no training history per epoch")
+        hist.append([float(h.val_utility) for h in res.history])
+    n = max(len(h) for h in hist)
+    return np.array([h + [h[-1]] * (n - len(h)) for h in hist])
+
+
+def choose_epochs(oof: OOFPredictions) -> tuple[int, np.ndarray, float, np.ndarray]:
+    """Early stopping by cross-fitting: the epoch count with the best held-out utility pooled over all folds
+    (fold-size weighted), instead of each fold's own noisy argmax. Returns (epochs, pooled curve, the nested
+    OOF utility of the rule, per-fold utilities): for the nested figure each fold is scored at the epoch count
+    chosen on the other folds, so it is not optimistic."""
+    curves = epoch_curves(oof)
+    sizes = np.bincount(oof.folds, minlength=curves.shape[0]).astype(np.float64)
+    pooled = (curves * sizes[:, None]).sum(0) / sizes.sum()
+    per_fold = np.zeros(curves.shape[0])
+    for f in range(curves.shape[0]):
+        others = np.arange(curves.shape[0]) != f
+        e = int(np.argmax((curves[others] * sizes[others, None]).sum(0)))
+        per_fold[f] = curves[f, e]
+    return int(np.argmax(pooled)) + 1, pooled, float((per_fold * sizes).sum() / sizes.sum()), per_fold

@@ -64,6 +64,9 @@ class TrainConfig:
     # chance of hiding each image / question token from the capsules in a training batch: the query-token
     # path (which overfits first) gets noisier, the side labels and the model tokens carry more of the fit
     token_drop: float = 0.0
+    # False: keep the last epoch's (EMA) weights instead of the best validation epoch's, for an epoch budget
+    # chosen out of fold (router.evaluation.crossfit.choose_epochs); validation is still recorded each epoch
+    restore_best: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1 or self.patience < 0:
@@ -408,8 +411,13 @@ def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress:
             best_val, best_epoch, best_state = val_u, epoch, copy.deepcopy(model.state_dict())
         if live is not None:
             _swap_in(params, live)
-        if val_u <= best_val and epoch - best_epoch >= tc.patience:
+        if tc.restore_best and val_u <= best_val and epoch - best_epoch >= tc.patience:
             break
+    if not tc.restore_best:  # the fixed budget's last epoch (the EMA weights, as validated)
+        if state.ema is not None:
+            _swap_in(params, state.ema)
+        best_epoch, best_val = len(history) - 1, history[-1].val_utility
+        best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, history, best_epoch, model.n_parameters(), float(best_val), mc, tc, reference)

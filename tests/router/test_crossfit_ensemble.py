@@ -183,3 +183,25 @@ def test_oof_deployment_choice_ranks_candidates_and_the_nested_ensemble(data: Ro
     u = [r["oof_utility"] for r in res.table]
     assert u == sorted(u, reverse=True)
     assert oof_deployment_choice(cands, data, 0.0, n_folds=4, ensemble=False).chosen == "KNN"
+
+
+def test_epoch_budget_chosen_out_of_fold(data: RoutingData) -> None:
+    from router.evaluation.crossfit import choose_epochs, epoch_curves
+    from router.models.latent_router.model import LatentRouterConfig
+    from router.training.trainer import LatentRouterRouter, TrainConfig
+
+    tiny = LatentRouterConfig(hidden=16, n_heads=2, n_capsules=3, n_side_tokens=2)
+    tc = TrainConfig(epochs=4, restore_best=False, batch_size=64)
+    oof = crossfit(lambda: LatentRouterRouter(tiny, tc), data, n_folds=3, keep_fitted=True)
+    curves = epoch_curves(oof)
+    assert curves.shape == (3, 4)  # every fold ran the whole budget and kept its last epoch
+    assert oof.best_epochs == [3, 3, 3]
+    # the OOF picks are the last epoch's, so each fold's curve ends at its held-out utility
+    for f in range(3):
+        assert curves[f, -1] == pytest.approx(oof_utility(oof, data, 0.0, oof.folds == f))
+    epochs, pooled, nested, per_fold = choose_epochs(oof)
+    sizes = np.bincount(oof.folds)
+    assert epochs == int(np.argmax((curves * sizes[:, None]).sum(0) / sizes.sum())) + 1
+    assert np.isfinite(nested) and len(per_fold) == 3 and len(pooled) == 4
+    with pytest.raises(ValueError, match="keep_fitted"):
+        epoch_curves(crossfit(lambda: LatentRouterRouter(tiny, tc), data, n_folds=3))
