@@ -419,6 +419,12 @@ _GENERIC = (
     "The picture shows an everyday scene.",
     "Not enough information is visible to answer precisely.",
 )
+_GENERIC_TEXT = (  # replies to a request without an image never describe one
+    "I can only give a general answer to that question.",
+    "Here is a short answer based on what the question says.",
+    "That depends on details the question does not give.",
+    "I am not certain; a precise answer needs more context.",
+)
 
 
 def answer_unknown(
@@ -439,7 +445,7 @@ def answer_unknown(
     elif re.search(r"how (many|much)|what (number|value|percentage)|\bcount\b", low):
         core = str(int(rng.integers(0, 100)))
     else:
-        core = str(rng.choice(_GENERIC))
+        core = str(rng.choice(_GENERIC if (n_images or image_sha256) else _GENERIC_TEXT))
     style = "bare" if rng.random() < spec.bare_rate else "short"
     text = _dress(core, style, spec, "general", rng)
     ptoks = prompt_token_count(spec, prompt_text, n_images)

@@ -301,6 +301,7 @@ class SimHandler(BaseHTTPRequestHandler):
             "prompt_eval_duration": ans.prompt_eval_duration_ns,
             "eval_count": ans.completion_tokens,
             "eval_duration": ans.eval_duration_ns,
+            "simulated": True,  # the built-in simulator answered, not a real model
         }
 
     def _content(self, req: InferenceRequest, text: str) -> dict[str, Any]:

@@ -163,7 +163,8 @@ def handle_chat(h: SimHandler, body: Mapping[str, Any]) -> None:
              "total_tokens": ans.prompt_tokens + ans.completion_tokens}
     rid, created = f"chatcmpl-sim-{uuid.uuid4().hex[:16]}", int(time.time())
     finish = "length" if truncated else "stop"
-    base = {"id": rid, "created": created, "model": req.model, "system_fingerprint": f"sim-{spec.digest[:8]}"}
+    base = {"id": rid, "created": created, "model": req.model, "system_fingerprint": f"sim-{spec.digest[:8]}",
+            "simulated": True}  # an extra field clients keep: the built-in simulator answered, not a real model
     if not req.stream:
         sim._wait(total_s)
         obj = {**base, "object": "chat.completion", "usage": usage, "choices": [

@@ -283,6 +283,16 @@ def test_lookup_by_question_shared_image_and_unknown(server, key):
     assert a.message.content and a.message.content == b.message.content
     assert re.search(r"\d", a.message.content)
     assert server.stats["unknown_queries"] == before + 2
+    # a text-only question outside the key gets a text answer (never "the image shows ..."), and every reply
+    # says it is simulated
+    for q in ("What is the capital of France?", "Name a colour.", "Who wrote Hamlet?", "Say hello."):
+        r = client.chat(model=spec.name, messages=[{"role": "user", "content": q}])
+        assert not re.search(r"\b(image|picture|chart|visible)\b", r.message.content, re.I), r.message.content
+    import httpx
+
+    raw = httpx.post(f"{server.url}/api/chat", json={"model": spec.name, "stream": False,
+                                                     "messages": [{"role": "user", "content": "Say hello."}]})
+    assert raw.json()["simulated"] is True  # the ollama client drops unknown fields; the wire has it
 
 
 def test_unknown_model_and_bad_requests(server):
