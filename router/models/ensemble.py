@@ -271,6 +271,19 @@ class EnsembleRouter(Router):
     def n_parameters(self) -> int:
         return sum(m.n_parameters() for m in self.members.values())
 
+    @property
+    def _model_ids(self) -> list[str] | None:
+        """The fixed pool of the members that have one (baselines), so a deployment records and checks it; None
+        when no member has a fixed pool."""
+        for m in self.members.values():
+            ids = getattr(m, "_model_ids", None)
+            if ids:
+                return list(ids)
+        return None
+
+    def fitted_model_ids(self) -> list[str] | None:
+        return self._model_ids
+
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (a deployed ``baseline.joblib``) without the prediction memo and the factories (often
         lambdas; a deployed ensemble predicts, it is not refitted)."""

@@ -160,6 +160,7 @@ def test_ensemble_router_fits_selects_available_models_and_pickles(data: Routing
     fitted = {"KNN": KNNRouter(k=25).fit(data), "GroupBest": GroupBestRouter().fit(data)}
     ff = EnsembleRouter.from_fitted(fitted, {"KNN": 3, "GroupBest": 1})
     assert ff.weights == {"KNN": 0.75, "GroupBest": 0.25}
+    assert ff.fitted_model_ids() == list(data.model_ids)  # the fixed pool a deployment records
     exp = np.argmax(np.where(data.avail[rows], 0.75 * fitted["KNN"].predict(data, rows)[0]
                              + 0.25 * fitted["GroupBest"].predict(data, rows)[0], -np.inf), axis=1)
     assert np.array_equal(ff.select(data, rows, 0.0), exp)
