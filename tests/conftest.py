@@ -30,7 +30,7 @@ def _one_torch_thread():
 
 TINY_QUERIES = 96
 # the fixture materializes no deployed_router: its checkpoint serves the LatentRouter the serving tests are
-# about; tests/router/test_deploy_selection.py decides deployments
+# about; tests/router/evaluation/test_deploy_selection.py decides deployments
 TINY_ROUTER = {"epochs": 3, "hidden": 32, "n_capsules": 4, "patience": 3, "batch_size": 64}
 
 

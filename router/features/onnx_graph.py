@@ -3,7 +3,7 @@
 Why: a routed request encodes one short question (and maybe one image), and at that size PyTorch's eager
 per-op overhead dominates. On 2 CPU cores all-MiniLM-L6-v2 takes ~14 ms per question eagerly and ~5 ms as an ONNX
 Runtime graph; EfficientNet-Lite0 ~22 ms per image and ~11 ms. Same fp32 weights, outputs equal to ~1e-5
-(tests/router/test_features.py). Graphs are exported in memory from the already-loaded modules when a service
+(tests/router/features/test_features.py). Graphs are exported in memory from the already-loaded modules when a service
 starts (a few seconds, nothing downloaded); feature extraction keeps the eager modules by default, so stored
 features do not depend on this runtime.
 

@@ -14,7 +14,7 @@ from router.data.calibration import calibration_rows
 from router.data.leakage import leakage_report
 from router.data.profiles import PAIRWISE_PARTS, build_profiles
 from router.serving.gateway.served_log import production_traces
-from tests.router.test_splits_profiles import make_models, make_queries, make_traces
+from tests.router.data.test_splits_profiles import make_models, make_queries, make_traces
 from warehouse.schemas import SERVED_FEEDBACK, SERVED_REQUESTS, conform
 
 
