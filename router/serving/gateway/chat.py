@@ -276,6 +276,9 @@ async def _chat(state: GatewayState, request: Request, rec: Served) -> Response:
         return _fail(state, rec, err)
     except Unavailable as exc:
         return _fail(state, rec, ApiError(503, str(exc), None, "router_unavailable"))
+    release = request.scope.get("lrouter.release")
+    if release is not None:  # routed: from here on it only waits for I/O (see limits.Admission)
+        release()
     return await _forward(state, req, rec, candidates)
 
 

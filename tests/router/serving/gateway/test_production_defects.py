@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import openai
 import polars as pl
 import pytest
 
-from router.serving.gateway.config import GatewayConfig, Upstream, UpstreamTable
+from router.serving.gateway.config import GatewayConfig, Upstream, UpstreamTable, upstreams_from_models
 from router.serving.gateway.served_log import read_served
 from router.serving.limits import ServeLimits
 from router.serving.service import load_router
@@ -206,45 +208,65 @@ def test_an_oversized_upstream_answer_is_a_clear_502_and_a_row(router_service, s
 # ------------------------------------------------------------------------------------------- 5. overload
 
 
+def _stalled(url: str, body: bytes) -> socket.socket:
+    """A connection that sent its headers and half its body, then waits (holds a slot or a queue place)."""
+    u = urlsplit(url)
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    sock = socket.create_connection((u.hostname, u.port), timeout=60)
+    sock.sendall(head + body[: len(body) // 2])
+    return sock
+
+
+def _finish_stalled(sock: socket.socket, body: bytes) -> int:
+    sock.sendall(body[len(body) // 2:])
+    raw = b""
+    while chunk := sock.recv(65536):
+        raw += chunk
+    sock.close()
+    return int(raw.split(b" ", 2)[1])
+
+
 def test_overload_is_shed_in_the_openai_error_shape_with_retry_after(router_service, sim, tmp_path):
-    limits = ServeLimits(max_body_bytes=2_000_000, limit_concurrency=2, max_queue=2, queue_timeout_s=30)
-    with HostileUpstream(latency_s=0.6) as hostile:
-        app_limits = limits
-        from router.serving.gateway.app import make_gateway_app, make_gateway_server
-        from tests.router.serving.gateway.conftest import Gateway
+    """Two requests in flight and two queued (stalled bodies): the next ones get an immediate JSON 503 with
+    Retry-After that the openai client parses; the held ones are answered once their bodies end; one row each."""
+    from router.serving.gateway.app import make_gateway_app, make_gateway_server
+    from router.serving.limits import bound_port
 
-        app = make_gateway_app(router_service, _hostile_table(router_service, hostile), home=tmp_path,
-                               cfg=GatewayConfig(first_byte_timeout_s=10.0), limits=app_limits,
-                               log_root=tmp_path / "log")
-        server = make_gateway_server(app, port=0)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.01)
-        from router.serving.limits import bound_port
-
-        gw = Gateway(f"http://127.0.0.1:{bound_port(server)}", app, sim, tmp_path / "log")
-        model = router_service.data.model_ids[0]
-        try:
-            def one(i: int) -> httpx.Response:
-                return httpx.post(gw.url + "/v1/chat/completions", timeout=60,
-                                  json={"model": model, "messages": [{"role": "user", "content": f"{QUESTION} {i}"}]})
-
-            with ThreadPoolExecutor(12) as pool:
-                answers = list(pool.map(one, range(12)))
-            assert httpx.get(gw.url + "/health").status_code == 200
-        finally:
-            server.should_exit = True
-            thread.join(15)
-    codes = sorted(r.status_code for r in answers)
-    assert codes.count(200) >= 4 and set(codes) <= {200, 503}, codes
-    shed = [r for r in answers if r.status_code == 503]
-    assert shed, codes
-    for r in shed:
-        assert r.headers["content-type"].startswith("application/json") and int(r.headers["retry-after"]) >= 1
-        assert r.json()["error"]["code"] == "overloaded" and "x-lrouter-request-id" in r.headers
+    limits = ServeLimits(max_body_bytes=2_000_000, limit_concurrency=2, max_queue=2, queue_timeout_s=60)
+    app = make_gateway_app(router_service, lambda m: upstreams_from_models(m, sim.url), home=tmp_path,
+                           cfg=GatewayConfig(first_byte_timeout_s=10.0), limits=limits, log_root=tmp_path / "log")
+    server = make_gateway_server(app, port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{bound_port(server)}"
+    body = json.dumps({"model": "lrouter", "messages": MSG}).encode()
+    try:
+        held = []
+        for _ in range(4):  # two take the slots, two wait in the queue
+            held.append(_stalled(url, body))
+            time.sleep(0.3)
+        client = _client(url)
+        shed = []
+        for _ in range(6):
+            with pytest.raises(openai.APIStatusError) as err:
+                client.chat.completions.create(model="lrouter", messages=MSG)
+            shed.append(err.value)
+        assert httpx.get(url + "/health").status_code == 200  # probes are never queued
+        held_codes = [_finish_stalled(s, body) for s in held]
+    finally:
+        server.should_exit = True
+        thread.join(15)
+    assert held_codes == [200] * 4
+    for exc in shed:
+        r = exc.response
+        assert exc.status_code == 503 and r.headers["content-type"].startswith("application/json")
+        assert int(r.headers["retry-after"]) >= 1 and exc.body["code"] == "overloaded"
+        assert "x-lrouter-request-id" in r.headers
     rows = _rows(tmp_path / "log")
-    assert rows.height == 12 and rows.filter(pl.col("status") == "shed").height == len(shed)
+    assert rows.height == 10 and rows.filter(pl.col("status") == "shed").height == 6
 
 
 def test_the_openai_client_retries_a_shed_request(router_service, sim, tmp_path):
