@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> None:
         mo, to = VARIANTS[v]
         mc, tc = replace(cfg.model, **mo), replace(base_train, **to)
         t1 = time.perf_counter()
+        # a fixed epoch budget records the held-out fold as its validation curve (honest: nothing is selected
+        # on it); every other fit early-stops on the next fold (inner validation)
         o = crossfit(lambda mc=mc, tc=tc: LatentRouterRouter(mc, tc), data, args.folds, args.seed, (0.0,),
-                     name=f"LR {v}", keep_fitted=True)
+                     name=f"LR {v}", keep_fitted=True, inner_val=tc.restore_best)
         seconds[f"LR {v}"] = time.perf_counter() - t1
         oofs[f"LR {v}"] = o
         res = [m.result for m in o.fitted]

@@ -2,11 +2,13 @@
 
 Why: a 100-500 row validation set makes early stopping, hyperparameter choice and the deployment choice
 noisy. Cross-fitting uses every train + val row once as held-out data: the rows are cut into K folds (whole
-groups, stratified by dataset), and for each fold a fresh router is fitted on the other folds, early-stopping
-on the held-out fold (it is the fold's ``val`` split), and predicts that fold. The out-of-fold (OOF) picks and
-quality estimates cover all train + val rows, and the OOF utility is the selection criterion. Test rows keep
-their ``test`` label in every fold and are never read; normalisers and profiles stay those of ``data``
-(built from its train / calibration rows).
+groups, stratified by dataset), and for each fold a fresh router is fitted on the other folds and predicts
+that fold. One of the other folds is the fit's ``val`` split (early stopping, tuning), so nothing is selected
+on the held-out rows and the out-of-fold (OOF) utility is an honest estimate for every router alike (with
+``inner_val=False`` the held-out fold is the ``val`` split: routers that early-stop then choose their epoch on
+the rows they are scored on, which flatters them). The OOF picks and quality estimates cover all train + val
+rows, and the OOF utility is the selection criterion. Test rows keep their ``test`` label in every fold and
+are never read; normalisers and profiles stay those of ``data`` (built from its train / calibration rows).
 
 The K fold fits also make a deployable router, :class:`FoldAverage` (the mean of the fold routers' quality
 estimates): every row was used for fitting and every fit was early-stopped on unseen rows.
@@ -74,13 +76,21 @@ def assign_folds(data: RoutingData, rows: np.ndarray, n_folds: int = 5, seed: in
     return np.array([g_fold[lab] for lab in labels], dtype=np.int64)
 
 
-def fold_data(data: RoutingData, rows: np.ndarray, folds: np.ndarray, fold: int) -> RoutingData:
-    """``data`` relabelled for one fold: ``rows`` of ``fold`` are ``val``, the other ``rows`` ``train``; every other
-    row is ``test`` (routers never read it)."""
+def fold_data(data: RoutingData, rows: np.ndarray, folds: np.ndarray, fold: int, inner_val: bool = True
+              ) -> RoutingData:
+    """``data`` relabelled for held-out fold ``fold``. ``inner_val`` (default): the next fold is ``val`` (early
+    stopping, tuning), the remaining folds ``train``, and ``fold`` itself is ``test`` like every row outside
+    ``rows``, so nothing fitted or selected on it. ``inner_val=False``: ``fold`` is ``val``; a router that
+    early-stops then selects its epoch on the rows it is scored on, and its OOF utility is optimistic."""
     split = np.full(data.n, "test", dtype=object)
     rows = np.asarray(rows, dtype=np.int64)
     split[rows] = "train"
-    split[rows[folds == fold]] = "val"
+    if inner_val:
+        k = int(folds.max()) + 1
+        split[rows[folds == (fold + 1) % k]] = "val"
+        split[rows[folds == fold]] = "test"
+    else:
+        split[rows[folds == fold]] = "val"
     return replace(data, split=split)
 
 
@@ -110,8 +120,9 @@ def _best_epoch(router: Router) -> int | None:
 
 def crossfit(factory: RouterFactory, data: RoutingData, n_folds: int = 5, seed: int = 0,
              lams: Sequence[float] = (0.0,), groups: Sequence[str] | None = None, name: str | None = None,
-             keep_fitted: bool = False, fold_seed: int = 0) -> OOFPredictions:
-    """Fit ``factory()`` K times (fold f held out as its validation rows) and collect the OOF predictions.
+             keep_fitted: bool = False, fold_seed: int = 0, inner_val: bool = True) -> OOFPredictions:
+    """Fit ``factory()`` K times (fold f held out; the next fold its validation rows, see :func:`fold_data`) and
+    collect the OOF predictions.
 
     ``seed`` seeds each fit (the same for every fold, as one training run would be); ``fold_seed`` the fold
     assignment, which should be the same for every router compared."""
@@ -125,7 +136,7 @@ def crossfit(factory: RouterFactory, data: RoutingData, n_folds: int = 5, seed: 
     outcomes = True
     label = name
     for f in range(n_folds):
-        d = fold_data(data, rows, folds, f)
+        d = fold_data(data, rows, folds, f, inner_val)
         r = factory().fit(d, seed=seed)
         label = label or r.name
         outcomes = bool(getattr(r, "predicts_outcomes", True))
@@ -284,8 +295,9 @@ def oof_deployment_choice(candidates: Mapping[str, RouterFactory], data: Routing
 
 
 def epoch_curves(oof: OOFPredictions) -> np.ndarray:
-    """[K folds, E epochs] held-out utility of each fold's router after every epoch (its training history's
-    ``val_utility``, measured on the fold's held-out rows); needs ``keep_fitted`` and routers with a
+    """[K folds, E epochs] validation utility of each fold's router after every epoch (its training history's
+    ``val_utility``: the held-out fold itself when cross-fitted with ``inner_val=False``, which is honest only
+    for a fixed epoch budget, ``TrainConfig.restore_best=False``); needs ``keep_fitted`` and routers with a
     ``result.history`` (LatentRouter). Folds that stopped early repeat their last value."""
     if not oof.fitted:
         raise ValueError(f"epoch_curves: {oof.name} was cross-fitted without keep_fitted=True")
@@ -301,7 +313,8 @@ def epoch_curves(oof: OOFPredictions) -> np.ndarray:
 
 def choose_epochs(oof: OOFPredictions) -> tuple[int, np.ndarray, float, np.ndarray]:
     """Early stopping by cross-fitting: the epoch count with the best held-out utility pooled over all folds
-    (fold-size weighted), instead of each fold's own noisy argmax. Returns (epochs, pooled curve, the nested
+    (fold-size weighted), instead of each fold's own noisy argmax (cross-fit a fixed budget with
+    ``inner_val=False`` so that the curves are the held-out folds'). Returns (epochs, pooled curve, the nested
     OOF utility of the rule, per-fold utilities): for the nested figure each fold is scored at the epoch count
     chosen on the other folds, so it is not optimistic."""
     curves = epoch_curves(oof)

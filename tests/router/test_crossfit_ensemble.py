@@ -54,10 +54,16 @@ def test_folds_keep_groups_whole_balanced_and_independent_of_row_order(data: Rou
 def test_fold_data_relabels_only_the_fit_rows(data: RoutingData) -> None:
     rows = fit_pool_rows(data)
     folds = assign_folds(data, rows, 4)
-    d = fold_data(data, rows, folds, 2)
+    outside = set(np.setdiff1d(np.arange(data.n), rows))
+    # default: the next fold validates, the held-out fold is unread like test
+    d = fold_data(data, rows, folds, 3)
+    assert set(d.idx("val")) == set(rows[folds == 0])
+    assert set(d.idx("train")) == set(rows[(folds == 1) | (folds == 2)])
+    assert set(d.idx("test")) == outside | set(rows[folds == 3])
+    d = fold_data(data, rows, folds, 2, inner_val=False)
     assert set(d.idx("val")) == set(rows[folds == 2])
     assert set(d.idx("train")) == set(rows[folds != 2])
-    assert set(d.idx("test")) == set(np.setdiff1d(np.arange(data.n), rows))
+    assert set(d.idx("test")) == outside
 
 
 def test_crossfit_predicts_each_row_from_a_fit_that_never_saw_it(data: RoutingData) -> None:
@@ -193,7 +199,7 @@ def test_epoch_budget_chosen_out_of_fold(data: RoutingData) -> None:
 
     tiny = LatentRouterConfig(hidden=16, n_heads=2, n_capsules=3, n_side_tokens=2)
     tc = TrainConfig(epochs=4, restore_best=False, batch_size=64)
-    oof = crossfit(lambda: LatentRouterRouter(tiny, tc), data, n_folds=3, keep_fitted=True)
+    oof = crossfit(lambda: LatentRouterRouter(tiny, tc), data, n_folds=3, keep_fitted=True, inner_val=False)
     curves = epoch_curves(oof)
     assert curves.shape == (3, 4)  # every fold ran the whole budget and kept its last epoch
     assert oof.best_epochs == [3, 3, 3]
