@@ -41,9 +41,17 @@ def measure(n_workers: int, args: argparse.Namespace, root: Path) -> dict[str, f
     c = make_cluster(root / f"w{n_workers}", db, os.environ["LROUTER_TEST_REDIS_URL"], f"s3://{bucket}/wh",
                      extra_env=aws)
     save_registry(root / f"w{n_workers}" / "models.yaml", default_entries(include_local=False)[: args.models])
-    saved = dict(os.environ)
-    os.environ.update({**c.env, "LROUTER_HOME": str(c.home("client"))})
-    instance = dg.DagsterInstance.get()
+    from dagster._core.instance.ref import InstanceRef
+
+    # this process only submits and watches runs: the cluster's instance with the values its dagster.yaml reads
+    # from the workers' environment passed as overrides, not set in this process's environment
+    logs = {"base_dir": c.env["LROUTER_DAGSTER_DIR"]}
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(c.env["DAGSTER_HOME"], overrides={
+        "storage": {"postgres": {"postgres_url": c.env["DAGSTER_PG_URL"]}},
+        "local_artifact_storage": {"module": "dagster._core.storage.root", "class": "LocalArtifactStorage",
+                                   "config": logs},
+        "compute_logs": {"module": "dagster._core.storage.local_compute_log_manager",
+                         "class": "LocalComputeLogManager", "config": logs}}))
     try:
         stop_automation(instance)
         c.start_daemon()
@@ -51,7 +59,8 @@ def measure(n_workers: int, args: argparse.Namespace, root: Path) -> dict[str, f
             c.start_worker(f"worker-{i}")
         c.wait_for_workers(n_workers)
         instance.event_log_storage.set_concurrency_slots("model_calls", args.models)
-        run_stage("setup", instance, RunOptions(n_queries=args.queries, seed=0), log=lambda _: None)
+        run_stage("setup", instance, RunOptions(n_queries=args.queries, seed=0), log=lambda _: None,
+                  profile="cluster")
         models = instance.get_dynamic_partitions("models")
         config = {"resources": {"ollama": {"config": {"sim_time_scale": args.time_scale, "concurrency": 4}}}}
         t0 = time.time()
@@ -76,8 +85,6 @@ def measure(n_workers: int, args: argparse.Namespace, root: Path) -> dict[str, f
     finally:
         c.stop()
         instance.dispose()
-        os.environ.clear()
-        os.environ.update(saved)
         drop_database(db)
 
 

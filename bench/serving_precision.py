@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from router.features.config import FeatureConfig  # noqa: E402
 from router.features.encoders import load_encoders  # noqa: E402
-from router.serving.service import RouteRequest, RouterService  # noqa: E402
+from router.serving.service import RouteRequest, RouterService, ServingOptions  # noqa: E402
 from warehouse.store import Warehouse  # noqa: E402
 
 
@@ -53,14 +53,11 @@ def main() -> int:
     p.add_argument("--lambdas", default="0,0.3,1", help="comma-separated cost trade-offs")
     p.add_argument("--modes", default="float32,int8", help="LROUTER_SERVING_DTYPE values to compare")
     a = p.parse_args()
-    os.environ.pop("LROUTER_SERVING_DTYPE", None)
     wh = Warehouse(Path(a.home).resolve() / "warehouse")
     stored = RouterService(wh, auto_refresh=False)
     services = {"features dtype": stored}
     for mode in a.modes.split(","):
-        os.environ["LROUTER_SERVING_DTYPE"] = mode  # read when the service is built
-        services[mode] = RouterService(wh, FeatureConfig(), auto_refresh=False)
-    os.environ.pop("LROUTER_SERVING_DTYPE")
+        services[mode] = RouterService(wh, FeatureConfig(), auto_refresh=False, serving=ServingOptions(dtype=mode))
     for s in services.values():
         s.warm_up()
     print(f"# bench/serving_precision.py: {os.cpu_count()} CPUs; " + ", ".join(

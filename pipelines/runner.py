@@ -126,8 +126,10 @@ def quiet_progress_bars() -> None:
 
 
 def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None = None,
-              log: Callable[[str], None] = print, home: Path | None = None) -> list[StageRun]:
-    """Launch one stage's job(s) in-process, on ``home`` (default: the home the environment names); raises
+              log: Callable[[str], None] = print, home: Path | None = None,
+              profile: str | None = None) -> list[StageRun]:
+    """Launch one stage's job(s) in-process, on ``home`` (default: the home the environment names), or queue
+    them for the cluster's workers when ``profile`` (default: LROUTER_DEPLOYMENT) is ``cluster``; raises
     :class:`StageFailed` naming the failed run."""
     if not sys.stderr.isatty():
         quiet_progress_bars()
@@ -136,7 +138,7 @@ def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None 
     defs = build_defs(home)
     opts = opts or RunOptions()
     if stage == "all":
-        return [r for s in STAGES for r in run_stage(s, instance, opts, log, home)]
+        return [r for s in STAGES for r in run_stage(s, instance, opts, log, home, profile)]
     if stage not in STAGE_JOBS:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join((*STAGES, 'all'))}")
     reap_dead_runs(instance)
@@ -149,7 +151,7 @@ def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None 
         if unknown:
             raise ValueError(f"no trace partition for {unknown}; registered active models: {known}")
     selection = _setup_selection(opts, defs) if stage == "setup" else None
-    if deployment() == "cluster":  # queue the runs (all partitions at once) for the daemon and Celery
+    if (profile or deployment()) == "cluster":  # queue the runs (all partitions at once) for the daemon and Celery
         return _submit_stage(stage, job.name, partitions, opts, selection, instance, log)
     runs: list[StageRun] = []
     for key in partitions:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -35,7 +35,8 @@ VARIABLES: tuple[Variable, ...] = (
              "pipelines.deployment"),
     Variable("LROUTER_RETRAIN_MIN_NEW_TRACES", "2000", "new traces since training before the schedule retrains",
              "pipelines.automation"),
-    Variable("LROUTER_RECALIBRATE_CRON", "0 3 * * *", "cron of the recalibration schedule", "pipelines.automation"),
+    Variable("LROUTER_RECALIBRATE_CRON", "0 3 * * 1", "cron of the recalibration schedule (weekly)",
+             "pipelines.automation"),
     Variable("LROUTER_RECALIBRATE_MIN_LABELS", "50", "production feedback labels before a recalibration",
              "pipelines.production"),
     Variable("LROUTER_DEMO_QUERIES", "1000", "queries of `make demo`'s built-in benchmark", "pipelines.demo"),
@@ -46,11 +47,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LROUTER_SIM_TIME_SCALE", "0.002", "share of the simulator's latency actually waited in pipelines",
              "assets.resources"),
     Variable("LROUTER_RUNTIME", "auto", "encoder runtime when serving: auto | torch | onnx",
-             "router.serving.service"),
+             "pipelines.settings (passed to router.serving.service)"),
     Variable("LROUTER_SERVING_DTYPE", "the features' dtype", "serving precision: float32 | bfloat16 | int8",
-             "router.serving.service"),
+             "pipelines.settings (passed to router.serving.service)"),
     Variable("LROUTER_ENCODE_LANES", "min(2, cores)", "concurrent encoder runs per routing batch when serving",
-             "router.serving.service"),
+             "pipelines.settings (passed to router.serving.service)"),
+    Variable("LROUTER_DAGSTER_DIR", "", "cluster profile: the shared folder of run artifacts and compute logs "
+             "(deploy/cluster/dagster.yaml)", "the Dagster instance"),
     Variable("DAGSTER_HOME", "the project folder", "the Dagster instance (runs, materializations)",
              "pipelines.cli.common"),
     Variable("OLLAMA_HOST", "http://127.0.0.1:11434", "the Ollama server of backend=ollama models",
@@ -74,6 +77,9 @@ class Settings:
     registry: str  # empty: <home>/models.yaml
     demo_queries: str
     debug: bool
+    serving_runtime: str = "auto"
+    serving_dtype: str = ""
+    encode_lanes: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -82,10 +88,25 @@ class Settings:
                    warehouse=env.get("LROUTER_WAREHOUSE", "").strip(),
                    registry=env.get("LROUTER_REGISTRY", "").strip(),
                    demo_queries=env.get("LROUTER_DEMO_QUERIES", "1000"),
-                   debug=bool(env.get("LROUTER_DEBUG")))
+                   debug=bool(env.get("LROUTER_DEBUG")),
+                   serving_runtime=env.get("LROUTER_RUNTIME", "") or "auto",
+                   serving_dtype=env.get("LROUTER_SERVING_DTYPE", ""),
+                   encode_lanes=env.get("LROUTER_ENCODE_LANES", "").strip())
 
     def with_home(self, home: Path | str | None) -> Settings:
         """These settings for ``home`` (``--home``): that home's own warehouse folder."""
         if not home:
             return self
-        return Settings(Path(home).resolve(), "", self.registry, self.demo_queries, self.debug)
+        return replace(self, home=Path(home).resolve(), warehouse="")
+
+    def serving(self):  # -> router.serving.service.ServingOptions
+        """How served requests' encoders run (``lrouter route``, ``serve``, ``gateway``, ``calibrate``)."""
+        from router.serving.service import ServingOptions
+
+        lanes = None
+        if self.encode_lanes:
+            try:
+                lanes = int(self.encode_lanes)
+            except ValueError:
+                raise ValueError(f"LROUTER_ENCODE_LANES must be a whole number, got {self.encode_lanes!r}") from None
+        return ServingOptions(runtime=self.serving_runtime, dtype=self.serving_dtype, lanes=lanes)

@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env().with_home(getattr(args, "home", None))
     args.home = str(settings.home)  # every command works on this one home, passed on as an argument
+    args.settings = settings
     try:
         if args.cmd in NEEDS_WAREHOUSE:
             require_warehouse(_warehouse(args)[1])

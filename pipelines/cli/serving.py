@@ -45,6 +45,13 @@ def check_route_request(image: str, question: str) -> None:
                        "with --image") from exc
 
 
+def _serving(args):
+    """The serving options the environment gave this process (read once, in pipelines.settings)."""
+    from pipelines.settings import Settings
+
+    return (getattr(args, "settings", None) or Settings.from_env()).serving()
+
+
 def cmd_route(args) -> int:
     import math
 
@@ -57,7 +64,7 @@ def cmd_route(args) -> int:
     require_warehouse(home)
     pool = [p for p in args.pool.split(",") if p] if args.pool else None
     try:
-        router = load_router(home=home)
+        router = load_router(home=home, serving=_serving(args))
         dep = router.deployment
         lam = float(args.lam if args.lam is not None else (dep.get("lambda") or 0.0))
         ranked = router.route(args.image, args.question, pool=pool, lam=lam)
@@ -120,7 +127,7 @@ def cmd_serve(args) -> int:
     except (ValueError, KeyError_) as exc:
         print(f"lrouter serve: {exc}", file=sys.stderr)
         return 2
-    service = load_router(home=home)
+    service = load_router(home=home, serving=_serving(args))
     service.warm_up()  # load the encoders now, not on the first request
     server = make_server(service, host=args.host, port=args.port, limits=limits, access=gate)
 
@@ -156,7 +163,7 @@ def cmd_gateway(args) -> int:
     except (ValueError, KeyError_) as exc:
         print(f"lrouter gateway: {exc}", file=sys.stderr)
         return 2
-    service = load_router(home=home)
+    service = load_router(home=home, serving=_serving(args))
     service.warm_up()
     with ExitStack() as stack:
         sim_url = None
@@ -224,7 +231,7 @@ def cmd_calibrate(args) -> int:
     home = _warehouse(args)[1]
     models = [m for m in args.models.split(",") if m] if args.models else None
     try:
-        service = load_router(home=home)
+        service = load_router(home=home, serving=_serving(args))
         name = args.name or (f"budget-{args.target_cost_usd:g}" if args.target_cost_usd is not None
                              else f"strong-share-{args.target_strong_share:g}")
         policy = calibrate_policy(service, name, args.target_cost_usd, args.target_strong_share, models)

@@ -65,9 +65,10 @@ class RouterService:
     disabled or added model. ``auto_refresh=False`` pins the snapshot.
     """
 
-    def __init__(self, wh: Warehouse, feature_cfg: FeatureConfig | None = None, auto_refresh: bool = True):
+    def __init__(self, wh: Warehouse, feature_cfg: FeatureConfig | None = None, auto_refresh: bool = True,
+                 serving: ServingOptions | None = None):
         self.wh = wh
-        self.feature_cfg = serving_feature_config(feature_cfg or FeatureConfig())
+        self.feature_cfg = serving_feature_config(feature_cfg or FeatureConfig(), serving)
         self.auto_refresh = auto_refresh
         self.refresh_error: str | None = None  # why the last refresh failed while the held snapshot serves
         self._failed: tuple[tuple | None, float] = (None, 0.0)  # (sources, when) of the last failed rebuild
@@ -335,38 +336,43 @@ def _decode_request(r: RouteRequest) -> Image.Image | PreparedImage | None:
     return img.convert("RGB")
 
 
-def serving_feature_config(base: FeatureConfig) -> FeatureConfig:
+@dataclass(frozen=True)
+class ServingOptions:
+    """How the encoders run when serving (the CLI reads them from LROUTER_RUNTIME, LROUTER_SERVING_DTYPE and
+    LROUTER_ENCODE_LANES once, in ``pipelines.settings``): ``runtime`` torch | onnx | onnx_int8 | auto;
+    ``dtype`` empty for the features' own, or float32 | bfloat16 | int8; ``lanes`` concurrent encoder runs per
+    routing batch (None: 2, or 1 on one core)."""
+
+    runtime: str = "auto"
+    dtype: str = ""
+    lanes: int | None = None
+
+
+def serving_feature_config(base: FeatureConfig, options: ServingOptions | None = None) -> FeatureConfig:
     """The encoders' settings for serving: the features asset's, on the encoders' ONNX Runtime graphs where
     they can run (requests arrive one or a few at a time: 2-3x faster than eager at that size, same numbers;
-    router/features/onnx_graph.py). Two environment overrides: ``$LROUTER_RUNTIME``
-    (torch|onnx|onnx_int8|auto) and ``$LROUTER_SERVING_DTYPE``. The latter trades exactness for speed where the features were computed in
-    bf16 (``dtype=auto`` on a CPU with native bf16), which the graphs do not run: ``float32`` serves from the
-    fp32 graphs instead, so a request's features differ from the stored ones by bf16 rounding
+    router/features/onnx_graph.py). ``options.dtype`` trades exactness for speed where the features were
+    computed in bf16 (``dtype=auto`` on a CPU with native bf16), which the graphs do not run: ``float32`` serves
+    from the fp32 graphs instead, so a request's features differ from the stored ones by bf16 rounding
     (bench/serving_precision.py prints how often that changes the chosen model); ``int8`` goes further: the fp32
     graphs with the text encoder's weights in int8 (runtime ``onnx_int8``: about half the time of a text request's
-    encoder, cosine ~0.993 to the fp32 embedding). Unset: the features' dtype. On the graphs a routing batch runs
-    on ``$LROUTER_ENCODE_LANES`` concurrent encoder lanes (default: 2, or 1 on one core; the same numbers), which
-    took images at concurrency 32 from 8.5x to 11.5x the throughput of one client (bench/gateway.py, 2 cores)."""
-    runtime = os.environ.get("LROUTER_RUNTIME", "auto")
-    dtype = os.environ.get("LROUTER_SERVING_DTYPE") or base.dtype
-    lanes_env = os.environ.get("LROUTER_ENCODE_LANES") or str(min(2, os.cpu_count() or 1))
-    try:
-        lanes = int(lanes_env)
-    except ValueError:
-        raise ValueError(f"serving encoders: $LROUTER_ENCODE_LANES must be a whole number, got {lanes_env!r}"
-                         ) from None
+    encoder, cosine ~0.993 to the fp32 embedding). Empty: the features' dtype. On the graphs a routing batch runs
+    on ``options.lanes`` concurrent encoder lanes (default: 2, or 1 on one core; the same numbers), which took
+    images at concurrency 32 from 8.5x to 11.5x the throughput of one client (bench/gateway.py, 2 cores)."""
+    opts = options or ServingOptions()
+    runtime, dtype = opts.runtime or "auto", opts.dtype or base.dtype
+    lanes = opts.lanes if opts.lanes is not None else min(2, os.cpu_count() or 1)
     if dtype == "int8":
         if runtime not in ("auto", "onnx_int8"):
-            raise ValueError(f"serving encoders: $LROUTER_SERVING_DTYPE=int8 runs on the onnx_int8 runtime, but "
-                             f"$LROUTER_RUNTIME={runtime!r}; unset one of them")
+            raise ValueError(f"serving encoders: dtype int8 (LROUTER_SERVING_DTYPE) runs on the onnx_int8 runtime, "
+                             f"but the runtime (LROUTER_RUNTIME) is {runtime!r}; unset one of them")
         dtype, runtime = "float32", "onnx_int8"
     try:
         return replace(base, progress=False, runtime=runtime, dtype=dtype, encode_lanes=lanes)
     except ValueError as exc:
-        raise ValueError(f"serving encoders ($LROUTER_RUNTIME={runtime!r}, $LROUTER_SERVING_DTYPE={dtype!r}, "
-                         f"$LROUTER_ENCODE_LANES={lanes_env!r}): {exc}") from None
+        raise ValueError(f"serving encoders (runtime {runtime!r}, dtype {dtype!r}, lanes {lanes}): {exc}") from None
 
 
-def load_router(home: Path | None = None) -> RouterService:
+def load_router(home: Path | None = None, serving: ServingOptions | None = None) -> RouterService:
     home = Path(home) if home is not None else lrouter_home()
-    return RouterService(Warehouse(home / "warehouse"))
+    return RouterService(Warehouse(home / "warehouse"), serving=serving)

@@ -64,8 +64,10 @@ def ui_instance(tmp_path_factory):
         run_config={"ops": {"benchmark_queries": {"config": {"n_queries": TINY_QUERIES, "seed": 3}}}})
     for m in instance.get_dynamic_partitions("models"):
         mat(["outcome_traces"], partition_key=m)
-    mat(["warehouse_views", "query_features", "capability_profiles", "latent_router"],
-        run_config={"ops": {"latent_router": {"config": TINY_ROUTER}}})
+    mat(["warehouse_views", "query_features", "capability_profiles", "latent_router", "deployed_router"],
+        run_config={"ops": {"latent_router": {"config": TINY_ROUTER},
+                            "deployed_router": {"config": {"preset": "quick",
+                                                           "deploy_candidates": ["Strongest", "GroupBest"]}}}})
     mat(["evaluation_report"], run_config={"ops": {"evaluation_report": {"config": EVAL_CONFIG}}})
     yield home, dh, instance
     instance.dispose()
@@ -164,7 +166,11 @@ def test_evaluation_report_shows_its_main_table_and_plots_in_the_browser(webserv
             expect(main).to_be_visible()
             expect(main.locator("table").first).to_contain_text("Oracle")
             expect(main.locator("table").first).to_contain_text("LatentRouter")
-            expect(main).to_contain_text("Oriented: Accuracy")
+            expect(main).to_contain_text("Accuracy (λ=0)")
+            # the one deployment decision: the report's headline names it, and its own asset says why
+            deployed = _deployed_name(webserver)
+            headline = page.locator("tr", has=page.locator("td", has_text="headline")).first
+            expect(headline).to_contain_text(f"Deployed: {deployed}")
             # the plots open from their row and are decoded images, not broken links
             plots = page.locator("tr", has=page.locator("td", has_text="plots")).first
             plots.get_by_text("[Show Markdown]").click()
@@ -172,5 +178,17 @@ def test_evaluation_report_shows_its_main_table_and_plots_in_the_browser(webserv
             expect(img).to_be_visible()
             page.wait_for_function("() => { const i = document.querySelector(\"img[src^='data:image/png']\");"
                                    " return i && i.complete && i.naturalWidth > 100; }")
+            page.goto(f"{webserver}/assets/deployed_router", wait_until="domcontentloaded")
+            reason = page.locator("tr", has=page.locator("td", has_text="reason")).first
+            expect(reason).to_contain_text(f"{deployed} has the best validation utility")
         finally:
             browser.close()
+
+
+def _deployed_name(webserver: str) -> str:
+    """The deployed router as /health-style readers see it: deployed.json of the published checkpoint."""
+    from router.evaluation.deploy import read_deployment
+    from router.training.artifacts import latest_checkpoint_dir
+    from warehouse.store import Warehouse, lrouter_home
+
+    return read_deployment(latest_checkpoint_dir(Warehouse(lrouter_home() / "warehouse")))["deployed"]

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 import polars as pl
-from polars.testing import assert_frame_equal
 import pytest
+from polars.testing import assert_frame_equal
 
 from router.data.routing_data import synthetic_routing_data
 from router.evaluation.config import EvalConfig

@@ -362,29 +362,26 @@ def test_int8_text_graph_is_close_to_fp32_but_not_equal_and_keeps_its_own_cache_
 
 def test_serving_encoders_follow_the_features_dtype_unless_overridden(monkeypatch):
     """The routing service encodes requests in the features' dtype (a bf16 feature set is served by the eager
-    bf16 encoders, matching the stored numbers); ``$LROUTER_SERVING_DTYPE=float32`` opts into the fp32 ONNX
-    graphs, ``int8`` into them with int8 text weights; a bad value names the variable."""
-    from router.serving.service import serving_feature_config
+    bf16 encoders, matching the stored numbers); serving dtype float32 (LROUTER_SERVING_DTYPE, read once by
+    pipelines.settings) opts into the fp32 ONNX graphs, ``int8`` into them with int8 text weights; a bad value
+    is named. The library reads no variable itself."""
+    from pipelines.settings import Settings
+    from router.serving.service import ServingOptions, serving_feature_config
 
-    monkeypatch.delenv("LROUTER_SERVING_DTYPE", raising=False)
-    monkeypatch.delenv("LROUTER_RUNTIME", raising=False)
+    monkeypatch.setenv("LROUTER_SERVING_DTYPE", "int8")  # ignored by the library: settings are passed
     for dtype in ("bfloat16", "float32"):
         cfg = serving_feature_config(FeatureConfig(dtype=dtype))
         assert (cfg.dtype, cfg.runtime, cfg.progress) == (dtype, "auto", False)
         assert load_encoders(cfg).text.runtime == ("onnx" if dtype == "float32" else "torch")
-    monkeypatch.setenv("LROUTER_SERVING_DTYPE", "float32")
-    cfg = serving_feature_config(FeatureConfig(dtype="bfloat16"))
+    cfg = serving_feature_config(FeatureConfig(dtype="bfloat16"), ServingOptions(dtype="float32"))
     assert cfg.dtype == "float32" and load_encoders(cfg).text.runtime == "onnx"
-    monkeypatch.setenv("LROUTER_SERVING_DTYPE", "int8")  # fp32 graphs, int8 text weights
-    cfg = serving_feature_config(FeatureConfig(dtype="bfloat16"))
+    serving = Settings.from_env({"LROUTER_SERVING_DTYPE": "int8"}).serving()  # fp32 graphs, int8 text weights
+    cfg = serving_feature_config(FeatureConfig(dtype="bfloat16"), serving)
     assert (cfg.dtype, cfg.runtime) == ("float32", "onnx_int8") and load_encoders(cfg).text.runtime == "onnx_int8"
-    monkeypatch.setenv("LROUTER_RUNTIME", "torch")
-    with pytest.raises(ValueError, match=r"LROUTER_SERVING_DTYPE=int8.*LROUTER_RUNTIME='torch'"):
-        serving_feature_config(FeatureConfig())
-    monkeypatch.delenv("LROUTER_RUNTIME")
-    monkeypatch.setenv("LROUTER_SERVING_DTYPE", "int4")
-    with pytest.raises(ValueError, match=r"LROUTER_SERVING_DTYPE='int4'.*dtype"):
-        serving_feature_config(FeatureConfig())
+    with pytest.raises(ValueError, match=r"dtype int8 \(LROUTER_SERVING_DTYPE\).*\(LROUTER_RUNTIME\) is 'torch'"):
+        serving_feature_config(FeatureConfig(), ServingOptions(runtime="torch", dtype="int8"))
+    with pytest.raises(ValueError, match=r"dtype 'int4'.*dtype"):
+        serving_feature_config(FeatureConfig(), ServingOptions(dtype="int4"))
 
 
 def test_encode_lanes_split_a_routing_batch_across_threads_with_the_same_numbers(image_dir, monkeypatch):
@@ -424,11 +421,12 @@ def test_encode_lanes_split_a_routing_batch_across_threads_with_the_same_numbers
     assert seen == [threading.current_thread().name]  # eager torch keeps its own threads: one inline pass
     with pytest.raises(ValueError, match="encode_lanes"):
         FeatureConfig(encode_lanes=0)
-    monkeypatch.setenv("LROUTER_ENCODE_LANES", "2")
-    assert serving_feature_config(FeatureConfig()).encode_lanes == 2
-    monkeypatch.setenv("LROUTER_ENCODE_LANES", "two")
+    from pipelines.settings import Settings
+
+    assert serving_feature_config(FeatureConfig(), Settings.from_env({"LROUTER_ENCODE_LANES": "2"}).serving()
+                                  ).encode_lanes == 2
     with pytest.raises(ValueError, match="LROUTER_ENCODE_LANES.*'two'"):
-        serving_feature_config(FeatureConfig())
+        Settings.from_env({"LROUTER_ENCODE_LANES": "two"}).serving()
 
 
 def _recording(fn, seen: list[str]):
