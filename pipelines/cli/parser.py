@@ -175,7 +175,8 @@ def _add_serving_commands(sub) -> None:
     gw = sub.add_parser("gateway", help="OpenAI-compatible endpoint: route, forward, fall back (POST /v1/chat/completions)")
     gw.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     gw.add_argument("--port", type=int, default=8788)
-    gw.add_argument("--lambda", dest="lam", type=float, default=0.1, help="cost weight of model=lrouter")
+    gw.add_argument("--lambda", dest="lam", type=float, default=None,
+                    help="cost weight of model=lrouter (default: the deployed router's lambda)")
     gw.add_argument("--max-fallbacks", type=int, default=2, help="next-ranked models tried after a failure")
     gw.add_argument("--upstream-timeout", type=float, default=30.0, metavar="S",
                     help="seconds to a whole answer / the first streamed event before falling back")

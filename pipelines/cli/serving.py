@@ -146,6 +146,7 @@ def cmd_serve(args) -> int:
 def cmd_gateway(args) -> int:
     """The OpenAI-compatible gateway; sim models are served by an embedded simulator on loopback."""
     from contextlib import ExitStack
+    from dataclasses import replace
 
     from router.serving.gateway.app import make_gateway_app, make_gateway_server
     from router.serving.gateway.config import GatewayConfig, upstreams_from_models
@@ -156,7 +157,7 @@ def cmd_gateway(args) -> int:
     wh, home = _warehouse(args)
     try:
         limits = limits_from_args(args)
-        cfg = GatewayConfig(default_lambda=args.lam, max_fallbacks=args.max_fallbacks,
+        cfg = GatewayConfig(default_lambda=args.lam if args.lam is not None else 0.1, max_fallbacks=args.max_fallbacks,
                             first_byte_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts,
                             max_upstream_bytes=args.max_upstream_bytes)
         gate = _access(args, home)  # checked here, before the (slow) router build
@@ -164,6 +165,8 @@ def cmd_gateway(args) -> int:
         print(f"lrouter gateway: {exc}", file=sys.stderr)
         return 2
     service = load_router(home=home, serving=_serving(args))
+    if args.lam is None and service.deployment.get("lambda") is not None:  # the one deployment decision's
+        cfg = replace(cfg, default_lambda=float(service.deployment["lambda"]))
     service.warm_up()
     with ExitStack() as stack:
         sim_url = None

@@ -99,7 +99,7 @@ class RouterService:
         # fitted on another pool than the registry's cannot score it, so the LatentRouter serves instead
         name, baseline, doc = load_deployed_baseline(ckpt)
         self.deployment: dict = {"deployed": name, "serving": LATENT if baseline is None else name,
-                                 "lambda": doc.get("lambda"), "note": None}
+                                 "lambda": doc.get("lambda"), "reason": doc.get("reason"), "note": None}
         if baseline is not None and (baseline.fitted_model_ids() or data.model_ids) != list(data.model_ids):
             self.deployment.update(serving=LATENT, note=f"{name} was fitted on another model pool; serving "
                                                         "LatentRouter (capability tokens) until the next training")

@@ -88,6 +88,7 @@ async def _health(request: Request) -> JSONResponse:
     log = state.log
     return JSONResponse({
         "status": "ok", "checkpoint": svc.checkpoint.name, "router": svc.deployment["serving"],
+        "deployment": svc.deployment, "lambda": state.policies.default_lambda,
         "routable_models": state.routable(),
         "upstream_models": state.upstreams().ids(), "policies": sorted(state.policies.policies()),
         "policy_file_error": state.policies.load_error, "degraded": bool(svc.refresh_error),

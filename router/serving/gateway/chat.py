@@ -73,6 +73,8 @@ class Served:
     task_group: str | None = None  # the request's extra_body task_group / dataset: lets its label count toward
     dataset: str | None = None  # that group's / dataset's profile parts at recalibration
     key_id: str | None = None  # the access key's id (never the key)
+    router: str | None = None  # the deployed router that ranked the models (routed requests)
+    simulated: bool = False  # the chosen model is the built-in simulator's
     finished: bool = False  # its row was recorded (exactly once)
 
     @property
@@ -98,9 +100,13 @@ class Served:
             h["x-lrouter-policy"] = self.policy
         if self.lam is not None:
             h["x-lrouter-lambda"] = f"{self.lam:g}"
+        if self.router:
+            h["x-lrouter-router"] = self.router
         if self.chosen_model:
             h["x-lrouter-model"] = self.chosen_model
             h["x-lrouter-fallbacks"] = str(self.fallbacks)
+            if self.simulated:
+                h["x-lrouter-simulated"] = "true"
         if self.predicted_quality is not None:
             h["x-lrouter-predicted-quality"] = f"{self.predicted_quality:.4f}"
         if self.expected_cost_usd is not None:
@@ -198,6 +204,7 @@ async def _candidates(state: GatewayState, req: ChatRequest, plan: Plan, rec: Se
     if isinstance(ranked, ValueError):  # the request's own input (an image PIL cannot decode, ...)
         raise ApiError(400, str(ranked), "messages", "invalid_image" if "image" in str(ranked) else "invalid_value")
     rec.routing_ms, rec.route_batch = routed.batch_ms, routed.batch_size
+    rec.router = state.service.deployment.get("serving") if state.service is not None else None
     state.metrics.routing.observe(rec.routing_ms / 1e3)
     state.metrics.route_batch.observe(routed.batch_size)
     cap = plan.max_cost_usd
@@ -321,6 +328,7 @@ async def _forward(state: GatewayState, req: ChatRequest, rec: Served, candidate
         state.metrics.upstream_latency.labels(model).observe(rec.upstream_ms / 1e3)
         rec.attempts.append(Attempt(model, True, latency_ms=rec.upstream_ms))
         _use(rec, cand)
+        rec.simulated = up.simulated
         if isinstance(result, UpstreamStream):
             return StreamingResponse(_sse(state, req, rec, result), media_type="text/event-stream",
                                      headers={**rec.headers(), "cache-control": "no-cache"})
