@@ -52,6 +52,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # out of fold (crossfit.choose_epochs) and that rule's nested OOF accuracy
     "epochs_by_oof": ({}, {"restore_best": False}),
     "side_residual+epochs_by_oof": ({"side_residual": True}, {"restore_best": False}),
+    "side+token_drop_0.3": ({"side_residual": True}, {"token_drop": 0.3}),
     "side+init": ({"side_residual": True}, {"init_head_mean": True}),
     "side+init+pointwise": ({"side_residual": True}, {"init_head_mean": True, "w_pair": 0.1, "w_list": 0.1,
                                                        "w_mean": 1.0}),
