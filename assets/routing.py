@@ -234,7 +234,8 @@ def _calibration(model, data) -> tuple[pl.DataFrame, float]:
 
 
 def _curve_png(curve: pl.DataFrame, best_epoch: int) -> bytes:
-    """Train loss and val utility per epoch, the early-stopping epoch marked: what the table says, at a glance."""
+    """Train and validation loss and val utility per epoch, the early-stopping epoch marked: what the table says,
+    at a glance (validation loss rising while train loss falls is overfitting)."""
     import io
 
     import matplotlib
@@ -244,8 +245,10 @@ def _curve_png(curve: pl.DataFrame, best_epoch: int) -> bytes:
 
     fig, loss_ax = plt.subplots(figsize=(7, 3.2), dpi=100)
     loss_ax.plot(curve["epoch"], curve["train_loss"], color="tab:blue", label="train loss")
+    if curve["val_loss"].is_not_null().any():
+        loss_ax.plot(curve["epoch"], curve["val_loss"], color="tab:blue", linestyle="--", label="val loss")
     loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("train loss", color="tab:blue")
+    loss_ax.set_ylabel("loss (train solid, val dashed)", color="tab:blue")
     util_ax = loss_ax.twinx()
     util_ax.plot(curve["epoch"], curve["val_utility"], color="tab:orange", label="val utility")
     util_ax.set_ylabel("val utility", color="tab:orange")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import polars as pl
+
 from warehouse.catalog import refresh_catalog
 from warehouse.store import Warehouse
 
@@ -43,6 +45,26 @@ def run_import(args, wh: Warehouse, home: Path) -> int:
     except ImportValidationError as exc:
         return _refused(exc, args.on_error)
     refresh_catalog(wh)
-    print(result.report_markdown())
-    print(f"written: {summary}")
+    print(import_summary(result, summary))
     return 0
+
+
+def import_summary(result, summary: dict) -> str:
+    """A few human lines (the full Markdown report is in the file it names)."""
+    q, t = result.queries, result.traces
+    lines = [f"imported {result.benchmark} ({summary['mode']}): {summary['queries']:,} queries, "
+             f"{summary['models']} models, {summary['traces']:,} traces, {summary['images']:,} images copied"
+             + (", text-only" if summary["text_only"] else "")]
+    if summary["skipped"]:
+        lines.append(f"skipped {summary['skipped']:,} bad rows (listed in the import_skipped table)")
+    if summary.get("dropped"):
+        lines.append(str(summary["dropped"]))
+    if t.height:
+        per = t.group_by("model_id").agg(quality=pl.col("quality").mean()).sort("quality", descending=True)
+        best = per.row(0, named=True)
+        lines.append(f"best model on average: {best['model_id']} (quality {best['quality']:.3f}); "
+                     f"task groups: {q['task_group'].n_unique()}")
+    lines += [str(n) for n in summary.get("notes") or []]
+    lines.append(f"report: {summary['report']}")
+    lines.append("next: lrouter run all --preset quick (features, train, evaluate on this home)")
+    return "\n".join(lines)

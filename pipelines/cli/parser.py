@@ -36,7 +36,18 @@ class LrouterParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    argv: list[str] = []  # the command line being parsed (set by main), to name a mistyped flag
+
     def error(self, message: str) -> None:  # type: ignore[override]
+        """One line; a mistyped flag is named (with the nearest known one) before any missing-argument
+        complaint it caused: ``--img`` is reported as unknown, not as a missing ``--image``."""
+        import difflib
+
+        known = set(self._option_string_actions)
+        typos = [a.split("=", 1)[0] for a in self.argv if a.startswith("--") and a.split("=", 1)[0] not in known]
+        if typos and self.prog != "lrouter":
+            near = difflib.get_close_matches(typos[0], sorted(known), n=1)
+            message = f"unrecognized argument {typos[0]}" + (f" (did you mean {near[0]}?)" if near else "")
         self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
@@ -243,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     """Dispatch; a failure the user can fix is one line on stderr and a non-zero exit, never a traceback."""
     from pipelines.settings import Settings
 
+    LrouterParser.argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     settings = Settings.from_env().with_home(getattr(args, "home", None))
     args.home = str(settings.home)  # every command works on this one home, passed on as an argument

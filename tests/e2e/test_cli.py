@@ -62,6 +62,9 @@ def test_a_usage_error_is_one_line_pointing_at_help(elsewhere: Path) -> None:
     assert_one_line(lrouter("route", "--image", cwd=elsewhere), 2, "expected one argument",
                     "lrouter route --help")
     assert_one_line(lrouter("nosuch", cwd=elsewhere), 2, "invalid choice", "lrouter --help")
+    # a mistyped flag is named, with the nearest known one, not reported as the argument it failed to give
+    assert_one_line(lrouter("route", "--img", "x.png", "--question", "q", cwd=elsewhere), 2,
+                    "unrecognized argument --img (did you mean --image?)")
 
 
 @pytest.mark.parametrize("args", [

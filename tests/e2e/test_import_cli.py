@@ -30,7 +30,9 @@ def test_import_queries_merges_by_default(home, capsys):
     home, traces = home
     assert _import(home, "queries", str(home.parent / "my.jsonl")) == 0
     out = capsys.readouterr().out
-    assert "import --replace" not in out and "'mode': 'merge'" in out
+    assert "import --replace" not in out and "(merge): 1 queries" in out
+    assert "{" not in out and "|" not in out  # a human summary, not a dict or a Markdown table
+    assert "report: " in out and out.strip().endswith("(features, train, evaluate on this home)")
     wh = Warehouse(home / "warehouse")
     assert wh.trace_partitions() == ["llava:7b", "sim-a"] and wh.read_traces().height == traces.height
     assert all(e.active for e in load_registry(home / "models.yaml"))
