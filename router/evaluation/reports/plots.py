@@ -22,15 +22,16 @@ from router.evaluation.results import EvalOutput  # noqa: E402
 def _save(fig: plt.Figure, path: Path) -> Path:
     """Write and close the figure (pyplot keeps every open figure in memory)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # a legend beside the axes stays in the image
     plt.close(fig)
     return path
 
 
 def _colors(names: Sequence[str]) -> dict[str, Any]:
-    """LatentRouter red, Oracle dark grey, everyone else a tab10 colour that is neither red nor grey."""
-    cmap = plt.get_cmap("tab10")
-    palette = [cmap(i) for i in (0, 1, 2, 4, 5, 6, 8, 9)]
+    """LatentRouter red, Oracle dark grey, everyone else its own tab20 colour that is neither red nor grey
+    (16 of them: no two routers of Table 1 share one)."""
+    cmap = plt.get_cmap("tab20")
+    palette = [cmap(i) for i in (0, 2, 4, 8, 10, 16, 18, 1, 3, 5, 9, 11, 17, 19, 12, 13)]
     others = [n for n in names if n not in (LATENT, ORACLE)]
     out: dict[str, Any] = {n: palette[i % len(palette)] for i, n in enumerate(others)}
     return {**out, LATENT: "#d62728", ORACLE: "#444444"}
@@ -42,25 +43,26 @@ def plot_frontier(output: EvalOutput, path: Path) -> Path | None:
     if fr is None or fr.height == 0:
         return None
     mean = fr.group_by(["router", "lambda"]).agg(pl.col("cost").mean(), pl.col("quality").mean()).sort("lambda")
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5))
     colors = _colors(ROUTERS)
-    for r in ROUTERS:
+    markers = "os^Dv<>PX*"
+    for i, r in enumerate(ROUTERS):
         pts = mean.filter(pl.col("router") == r)
         if pts.height == 0:
             continue
         x, y = pts["cost"].to_numpy(), pts["quality"].to_numpy()
         style = dict(lw=2.5 if r == LATENT else 1.2, ls="--" if r == ORACLE else "-")
-        ax.plot(x, y, marker="o", ms=3.5, color=colors[r], label=r, **style)
+        ax.plot(x, y, marker=markers[i % len(markers)], ms=4, color=colors[r], label=r, **style)
     fm = output.tables.get("frontier_models")
     if fm is not None and fm.height:
         ax.scatter(fm["cost"], fm["quality"], marker="x", color="grey", zorder=5, label="single models")
-        for row in fm.iter_rows(named=True):
-            ax.annotate(row["model"], (row["cost"], row["quality"]), fontsize=7, color="grey",
-                        xytext=(3, 3), textcoords="offset points")
+        for j, row in enumerate(fm.sort("cost").iter_rows(named=True)):  # alternate offsets: no two labels collide
+            ax.annotate(row["model"], (row["cost"], row["quality"]), fontsize=7, color="dimgrey",
+                        xytext=(4, 6 if j % 2 == 0 else -10), textcoords="offset points")
     ax.set_xlabel("mean cost per query (normalised: 1 = priciest model's train mean)")
     ax.set_ylabel("mean quality")
     ax.set_title("Cost-quality operating points over the λ sweep (test, mean over seeds)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the plot, not over it
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
