@@ -13,7 +13,6 @@ May import: `router.data`, `router.models.base`, torch, scikit-learn.
 
 from __future__ import annotations
 
-from router.models.base import Router
 from router.models.baselines.classifiers import VLFeatureConfig, VLFeatureRouter, soft_labels
 from router.models.baselines.common import TorchTrainConfig, fit_rows
 from router.models.baselines.ecvl import ECVLConfig, ECVLRouter
@@ -25,16 +24,8 @@ from router.models.baselines.neighbours import KMeansConfig, KMeansRouter, KNNCo
 from router.models.baselines.r2router import R2Router, R2RouterConfig
 from router.models.baselines.routerdc import RouterDCConfig, RouterDCRouter
 
-BASELINES: dict[str, type[Router]] = {
-    cls.name: cls
-    for cls in (OracleRouter, StrongestRouter, CheapestRouter, RandomRouter, GroupBestRouter, KNNRouter,
-                KMeansRouter, MLPMFRouter, RouteLLMMFRouter, VLFeatureRouter, ECVLRouter, RouterDCRouter,
-                GraphRouter, R2Router)
-}
-"""Baseline class by its short ``Router.name`` (Table 1 order); each builds with its defaults."""
-
 __all__ = [
-    "BASELINES", "CheapestRouter", "ECVLConfig", "ECVLRouter", "GraphRouter", "GraphRouterConfig", "GroupBestConfig",
+    "CheapestRouter", "ECVLConfig", "ECVLRouter", "GraphRouter", "GraphRouterConfig", "GroupBestConfig",
     "GroupBestRouter", "KMeansConfig", "KMeansRouter", "KNNConfig", "KNNRouter", "MLPMFConfig", "MLPMFRouter", "OracleRouter", "R2Router",
     "R2RouterConfig", "RandomRouter", "RouteLLMConfig", "RouteLLMMFRouter", "RouterDCConfig", "RouterDCRouter",
     "StrongestRouter", "TorchTrainConfig", "VLFeatureConfig", "VLFeatureRouter", "fit_rows", "soft_labels",

@@ -13,6 +13,7 @@ from router.data.routing_data import RoutingData, synthetic_routing_data
 from router.evaluation.metrics.sweep import evaluate_router, lambda_sweep, route_outcomes
 from router.models.base import Router
 from router.models.baselines.classifiers import cheapest_labels
+from router.models.registry import ROUTERS, spec
 
 SEEDS = (0, 1, 2)
 N = 400
@@ -30,10 +31,12 @@ def make(name: str) -> Router:
         return B.VLFeatureRouter(B.VLFeatureConfig(lambdas=(0.0, 3.0, 30.0), train=FAST))
     if name == "kmeans":
         return B.KMeansRouter(n_init=3)
-    return B.BASELINES[name]()
+    return BY_SHORT[name].make()
 
 
-ALL = tuple(B.BASELINES)
+# every registered baseline by its class's short name (Router.name), Table 1 order
+BY_SHORT = {spec(n).make().name: spec(n) for n in ROUTERS if n != "LatentRouter"}
+ALL = tuple(BY_SHORT)
 
 
 @pytest.fixture(scope="module")

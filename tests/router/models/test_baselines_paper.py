@@ -11,7 +11,9 @@ import torch
 
 import router.models.baselines as B
 from router.data.routing_data import RoutingData, synthetic_routing_data
+from router.models.base import Router
 from router.models.baselines.routerdc import sample_llm_loss, sample_sample_loss
+from router.models.registry import ROUTERS, spec
 from warehouse.vocabulary import TASK_GROUPS
 
 FAST = B.TorchTrainConfig(epochs=25, patience=25, batch_size=32)
@@ -49,7 +51,10 @@ def best_by_type(n: int = 400, k: int = 5, seed: int = 0, noise_features: bool =
     return with_outcomes(d, q, np.full((n, k), 0.5), **kw), best
 
 
-def pick_rate(r: B.BASELINES, d: RoutingData, best: np.ndarray, lam: float = 0.0) -> float:
+BY_SHORT = {spec(n).make().name: spec(n) for n in ROUTERS if n != "LatentRouter"}  # by Router.name
+
+
+def pick_rate(r: Router, d: RoutingData, best: np.ndarray, lam: float = 0.0) -> float:
     te = d.idx("test")
     return float(np.mean(r.select(d, te, lam) == best[types_of(d)[te]]))
 
@@ -62,7 +67,7 @@ def test_registered_and_text_only_and_avail():
     avail = np.random.default_rng(0).uniform(size=(len(rows), d.k)) < 0.5
     avail[:, 0] = True
     for name in PAPER:
-        r = B.BASELINES[name]
+        r = type(BY_SHORT[name].make())
         assert r.name == name
         small = {"ecvl": B.ECVLRouter(B.ECVLConfig(d_model=16, n_heads=2, train=B.TorchTrainConfig(epochs=2))),
                  "routerdc": B.RouterDCRouter(B.RouterDCConfig(lambdas=(0.0, 1.0), train=B.TorchTrainConfig(epochs=2))),
