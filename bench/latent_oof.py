@@ -53,6 +53,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "epochs_by_oof": ({}, {"restore_best": False}),
     "side_residual+epochs_by_oof": ({"side_residual": True}, {"restore_best": False}),
     "side+token_drop_0.3": ({"side_residual": True}, {"token_drop": 0.3}),
+    # a fixed 5-epoch budget, no early stopping (5 = the pooled OOF epoch curve's argmax on VisOnlyQA split 0)
+    "fixed_5_epochs": ({}, {"restore_best": False, "epochs": 5}),
     "side+init": ({"side_residual": True}, {"init_head_mean": True}),
     "side+init+pointwise": ({"side_residual": True}, {"init_head_mean": True, "w_pair": 0.1, "w_list": 0.1,
                                                        "w_mean": 1.0}),
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         # a fixed epoch budget records the held-out fold as its validation curve (honest: nothing is selected
         # on it); every other fit early-stops on the next fold (inner validation)
         o = crossfit(lambda mc=mc, tc=tc: LatentRouterRouter(mc, tc), data, args.folds, args.seed, (0.0,),
-                     name=f"LR {v}", keep_fitted=True, inner_val=tc.restore_best)
+                     name=f"LR {v}", keep_fitted=True, inner_val=not v.endswith("epochs_by_oof"))
         seconds[f"LR {v}"] = time.perf_counter() - t1
         oofs[f"LR {v}"] = o
         res = [m.result for m in o.fitted]
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             "gb_train_acc": float(np.mean([r.reference.get("group_best_train_acc", np.nan) for r in res])),
             "gb_val_acc": float(np.mean([r.reference.get("group_best_val_acc", np.nan) for r in res])),
         }
-        if not tc.restore_best:
+        if v.endswith("epochs_by_oof"):
             from router.evaluation.crossfit import choose_epochs
 
             e, pooled, nested, per_fold = choose_epochs(o)
