@@ -19,6 +19,7 @@ from router.evaluation.deploy import (
     DeployConfig,
     candidate_fits,
     decide,
+    decide_oof,
     load_deployed_baseline,
     read_deployment,
     save_deployment,
@@ -127,9 +128,21 @@ def deployed_router(context: dg.AssetExecutionContext, config: DeployedRouterCon
         ctx = EvalContext(data, EvalConfig.preset(dc.preset, experiments=("main_table",)), context.run_id,
                           progress=context.log.info, fit_store=store)
         candidates = candidate_fits(ctx, dc.deploy_candidates)
-    chosen, table, reason = decide(latent, candidates, data, dc.deploy_lambda, previous)
-    router = candidates.get(chosen)
-    cfg_doc = model_cfg.to_dict() if ctx is None or chosen == LATENT else config_dict(ctx.baseline_config(chosen))
+    if ctx is not None and dc.select_by == "oof":  # K-fold cross-fitting; the ensemble competes too
+        train_cfg = _checkpoint_train_config(meta)
+        factories = {n: (lambda n=n: ctx.make_baseline(n)) for n in candidates}
+        chosen, table, reason, router = decide_oof(
+            latent, lambda: LatentRouterRouter(model_cfg, train_cfg, name=LATENT), candidates, factories, data,
+            dc.deploy_lambda, dc.oof_folds, previous)
+    else:
+        chosen, table, reason = decide(latent, candidates, data, dc.deploy_lambda, previous)
+        router = candidates.get(chosen)
+    if chosen == LATENT or ctx is None:
+        cfg_doc = model_cfg.to_dict()
+    elif chosen in candidates:
+        cfg_doc = config_dict(ctx.baseline_config(chosen))
+    else:  # the ensemble: its members' weights
+        cfg_doc = {"weights": dict(getattr(router, "weights", None) or {})}
     save_deployment(ckpt, chosen, dc.deploy_lambda, table, router, config=cfg_doc, reason=reason,
                     run_id=context.run_id, previous=previous)
     seconds = time.perf_counter() - t0
@@ -155,7 +168,7 @@ def deployed_router_beats_strongest(warehouse: WarehouseResource) -> dg.AssetChe
     wh = warehouse.warehouse()
     ckpt = latest_checkpoint_dir(wh)
     doc = read_deployment(ckpt) if ckpt is not None else {}
-    rows = {r.get("router"): r.get("val_utility") for r in doc.get("validation", [])}
+    rows = {r.get("router"): r.get("val_utility", r.get("oof_utility")) for r in doc.get("validation", [])}
     chosen, strongest = rows.get(doc.get("deployed")), rows.get(STRONGEST)
     if chosen is None or strongest is None:
         return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
@@ -192,6 +205,15 @@ def latent_router_scores_validation(query_features: FeatureSet, benchmark_querie
         "checkpoint": ckpt.name, "rows": int(len(rows)), "finite": finite,
         "predicted_quality_min": float(np.nanmin(np.where(av, mu, np.nan))) if finite else float("nan"),
         "predicted_quality_max": float(np.nanmax(np.where(av, mu, np.nan))) if finite else float("nan")})
+
+
+def _checkpoint_train_config(meta: dict) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with (its meta), for refitting it on cross-fitting folds."""
+    import dataclasses
+
+    stored = meta.get("train_config") or {}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in names})
 
 
 def fit_store(wh) -> FitStore:

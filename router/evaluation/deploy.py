@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ from router.models.base import Router
 from router.models.registry import LATENT, ORACLE, STRONGEST, router_names, spec
 from warehouse.store import atomic_write_bytes
 
+SELECT_BY: tuple[str, ...] = ("validation", "oof")
+RouterFactory = Callable[[], Router]
 DEPLOY_FILE = "deployed.json"
 BASELINE_FILE = "baseline.joblib"
 # every registered router that can serve a request without its answer, LatentRouter aside (it is always a
@@ -51,6 +53,12 @@ class DeployConfig:
     # the evaluation preset whose validation-tuned fits the candidates are (the same as evaluation_report's,
     # so the evaluation reuses them)
     preset: str = "demo"
+    # validation: utility on the validation rows (cheap; a router that early-stopped on them is scored on the
+    # rows it chose its epoch on, which flatters it). oof: K-fold cross-fitting over train + val, every fit
+    # early-stopped on another fold, with the out-of-fold-weighted ensemble of the candidates competing too
+    # (K more fits per candidate; router.evaluation.crossfit)
+    select_by: str = "validation"
+    oof_folds: int = 5
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.deploy_lambda) and self.deploy_lambda >= 0):
@@ -59,6 +67,9 @@ class DeployConfig:
             spec(name)  # an unknown name raises here, listing the registered ones
         if self.preset not in PRESETS:
             raise ValueError(f"DeployConfig.preset must be one of {PRESETS}, got {self.preset!r}")
+        if self.select_by not in SELECT_BY or self.oof_folds < 2:
+            raise ValueError(f"DeployConfig needs select_by in {SELECT_BY} and oof_folds >= 2, got "
+                             f"{self.select_by!r}, {self.oof_folds}")
 
 
 def validation_utility(router: Router, data: RoutingData, lam: float, rows: np.ndarray | None = None) -> float:
@@ -102,19 +113,22 @@ def candidate_fits(ctx: EvalContext, names: Sequence[str]) -> dict[str, Router]:
 
 
 def explain(table: Sequence[Mapping[str, Any]], chosen: str, lam: float, previous: str | None = None) -> str:
-    """One sentence saying why ``chosen`` serves: its validation utility next to the runner-up, LatentRouter
-    and Strongest, and what it replaces when the decision changed."""
+    """One sentence saying why ``chosen`` serves: its validation (or out-of-fold) utility next to the runner-up,
+    LatentRouter and Strongest, and what it replaces when the decision changed."""
     rows = {str(r["router"]): r for r in table}
-    if chosen not in rows or not math.isfinite(rows[chosen].get("val_utility", float("nan"))):
-        why = f"{chosen} serves: no candidate has a finite validation utility (no validation rows)"
+    oof = any("oof_utility" in r for r in table)
+    key, what = ("oof_utility", "out-of-fold") if oof else ("val_utility", "validation")
+    n = rows.get(chosen, {}).get("n_oof" if oof else "n_val", 0)
+    if chosen not in rows or not math.isfinite(rows[chosen].get(key, float("nan"))):
+        why = f"{chosen} serves: no candidate has a finite {what} utility (no validation rows)"
     else:
         def u(name: str) -> str:
-            return f"{name} {rows[name]['val_utility']:.4f}"
+            return f"{name} {rows[name][key]:.4f}"
 
         others = [str(r["router"]) for r in table if r["router"] != chosen]
         shown = list(dict.fromkeys(n for n in (*others[:1], LATENT, STRONGEST) if n in rows and n != chosen))
-        why = (f"{chosen} has the best validation utility (quality - {lam:g} x cost) over "
-               f"{rows[chosen].get('n_val', 0)} validation rows: {rows[chosen]['val_utility']:.4f}"
+        why = (f"{chosen} has the best {what} utility (quality - {lam:g} x cost) over {n} "
+               f"{'train + validation rows, cross-fitted' if oof else 'validation rows'}: {rows[chosen][key]:.4f}"
                + (f" vs {', '.join(u(n) for n in shown)}" if shown else ""))
     if previous and previous != chosen:
         why += f"; it replaces {previous}"
@@ -127,6 +141,28 @@ def decide(latent: Router, candidates: Mapping[str, Router], data: RoutingData, 
     table = validation_table({LATENT: latent, **candidates}, data, lam)
     chosen = choose(table)
     return chosen, table, explain(table, chosen, lam, previous)
+
+
+def decide_oof(latent: Router, latent_factory: RouterFactory, candidates: Mapping[str, Router],
+               factories: Mapping[str, RouterFactory], data: RoutingData, lam: float, n_folds: int = 5,
+               previous: str | None = None) -> tuple[str, list[dict[str, Any]], str, Router | None]:
+    """(chosen name, out-of-fold table, reason, the router to save) by K-fold cross-fitting of LatentRouter
+    and the candidates (the factories build them unfitted with their tuned configs; ``latent`` and
+    ``candidates`` are the same routers fitted on all train rows, which serve when chosen). The OOF-weighted
+    ensemble of them competes too, scored with weights chosen on the other folds; when it wins it is saved
+    built from those fitted routers."""
+    from router.evaluation.crossfit import ENSEMBLE, oof_deployment_choice
+    from router.models.ensemble import EnsembleRouter
+
+    res = oof_deployment_choice({LATENT: latent_factory, **factories}, data, lam, n_folds=n_folds, seed=0,
+                                prefer=LATENT)
+    table = [{k: v for k, v in r.items() if k not in ("best_epochs", "weights")} for r in res.table]
+    chosen = res.chosen
+    router: Router | None = candidates.get(chosen)
+    if chosen == ENSEMBLE:
+        weights = {n: w for n, w in res.ensemble_weights.items() if w > 0}
+        router = EnsembleRouter.from_fitted({LATENT: latent, **candidates}, weights, name=ENSEMBLE)
+    return chosen, table, explain(table, chosen, lam, previous), router
 
 
 def save_deployment(ckpt_dir: Path, chosen: str, lam: float, table: Sequence[Mapping[str, Any]],
@@ -143,7 +179,9 @@ def save_deployment(ckpt_dir: Path, chosen: str, lam: float, table: Sequence[Map
     else:
         (ckpt_dir / BASELINE_FILE).unlink(missing_ok=True)
     clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in table]
-    doc = {"deployed": chosen, "lambda": float(lam), "selected_on": "validation utility (quality - lambda * cost)",
+    oof = any("oof_utility" in r for r in table)
+    doc = {"deployed": chosen, "lambda": float(lam),
+           "selected_on": ("out-of-fold" if oof else "validation") + " utility (quality - lambda * cost)",
            "reason": reason, "previous": previous, "run_id": run_id,
            "file": BASELINE_FILE if chosen != LATENT else "model.safetensors",
            "model_ids": (router.fitted_model_ids() if router is not None else None) or [],

@@ -239,3 +239,53 @@ def test_baseline_fitted_on_another_pool_falls_back_to_latent_router(pipeline, m
     svc = _service(home)
     assert svc.deployment["deployed"] == "val_oracle" and svc.deployment["serving"] == LATENT
     assert "another model pool" in svc.deployment["note"]
+
+
+def test_out_of_fold_selection_cross_fits_every_candidate_and_the_ensemble(pipeline, monkeypatch):
+    """select_by=oof: the decision rests on K-fold out-of-fold utility over train + val (each fit early-stopped
+    on another fold), and the OOF-weighted ensemble of the candidates is one more candidate."""
+    from pipelines.definitions import materialize
+    from tests.conftest import TINY_ROUTER
+
+    home, instance, defs = pipeline
+    deploy = {"deploy_candidates": ["Strongest", "GroupBest"], "deploy_lambda": 0.0, "preset": "quick",
+              "select_by": "oof", "oof_folds": 3}
+    r = materialize(["latent_router", "deployed_router"], instance=instance, resources=defs.resources,
+                    run_config={"ops": {"latent_router": {"config": TINY_ROUTER},
+                                        "deployed_router": {"config": deploy}}})
+    assert r.success
+    from router.training.artifacts import latest_checkpoint_dir
+    from warehouse.store import Warehouse
+
+    doc = read_deployment(latest_checkpoint_dir(Warehouse(home / "warehouse")))
+    assert doc["selected_on"].startswith("out-of-fold utility")
+    names = {row["router"] for row in doc["validation"]}
+    assert names == {LATENT, "Strongest", "GroupBest", "Ensemble"}
+    assert all("oof_utility" in row for row in doc["validation"])
+    assert "out-of-fold utility" in doc["reason"] and doc["deployed"] in names
+    best = max(doc["validation"], key=lambda row: row["oof_utility"] if row["oof_utility"] is not None else -1e9)
+    assert doc["deployed"] == best["router"] or best["oof_utility"] == next(
+        row["oof_utility"] for row in doc["validation"] if row["router"] == doc["deployed"])
+
+
+def test_a_deployed_ensemble_is_served(pipeline, monkeypatch):
+    from router.models.baselines import GroupBestRouter, StrongestRouter
+    from router.models.ensemble import EnsembleRouter
+    from router.training.artifacts import latest_checkpoint_dir
+    from warehouse.store import Warehouse
+
+    home = pipeline[0]
+    svc = _service(home)
+    members = {"Strongest": StrongestRouter().fit(svc.data), "GroupBest": GroupBestRouter().fit(svc.data)}
+    ens = EnsembleRouter.from_fitted(members, {"Strongest": 0.25, "GroupBest": 0.75}, name="Ensemble")
+    ckpt = latest_checkpoint_dir(Warehouse(home / "warehouse"))
+    save_deployment(ckpt, "Ensemble", 0.1, [{"router": "Ensemble", "oof_utility": 0.5}], ens,
+                    config={"weights": ens.weights})
+    svc = _service(home)
+    assert svc.deployment["serving"] == "Ensemble" and svc.baseline is not None
+    from PIL import Image
+
+    ranked = svc.route(Image.new("RGB", (32, 32), (10, 200, 10)), "What colour is this?")
+    assert len(ranked) == svc.data.k
+    rows = svc.data.idx("val")
+    np.testing.assert_allclose(svc.predict_rows(svc.data, rows, 0.0)[0], ens.predict(svc.data, rows)[0])
