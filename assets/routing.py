@@ -150,7 +150,7 @@ def deployed_router(context: dg.AssetExecutionContext, config: DeployedRouterCon
     return dg.MaterializeResult(metadata={
         "deployed_router": chosen,
         "deploy_lambda": dc.deploy_lambda,
-        "reason": dg.MetadataValue.md(reason),
+        "reason": dg.MetadataValue.text(reason),  # plain text: shown in the asset's row, no click needed
         "previous": previous or "none",
         "checkpoint": ckpt.name,
         "validation": table_value(pl.DataFrame(table)),

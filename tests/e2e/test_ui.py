@@ -170,7 +170,9 @@ def test_evaluation_report_shows_its_main_table_and_plots_in_the_browser(webserv
             # the one deployment decision: the report's headline names it, and its own asset says why
             deployed = _deployed_name(webserver)
             headline = page.locator("tr", has=page.locator("td", has_text="headline")).first
-            expect(headline).to_contain_text(f"Deployed: {deployed}")
+            headline.get_by_text("[Show Markdown]").click()
+            expect(page.get_by_text(f"Deployed: {deployed}").first).to_be_visible()
+            page.keyboard.press("Escape")
             # the plots open from their row and are decoded images, not broken links
             plots = page.locator("tr", has=page.locator("td", has_text="plots")).first
             plots.get_by_text("[Show Markdown]").click()
