@@ -55,6 +55,9 @@ class RunOptions:
 
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # events still go to the instance
+QUICK_ROUTER = {"epochs": 5, "patience": 2}  # --preset quick trains LatentRouter briefly too
+QUICK_NOTE = ("[quick] a smoke run, not results: LatentRouter 5 epochs, small baselines, 1 split x 2 seeds, "
+              "2 tuning trials per router (use --preset demo or paper for numbers to read)")
 
 
 def _run_config(stage: str, opts: RunOptions) -> dict:
@@ -64,7 +67,10 @@ def _run_config(stage: str, opts: RunOptions) -> dict:
     if stage == "evaluate" and opts.preset:
         return {**QUIET, "ops": {"evaluation_report": {"config": {"preset": opts.preset}}}}
     if stage == "train" and opts.preset:  # the deployment's fits are the evaluation's: the same preset
-        return {**QUIET, "ops": {"deployed_router": {"config": {"preset": opts.preset}}}}
+        ops: dict = {"deployed_router": {"config": {"preset": opts.preset}}}
+        if opts.preset == "quick":
+            ops["latent_router"] = {"config": QUICK_ROUTER}
+        return {**QUIET, "ops": ops}
     return QUIET
 
 
@@ -137,6 +143,8 @@ def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None 
 
     defs = build_defs(home)
     opts = opts or RunOptions()
+    if opts.preset == "quick" and stage == "train":  # once per `run all` too (it runs train once)
+        log(QUICK_NOTE)
     if stage == "all":
         return [r for s in STAGES for r in run_stage(s, instance, opts, log, home, profile)]
     if stage not in STAGE_JOBS:
@@ -158,6 +166,8 @@ def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None 
         tags = {"lrouter/stage": stage, "lrouter/trigger": opts.trigger, **({"lrouter/model": key} if key else {}),
                 **({"lrouter/home": str(home)} if home is not None else {})}
         t0 = time.perf_counter()
+        if stage in ("features", "train", "evaluate"):  # minutes of work: say it started, not only when done
+            log(f"[{stage}] {job.name}: running ...")
         result = job.execute_in_process(run_config=_run_config(stage, opts), instance=instance, partition_key=key,
                                         tags=tags, raise_on_error=False,
                                         asset_selection=[dg.AssetKey(n) for n in selection] if selection else None)
