@@ -120,7 +120,9 @@ def _preamble(doc: Doc, sec: _Section, title: str, sim: list[str], txt: bool, no
         doc.banner("text-only: routers saw question features only (no image features).")
     facts = [
         f"run `{output.run_id}`; models: {', '.join(meta.get('model_ids', []))}",
-        f"queries train / val / test: {meta.get('n_queries', {})}; task groups: {', '.join(meta.get('task_groups', []))}",
+        "queries train / val / test: " + " / ".join(f"{int((meta.get('n_queries') or {}).get(s, 0)):,}"
+                                                    for s in ("train", "val", "test"))
+        + f"; task groups: {', '.join(meta.get('task_groups', []))}",
         f"seeds: {meta.get('seeds')}; λ sweep: {[round(x, 4) for x in meta.get('lambdas', [])]}; "
         f"λ of the routing_decisions rows and the task-group cost view: {meta.get('decision_lambda')}",
         f"primary metric: {sec.pm_label}" + (", averaged over the oriented and cost settings"

@@ -99,7 +99,8 @@ def table1_rows(output: EvalOutput, columns: tuple[tuple[str, str, str], ...] | 
         for r in routers:
             got = lookup_se(summary, router=r, setting=st, metric=metric)
             vals[r] = got[0] if got else float("nan")
-            cells[(r, ci)] = fmt_pm(*got) if got else "–"
+            # no spread to show (one value, or a deterministic router): the mean alone, never "± 0.000"
+            cells[(r, ci)] = fmt_pm(got[0], got[1] if got[1] > 0 else float("nan")) if got else "–"
         for r, mark in rank_marks(vals, metric in LOWER_IS_BETTER).items():
             cells[(r, ci)] = f"{mark}{cells[(r, ci)]}{mark}"
     rows = [[r] + [cells[(r, ci)] for ci in range(len(cols))] for r in routers

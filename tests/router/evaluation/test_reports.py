@@ -80,6 +80,9 @@ def test_report_contains_table1_and_computed_verdicts(report: dict, output: Eval
     assert header.startswith("| Router | Rank Score (primary, avg) | Accuracy (λ=0) | USD/query (λ=0) |")
     assert len(header.split("|")) - 2 <= 7  # fits a laptop screen; the other metrics are collapsed
     assert "<details><summary>All metrics" in text
+    oracle_row = next(line for line in t1.splitlines() if line.startswith("| Oracle |"))
+    assert "±" not in oracle_row  # a deterministic router has no spread to show
+    assert "{'train'" not in text and "queries train / val / test: " in text
     assert [line.split("|")[1].strip() for line in t1.splitlines()[2:]] == list(ROUTERS)
     # the verdict follows the numbers: flip the comparison and the sentence flips
     welch = output.tables["welch"]
