@@ -20,9 +20,9 @@ from router.evaluation.deploy import (
     candidate_fits,
     decide,
     decide_oof,
-    load_deployed_baseline,
     read_deployment,
     save_deployment,
+    serving_router,
 )
 from router.evaluation.fits import FitStore
 from router.features.feature_set import FeatureSet
@@ -304,10 +304,9 @@ def current_pool_routing(context: dg.AssetExecutionContext, config: PoolRoutingC
     data = routing_data(inputs)
     test = data.idx("test")
     trained_on = set(meta.get("model_ids", []))
-    deployed, baseline, doc = load_deployed_baseline(ckpt)
-    if baseline is not None and (baseline.fitted_model_ids() or data.model_ids) != list(data.model_ids):
-        context.log.warning(f"deployed router {deployed} was fitted on another pool; scoring with LatentRouter")
-        baseline = None
+    deployed, baseline, doc, note = serving_router(ckpt, data.model_ids)
+    if note:
+        context.log.warning(f"deployed router: {note}")
     serving = deployed if baseline is not None else LATENT
     seed = (meta.get("train_config") or {}).get("seed")
     frames = []

@@ -234,17 +234,15 @@ class EvalContext:
         """Baseline ``name`` fitted at ``seed``: from the fit store when an identical fit is there (same data,
         config and seed), else fitted now and stored."""
         config = self.baseline_config(name, overrides)
-        store = self.fit_store
-        key = fit_key(name, config, seed) if store is not None else ""
-        if store is not None:
-            if self._fingerprint is None:
-                self._fingerprint = data_fingerprint(self.data)
-            got = store.get(self._fingerprint, key)
-            if got is not None:
-                return got
-        router = spec(name).build(config).fit(self.data, seed=int(seed))
-        if store is not None:
-            store.put(self._fingerprint, key, router)  # type: ignore[arg-type]
+        if self.fit_store is None:
+            return spec(name).build(config).fit(self.data, seed=int(seed))
+        if self._fingerprint is None:
+            self._fingerprint = data_fingerprint(self.data)
+        key = fit_key(name, config, seed)
+        router = self.fit_store.get(self._fingerprint, key)
+        if router is None:
+            router = spec(name).build(config).fit(self.data, seed=int(seed))
+            self.fit_store.put(self._fingerprint, key, router)
         return router
 
     def baseline(self, name: str, seed: int) -> Router:

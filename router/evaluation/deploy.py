@@ -205,6 +205,17 @@ def read_deployment(ckpt_dir: Path) -> dict[str, Any]:
     return doc
 
 
+def serving_router(ckpt_dir: Path, model_ids: Sequence[str]) -> tuple[str, Router | None, dict[str, Any],
+                                                                      str | None]:
+    """(deployed name, the baseline that serves ``model_ids`` or None when LatentRouter serves, deployed.json,
+    a note when the deployed baseline was fitted on another pool and LatentRouter serves in its place)."""
+    name, baseline, doc = load_deployed_baseline(ckpt_dir)
+    if baseline is not None and (baseline.fitted_model_ids() or list(model_ids)) != list(model_ids):
+        return name, None, doc, (f"{name} was fitted on another model pool; serving LatentRouter (capability "
+                                 "tokens) until the next training")
+    return name, baseline, doc, None
+
+
 def load_deployed_baseline(ckpt_dir: Path) -> tuple[str, Router | None, dict[str, Any]]:
     """(deployed name, the fitted baseline or None for LatentRouter, deployed.json)."""
     doc = read_deployment(ckpt_dir)

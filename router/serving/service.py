@@ -25,7 +25,7 @@ from PIL import Image
 from router.data.build import build_routing_data_and_normalisers, expected_cost_usd
 from router.data.routing_data import RoutingData
 from router.data.warehouse_inputs import FEATURES_DIR, WarehouseInputs, load_inputs
-from router.evaluation.deploy import LATENT, load_deployed_baseline
+from router.evaluation.deploy import LATENT, serving_router
 from router.features.config import FeatureConfig
 from router.features.encoders import load_encoders
 from router.features.extract import PreparedImage, encode_requests, prepare_image
@@ -97,14 +97,11 @@ class RouterService:
                                                          inp.features, inp.models)
         # the deployed router (deployed.json): a baseline that won validation, else this LatentRouter; a baseline
         # fitted on another pool than the registry's cannot score it, so the LatentRouter serves instead
-        name, baseline, doc = load_deployed_baseline(ckpt)
+        name, baseline, doc, note = serving_router(ckpt, data.model_ids)
         self.deployment: dict = {"deployed": name, "serving": LATENT if baseline is None else name,
-                                 "lambda": doc.get("lambda"), "reason": doc.get("reason"), "note": None}
-        if baseline is not None and (baseline.fitted_model_ids() or data.model_ids) != list(data.model_ids):
-            self.deployment.update(serving=LATENT, note=f"{name} was fitted on another model pool; serving "
-                                                        "LatentRouter (capability tokens) until the next training")
-            logger.warning("deployed router %s: %s", name, self.deployment["note"])
-            baseline = None
+                                 "lambda": doc.get("lambda"), "reason": doc.get("reason"), "note": note}
+        if note:
+            logger.warning("deployed router %s: %s", name, note)
         self.baseline = baseline
         self.checkpoint, self.model, self.cfg, self.meta = ckpt, model, cfg, meta
         self.inputs: WarehouseInputs = inp
