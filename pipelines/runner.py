@@ -141,7 +141,6 @@ def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None 
         quiet_progress_bars()
     from pipelines.definitions import build_defs
 
-    defs = build_defs(home)
     opts = opts or RunOptions()
     if opts.preset == "quick" and stage == "train":  # once per `run all` too (it runs train once)
         log(QUICK_NOTE)
@@ -149,6 +148,7 @@ def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None 
         return [r for s in STAGES for r in run_stage(s, instance, opts, log, home, profile)]
     if stage not in STAGE_JOBS:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join((*STAGES, 'all'))}")
+    defs = build_defs(home)
     reap_dead_runs(instance)
     job = defs.resolve_job_def(STAGE_JOBS[stage])
     partitions: list[str | None] = [None]

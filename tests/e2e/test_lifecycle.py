@@ -159,6 +159,8 @@ def test_evaluation_report_asset_writes_tables_and_report(pipeline):
     assert r.success
     (md,) = [m.metadata for m in r.asset_materializations_for_node("evaluation_report")
              if m.asset_key.to_user_string() == "evaluation_report"]
+    checks = {c.check_name: c for c in r.get_asset_check_evaluations()}
+    assert checks["evaluation_report_is_sound"].passed, checks["evaluation_report_is_sound"].metadata
     report = md["report"].value
     text = open(report).read()
     assert "SIMULATED" in text and "LatentRouter" in text and "KNNRouter" in text
