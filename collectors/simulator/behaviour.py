@@ -12,7 +12,8 @@ are).
 Everything is deterministic per (seed, model, query): `answer_for` derives its random generator from a
 hash of those, so a collector run is reproducible and a retry returns the same answer. Wrong answers are
 plausible (a distractor, a perturbed number, another option letter, an OCR-style misreading) and answers
-come bare ("42") or wrapped ("The answer is 42.", reasoning text ending in "Therefore, the answer is 42.").
+come bare ("42") or wrapped ("The answer is 42.", reasoning text ending in "Therefore, the answer is 42.");
+no sentence appears twice in a reply, however long.
 """
 
 from __future__ import annotations
@@ -187,6 +188,52 @@ _FILLER = {
         "The background gives additional clues about the setting.",
     ],
 }
+# Further reasoning steps for long replies, once the group's filler is used up: a verb and an object per
+# sentence, each (verb, object) pair at most once in a reply, so a long reply never repeats a sentence or
+# loops over the same few; same rules as the filler (no digits, no one-letter words).
+_STEP_VERBS = {
+    "ocr": ("Rereading", "Tracing", "Comparing", "Checking", "Isolating", "Matching", "Separating", "Confirming"),
+    "chart": ("Rereading", "Comparing", "Checking", "Tracing", "Inspecting", "Matching", "Locating", "Confirming"),
+    "math": ("Rewriting", "Checking", "Simplifying", "Comparing", "Expanding", "Estimating", "Tracing",
+             "Confirming"),
+    "general": ("Examining", "Comparing", "Checking", "Considering", "Locating", "Matching", "Describing",
+                "Confirming"),
+}
+_STEP_OBJECTS = {
+    "ocr": ("the first word of the line", "the letters near the border", "the spacing between the words",
+            "the capital letters", "the punctuation marks", "the thin strokes", "the shape of each glyph",
+            "the word that the question names", "the last word of the line", "the faint characters"),
+    "chart": ("the tallest bar", "the axis ticks", "the legend entries", "the colour of each series",
+              "the gridlines", "the category labels", "the title of the chart", "the smallest value shown",
+              "the gap between neighbouring bars", "the scale of the vertical axis"),
+    "math": ("the given relation", "each side of the equation", "the known lengths", "the marked angle",
+             "the ratio between the quantities", "the units involved", "the intermediate result",
+             "the labelled quantities", "the constraint from the figure", "the sign of each term"),
+    "general": ("the objects in the foreground", "the colours in the scene", "the position of the subject",
+                "the lighting of the picture", "the edges of the frame", "the details the question names",
+                "the background", "the relation between the objects", "the most likely reading",
+                "the overall layout"),
+}
+_STEP_ENDS = ("once more.", "against the image.", "with care.", "before going on.", "for consistency.",
+              "to rule out any misreading.", "one more time.", "in turn.")
+
+
+def _steps(group: str, rng: np.random.Generator):
+    """Distinct reasoning sentences for ``group`` in a seeded order: each (verb, object) once, in rounds that
+    use every verb once, never the same verb twice in a row."""
+    verbs = _STEP_VERBS.get(group, _STEP_VERBS["general"])
+    objects = _STEP_OBJECTS.get(group, _STEP_OBJECTS["general"])
+    queues = {v: [objects[int(k)] for k in rng.permutation(len(objects))] for v in verbs}
+    last = ""
+    for _ in objects:
+        order = [verbs[int(k)] for k in rng.permutation(len(verbs))]
+        if order[0] == last:
+            order.append(order.pop(0))
+        for verb in order:
+            yield f"{verb} {queues[verb].pop()} {_STEP_ENDS[int(rng.integers(len(_STEP_ENDS)))]}"
+        last = order[-1]
+
+
 _REFUSALS = (
     "Sorry, the image is too unclear for me to read.",
     "The text in the image is not legible enough to answer.",
@@ -339,11 +386,13 @@ def _dress(core: str, style: str, spec: SimModelSpec, group: str, rng: np.random
     parts: list[str] = []
     closing = f"Therefore, the answer is {core}."
     budget = target - count_tokens(closing)
-    order: list[int] = []
+    order = [int(i) for i in rng.permutation(len(filler))]
+    steps = _steps(group, rng)  # after the filler: no sentence twice, so a long reply never loops
     while count_tokens(" ".join(parts)) < budget:
-        if not order:  # each sentence once before any repeats
-            order = [int(i) for i in rng.permutation(len(filler))]
-        parts.append(filler[order.pop()])
+        sentence = filler[order.pop()] if order else next(steps, None)
+        if sentence is None:  # every distinct sentence used: a shorter reply rather than a repeat
+            break
+        parts.append(sentence)
     return " ".join([*parts, closing])
 
 

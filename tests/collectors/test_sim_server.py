@@ -164,6 +164,27 @@ def test_replies_are_bare_or_wrapped_and_verbosity_differs(key):
             assert not re.search(r"\d|\b[A-Za-z]\b", s), s
 
 
+def test_long_replies_never_repeat_a_sentence_and_stay_deterministic(key):
+    df, _ = key
+    rows = list(df.iter_rows(named=True))
+    longest = 0
+    for spec in specs.DEFAULT_POOL:
+        for r in rows:
+            for s in range(40):
+                a = behaviour.answer_for(spec, r, s)
+                sentences = re.split(r"(?<=\.)\s+", a.text)
+                assert len(sentences) == len(set(sentences)), a.text  # no loop over the same filler
+                longest = max(longest, len(sentences))
+                assert behaviour.answer_for(spec, r, s).text == a.text  # deterministic per seed
+    assert longest > len(behaviour._FILLER["math"]) + 5  # long replies go past the filler without repeating
+    rng = np.random.default_rng(0)
+    for group in TASK_GROUPS:  # every step sentence is distinct and cannot be mistaken for an answer
+        steps = list(behaviour._steps(group, rng))
+        assert len(steps) == len(set(steps)) >= 60
+        assert all(not re.search(r"\d|\b[A-Za-z]\b", s) for s in steps)
+        assert all(a.split()[0] != b.split()[0] for a, b in itertools.pairwise(steps))
+
+
 # ------------------------------------------------------------------------------------------ the server
 
 
