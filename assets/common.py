@@ -56,25 +56,13 @@ def table_value(df: pl.DataFrame, digits: int = 4, max_rows: int = 200) -> dg.Ta
     return dg.MetadataValue.table(records=records, schema=schema)
 
 
-def png_markdown(images: dict[str, Path | bytes], width: int = 900) -> dg.MarkdownMetadataValue:
-    """PNG plots embedded in Markdown as data URIs: the UI shows them on the materialization itself (a file
-    path would only be a string there). Wider images are scaled down to ``width`` pixels to keep events small."""
-    import base64
-    import io
+def png_markdown(images: dict[str, Path | bytes], width: int = 700) -> dg.MarkdownMetadataValue:
+    """PNG plots as Markdown metadata the UI shows on the asset page without a click: files next to the
+    running step's compute logs, linked (``assets.figures``); data URIs behind "[Show Markdown]" where the
+    instance keeps no local compute logs. Wider images are scaled down to ``width`` pixels."""
+    from assets.figures import figures_markdown
 
-    from PIL import Image
-
-    parts = []
-    for name, src in images.items():
-        raw = src if isinstance(src, bytes) else Path(src).read_bytes()
-        with Image.open(io.BytesIO(raw)) as img:
-            if img.width > width:
-                buf = io.BytesIO()
-                img.resize((width, round(img.height * width / img.width)), Image.LANCZOS).save(buf, "PNG", optimize=True)
-                raw = buf.getvalue()
-        title = name.replace("_", " ")
-        parts.append(f"**{title}**\n\n![{title}](data:image/png;base64,{base64.b64encode(raw).decode('ascii')})")
-    return dg.MetadataValue.md("\n\n".join(parts) if parts else "_(no plots)_")
+    return figures_markdown(images, width)
 
 
 def routing_inputs(features: FeatureSet, queries: pl.DataFrame, traces: pl.DataFrame, splits: pl.DataFrame,

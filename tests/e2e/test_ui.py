@@ -9,6 +9,7 @@ browser download: ``executable_path`` is the system chromium). It skips, saying 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from assets.figures import INLINE_LIMIT
 from tests.conftest import TINY_QUERIES, TINY_ROUTER
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -102,9 +104,13 @@ def test_tables_are_typed_with_rounded_numbers_and_plots_are_embedded(ui_instanc
     assert isinstance(report["main_table"], dg.TableMetadataValue)
     assert report["main_table"].records[0].data["Router"] == "Oracle"
     assert not any("*" in str(v) for r in report["main_table"].records for v in r.data.values())
-    assert report["plots"].value.count("](data:image/png;base64,") >= 2  # frontier, task groups
+    # plots are files next to the run's compute logs, linked by Markdown short enough for the UI to show in place
+    plots = report["plots"].value
+    assert len(plots) < INLINE_LIMIT and "data:" not in plots
+    assert plots.startswith("**model comparison**") and plots.count("](/logs/") >= 3  # + frontier, task groups
     router = _latest(instance, "latent_router")
-    assert "data:image/png;base64," in router["training_curve_plot"].value
+    curve = router["training_curve_plot"].value
+    assert len(curve) < INLINE_LIMIT and "](/logs/" in curve
     assert isinstance(router["training_curve"], dg.TableMetadataValue)
     built = _latest(instance, "capability_profiles")["built_from"].value
     assert "calibration" in built and "{" not in built  # a short list, not the stored JSON
@@ -173,16 +179,48 @@ def test_evaluation_report_shows_its_main_table_and_plots_in_the_browser(webserv
             headline.get_by_text("[Show Markdown]").click()
             expect(page.get_by_text(f"Deployed: {deployed}").first).to_be_visible()
             page.keyboard.press("Escape")
-            # the plots open from their row and are decoded images, not broken links
-            plots = page.locator("tr", has=page.locator("td", has_text="plots")).first
-            plots.get_by_text("[Show Markdown]").click()
-            img = page.locator("img[src^='data:image/png;base64,']").first
-            expect(img).to_be_visible()
-            page.wait_for_function("() => { const i = document.querySelector(\"img[src^='data:image/png']\");"
-                                   " return i && i.complete && i.naturalWidth > 100; }")
             page.goto(f"{webserver}/assets/deployed_router", wait_until="domcontentloaded")
             reason = page.locator("tr", has=page.locator("td", has_text="reason")).first
             expect(reason).to_contain_text(f"{deployed} has the best validation utility")
+        finally:
+            browser.close()
+
+
+def _shown_images(page, row_label: str, shot: Path) -> list[int]:
+    """naturalWidth of every image in the metadata row ``row_label`` of the open asset page, as rendered
+    without a click (the page's screenshot saved to ``shot``)."""
+    from playwright.sync_api import expect
+
+    row = page.locator("tr").filter(has=page.locator("td", has_text=re.compile(rf"^{row_label}$"))).first
+    expect(row.locator("img").first).to_be_visible()
+    page.wait_for_function("([label]) => [...document.querySelectorAll('tr')].some(tr => {"
+                           " const key = tr.querySelector('td'); const imgs = [...tr.querySelectorAll('img')];"
+                           " return key && key.innerText.trim() === label && imgs.length > 0"
+                           " && imgs.every(i => i.complete && i.naturalWidth > 0); })", arg=[row_label])
+    row.locator("img").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(shot))
+    return row.locator("img").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
+
+
+def test_main_plots_show_on_the_asset_pages_without_a_click(webserver: str, ui_instance) -> None:
+    """The report's plots (model comparison first, the frontier next) and LatentRouter's training curve are
+    images on the asset pages themselves, not behind "[Show Markdown]"."""
+    from playwright.sync_api import sync_playwright
+
+    _, dh, _ = ui_instance
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.set_default_timeout(60_000)
+            page.goto(f"{webserver}/assets/evaluation_report", wait_until="domcontentloaded")
+            widths = _shown_images(page, "plots", dh / "evaluation_report_plots.png")
+            assert len(widths) >= 3 and min(widths) > 100, widths  # model comparison, frontier, task groups
+            alts = page.locator("img[src^='/logs/']").evaluate_all("imgs => imgs.map(i => i.alt)")
+            assert alts[:2] == ["model comparison", "frontier"], alts
+            page.goto(f"{webserver}/assets/latent_router", wait_until="domcontentloaded")
+            widths = _shown_images(page, "training_curve_plot", dh / "latent_router_curve.png")
+            assert widths and widths[0] > 100
         finally:
             browser.close()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -64,6 +65,73 @@ def plot_frontier(output: EvalOutput, path: Path) -> Path | None:
     ax.set_title("Cost-quality operating points over the λ sweep (test, mean over seeds)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the plot, not over it
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _usd(x: float) -> str:
+    """A dollar amount in plain decimals with one significant digit shown ($0.00003, $0.2, $4)."""
+    if not x > 0:
+        return "$0"
+    text = f"{x:.{max(0, -math.floor(math.log10(x)))}f}"
+    return "$" + (text.rstrip("0").rstrip(".") if "." in text else text)
+
+
+def plot_model_comparison(output: EvalOutput, path: Path) -> Path | None:
+    """Accuracy against USD per query at a glance: every candidate model (test split, always picking it) as a
+    labelled grey diamond (hollow when simulated), every router at lambda = 0 (mean over splits x seeds, with
+    its standard error) in its own colour and marker; cost on a log axis."""
+    fm = output.tables.get("frontier_models")
+    summary = output.tables.get("main_summary")
+    routers: list[tuple[str, float, float, float]] = []  # (router, usd, accuracy, accuracy se)
+    if summary is not None and summary.height:
+        for r in output.meta.get("routers", ROUTERS):
+            acc = lookup(summary, router=r, setting="oriented", metric="quality")
+            usd = lookup(summary, router=r, setting="oriented", metric="cost_usd")
+            if acc is not None and usd is not None and usd[0] > 0:
+                se = summary.filter((pl.col("router") == r) & (pl.col("setting") == "oriented")
+                                    & (pl.col("metric") == "quality"))
+                err = float(se["se"][0]) if "se" in se.columns and se["se"][0] is not None else 0.0
+                routers.append((r, usd[0], acc[0], err if err == err else 0.0))
+    models = ([] if fm is None or fm.height == 0 or "cost_usd" not in fm.columns else
+              [row for row in fm.sort("cost_usd").iter_rows(named=True) if row["cost_usd"] > 0])
+    if not routers and not models:
+        return None
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    logs = [math.log10(row["cost_usd"]) for row in models]
+    lo, hi = (min(logs), max(logs)) if logs else (0.0, 1.0)
+    for j, row in enumerate(models):
+        sim = bool(row.get("simulated"))
+        ax.scatter(row["cost_usd"], row["quality"], marker="D", s=46, zorder=3, edgecolors="#555555",
+                   facecolors="none" if sim else "#999999", linewidths=1.3)
+        right = hi > lo and (logs[j] - lo) / (hi - lo) > 0.8  # label the priciest on their left, inside the axes
+        ax.annotate(row["model"], (row["cost_usd"], row["quality"]), fontsize=8, color="#333333",
+                    xytext=(-6 if right else 6, 7 if j % 2 == 0 else -12), textcoords="offset points",
+                    ha="right" if right else "left")
+    colors = _colors(ROUTERS)
+    markers = "os^v<>PX*hp8"
+    for i, (r, usd, acc, err) in enumerate(routers):
+        ax.errorbar(usd, acc, yerr=err or None, fmt=markers[i % len(markers)], ms=11 if r == LATENT else 8,
+                    color=colors.get(r, "grey"), mec="black", mew=0.6, capsize=3, zorder=4, label=r)
+    kinds = {bool(row.get("simulated")) for row in models}  # legend entries for the models' markers
+    if False in kinds:
+        ax.scatter([], [], marker="D", s=46, edgecolors="#555555", facecolors="#999999", label="model (real)")
+    if True in kinds:
+        ax.scatter([], [], marker="D", s=46, edgecolors="#555555", facecolors="none", label="model (SIMULATED)")
+    ax.set_xscale("log")
+    usd = matplotlib.ticker.FuncFormatter(lambda x, _: _usd(x))
+    ax.xaxis.set_major_formatter(usd)
+    lo, hi = ax.get_xlim()
+    if hi / lo < 100:  # two decades or less: label the 2s and 5s too, else the decades alone
+        ax.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(usd)
+    else:
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.tick_params(axis="x", which="both", labelsize=8)
+    ax.set_xlabel("mean USD per query (log scale)", fontsize=10)
+    ax.set_ylabel("accuracy (mean quality, λ=0)", fontsize=10)
+    ax.set_title("Models and routers: accuracy vs cost (test split)", fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
@@ -210,7 +278,9 @@ def plot_efficiency(output: EvalOutput, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+# in the order the UI shows them: the two a reader looks at first lead
 PLOTS: dict[str, Callable[[EvalOutput, Path], Path | None]] = {
+    "model_comparison": plot_model_comparison,
     "frontier": plot_frontier,
     "task_groups": plot_task_groups,
     "ablations": plot_ablations,

@@ -94,8 +94,8 @@ def write_report(
 
     doc = Doc()
     _preamble(doc, sec, title, sim, txt, notes)
-    for section in (_main_table, _frontier, _task_groups, _outcome, _ablations, _pool_changes, _cold_start,
-                    _efficiency):
+    for section in (_main_table, _model_comparison, _frontier, _task_groups, _outcome, _ablations, _pool_changes,
+                    _cold_start, _efficiency):
         section(doc, sec)
     render_hybrid(doc, output.tables, out, sim_note)  # only when the run holds a hybrid result
     doc.h(2, "Timings")
@@ -213,6 +213,15 @@ def _tuning(doc: Doc, sec: _Section) -> None:
               "Each trainable router tried the same number of candidates (defaults first), fitted at seed 0 "
               "and scored on its split's validation rows only; the winner was fixed before the test split "
               "was read. Training-free routers have nothing to tune.")
+
+
+def _model_comparison(doc: Doc, sec: _Section) -> None:
+    if "model_comparison" in sec.plots:
+        doc.h(2, "Models and routers at a glance")
+        doc.img(sec.plots["model_comparison"].name,
+                "Accuracy vs mean USD per query: each candidate model always picked (diamonds, hollow when "
+                "simulated) and each router at λ=0 (mean ± standard error over splits x seeds)."
+                + (" SIMULATED pool." if sec.sim_note else ""))
 
 
 def _frontier(doc: Doc, sec: _Section) -> None:
