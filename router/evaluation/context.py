@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -33,6 +34,7 @@ from router.evaluation.tuning import choose, validation_bounds, validation_score
 from router.models.base import Router
 from router.models.latent_router.model import LatentRouterConfig
 from router.models.registry import LatentRouterSetup, apply_overrides, spec
+from router.threads import torch_threads
 from router.training.trainer import LatentRouterRouter, TrainConfig
 from warehouse.vocabulary import SETTINGS
 
@@ -67,13 +69,17 @@ class EvalContext:
                  groups: Sequence[str] | None = None,
                  routers: Sequence[str] | None = None,
                  split_index: int = 0, parent: EvalContext | None = None,
-                 fit_store: FitStore | None = None) -> None:
+                 fit_store: FitStore | None = None, rank: RankBounds | None = None,
+                 fit_threads: int = 1) -> None:
         self.data, self.cfg, self.run_id = data, cfg or EvalConfig(), run_id
         self._validate()
         self.test = data.idx("test")
         self.lambdas = self.cfg.sweep_lambdas
         self.profile_source = profile_source
         self.fit_store = fit_store if parent is None else parent.fit_store
+        # every fit runs on this many torch / BLAS threads, serial or in a worker, so tables never depend on
+        # how the fits were spread (router.evaluation.parallel)
+        self.fit_threads = int(fit_threads if parent is None else parent.fit_threads)
         self._fingerprint: str | None = None
         self.split_index = int(split_index)
         self.notes: list[str] = [] if parent is None else parent.notes
@@ -88,7 +94,8 @@ class EvalContext:
         self.routers: tuple[str, ...] = tuple(routers) if routers is not None else (
             parent.routers if parent is not None else tuple(ROUTERS))
         # Rank Score constants are a benchmark constant: computed once over every row, shared by all splits
-        self.rank: RankBounds = parent.rank if parent is not None else rank_bounds(data, shipped_bounds)
+        self.rank: RankBounds = parent.rank if parent is not None else (
+            rank if rank is not None else rank_bounds(data, shipped_bounds))
         self.bounds = self.rank.pair
         if parent is None and not self.rank.defined and self.cfg.primary_metric == "rank_score":
             self.cfg = replace(self.cfg, primary_metric="nauc_budget")
@@ -108,6 +115,8 @@ class EvalContext:
         self._tuned: dict[str, dict[str, Any]] = {}
         self.tuning_log: dict[str, dict[str, Any]] = {}
         self.fit_seconds = 0.0
+        self.units_run = 0  # fit units (router.evaluation.parallel) made by this run / loaded from the store
+        self.units_loaded = 0
 
     def _validate(self) -> None:
         """Fail early, naming the problem, on data no experiment can run on."""
@@ -165,7 +174,8 @@ class EvalContext:
                 mo, to = _split_overrides(c)
                 r = LatentRouterRouter(apply_overrides(self.cfg.model, mo),
                                        apply_overrides(self.train_cfg("cost", {}), to), name=LATENT)
-                return r.fit(self.data, seed=seed)
+                with self.fit_scope():
+                    return r.fit(self.data, seed=seed)
         else:
             def fit(c: dict[str, Any]) -> Router:
                 return self.fit_baseline(name, c, seed)
@@ -187,6 +197,17 @@ class EvalContext:
         return apply_overrides(self.cfg.model, _split_overrides(self.hparams(LATENT))[0])
 
     # -- fits -------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def fit_scope(self) -> Iterator[None]:
+        """Run a fit on ``fit_threads`` torch and BLAS / OpenMP threads (restored afterwards)."""
+        from threadpoolctl import threadpool_limits
+
+        if self.fit_threads <= 0:  # 0: the process's own settings
+            yield
+            return
+        with torch_threads(self.fit_threads), threadpool_limits(self.fit_threads):
+            yield
 
     def train_cfg(self, setting: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
         """LatentRouter training for a setting: lambda = 0 only (oriented) or drawn from cost_train_lambdas,
@@ -210,7 +231,8 @@ class EvalContext:
         if key not in self._latent:
             t0 = time.perf_counter()
             router = LatentRouterRouter(mc, self.train_cfg(setting), name=LATENT)
-            router.fit(self.data if data is None else data, seed=int(seed))
+            with self.fit_scope():
+                router.fit(self.data if data is None else data, seed=int(seed))
             self.fit_seconds += time.perf_counter() - t0
             changed = {k: v for k, v in mc.to_dict().items() if self.cfg.model.to_dict().get(k) != v}
             self.log(f"fit LatentRouter split={self.split_index} setting={setting} seed={seed} tag={tag} "
@@ -235,13 +257,15 @@ class EvalContext:
         config and seed), else fitted now and stored."""
         config = self.baseline_config(name, overrides)
         if self.fit_store is None:
-            return spec(name).build(config).fit(self.data, seed=int(seed))
+            with self.fit_scope():
+                return spec(name).build(config).fit(self.data, seed=int(seed))
         if self._fingerprint is None:
             self._fingerprint = data_fingerprint(self.data)
         key = fit_key(name, config, seed)
         router = self.fit_store.get(self._fingerprint, key)
         if router is None:
-            router = spec(name).build(config).fit(self.data, seed=int(seed))
+            with self.fit_scope():
+                router = spec(name).build(config).fit(self.data, seed=int(seed))
             self.fit_store.put(self._fingerprint, key, router)
         return router
 

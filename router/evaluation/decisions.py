@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from router.data.routing_data import RoutingData
-from router.evaluation.config import FULL_POOL, ORACLE, ROUTERS
+from router.evaluation.config import FULL_POOL, ORACLE
 from router.evaluation.context import EvalContext
 from router.models.baselines import OracleRouter
 from warehouse.schemas import ROUTING_DECISIONS, conform
@@ -86,7 +86,7 @@ def routing_decisions(ctx: EvalContext) -> pl.DataFrame:
     frames = []
     for lam, st in ((0.0, "oriented"), (cfg.decision_lambda, "cost")):
         osw = ctx.sweep(ORACLE, st, seed)
-        for name in ROUTERS:
+        for name in ctx.routers:
             sw = ctx.sweep(name, st, seed)
             if not np.array_equal(sw.rows, osw.rows):
                 raise RuntimeError("routing_decisions: routers evaluated on different rows")

@@ -59,6 +59,7 @@ class DeployConfig:
     # (K more fits per candidate; router.evaluation.crossfit)
     select_by: str = "validation"
     oof_folds: int = 5
+    workers: int = 0  # processes fitting the candidates (0 = one per core); the choice is the same for any count
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.deploy_lambda) and self.deploy_lambda >= 0):
@@ -67,6 +68,8 @@ class DeployConfig:
             spec(name)  # an unknown name raises here, listing the registered ones
         if self.preset not in PRESETS:
             raise ValueError(f"DeployConfig.preset must be one of {PRESETS}, got {self.preset!r}")
+        if self.workers < 0:
+            raise ValueError(f"DeployConfig.workers must be >= 0 (0 = one per core), got {self.workers}")
         if self.select_by not in SELECT_BY or self.oof_folds < 2:
             raise ValueError(f"DeployConfig needs select_by in {SELECT_BY} and oof_folds >= 2, got "
                              f"{self.select_by!r}, {self.oof_folds}")
@@ -105,11 +108,15 @@ def choose(table: Sequence[Mapping[str, Any]]) -> str:
     return str(finite[0]["router"]) if finite else LATENT
 
 
-def candidate_fits(ctx: EvalContext, names: Sequence[str]) -> dict[str, Router]:
+def candidate_fits(ctx: EvalContext, names: Sequence[str], workers: int = 1) -> dict[str, Router]:
     """The named baselines exactly as the evaluation fits them on its split 0 (validation-tuned config, the
-    decisions seed), from ``ctx``'s fit store when they are there."""
+    decisions seed), from ``ctx``'s fit store when they are there, else fitted on ``workers`` processes."""
+    from router.evaluation.parallel import fit_units, plan_main
+
     seed = ctx.cfg.decisions_seed if ctx.cfg.decisions_seed is not None else ctx.cfg.seeds[0]
-    return {n: ctx.baseline(n, seed) for n in names if n != LATENT}
+    names = [n for n in names if n != LATENT]
+    fit_units(ctx, plan_main(ctx, routers=names, seeds=(seed,), splits=[0]), workers)
+    return {n: ctx.baseline(n, seed) for n in names}
 
 
 def explain(table: Sequence[Mapping[str, Any]], chosen: str, lam: float, previous: str | None = None) -> str:

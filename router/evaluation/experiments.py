@@ -290,6 +290,7 @@ def run_all(
     profile_source: ProfileSource | None = None,
     shipped_bounds: Mapping[str, object] | None = None,
     split_source: SplitSource | None = None,
+    workers: int = 1,
 ) -> EvalOutput:
     """Run ``cfg.experiments`` (in the canonical order) and the routing decisions; see the module docstring.
 
@@ -297,16 +298,24 @@ def run_all(
     :func:`warehouse_profile_source`); without one, :func:`fallback_profile_source` is used.
     ``shipped_bounds`` is a benchmark's parsed ``cost_bounds.json`` (Rank Score constants); ``split_source``
     builds repeated split r >= 1 (default: :func:`router.evaluation.resampling.resplit` of ``data``).
+    ``workers`` processes make the fits (0 = one per core); the tables are the same for any count.
     """
     return run_experiments(EvalContext(data, cfg, run_id, progress, profile_source,
-                                       shipped_bounds=shipped_bounds, split_source=split_source))
+                                       shipped_bounds=shipped_bounds, split_source=split_source), workers)
 
 
-def run_experiments(ctx: EvalContext) -> EvalOutput:
-    """:func:`run_all` on an existing context (its fitted routers stay available, e.g. to save a checkpoint)."""
+def run_experiments(ctx: EvalContext, workers: int = 1) -> EvalOutput:
+    """:func:`run_all` on an existing context (its fitted routers stay available, e.g. to save a checkpoint).
+
+    Every fit the experiments need is made first, on ``workers`` processes (``router.evaluation.parallel``;
+    fits already in the context or its fit store are reused); the experiments then only judge them.
+    """
+    from router.evaluation.parallel import prefit
+
     cfg, data, run_id, profile_source = ctx.cfg, ctx.data, ctx.run_id, ctx.profile_source
     t_all = time.perf_counter()
     frames, tables, timings = [], {}, {}
+    timings["prefit"] = prefit(ctx, workers)
     for name in EXPERIMENTS:
         if name not in cfg.experiments:
             continue
@@ -343,6 +352,7 @@ def run_experiments(ctx: EvalContext) -> EvalOutput:
         "experiments": [e for e in EXPERIMENTS if e in cfg.experiments],
         "profile_source": "caller" if profile_source is not None else "fallback_profile_source",
         "notes": list(ctx.notes),
+        "fit_units": {"run": ctx.units_run, "loaded": ctx.units_loaded},
         "config": cfg.to_dict(),
     }
     if "cold_start" in cfg.experiments:

@@ -24,7 +24,9 @@ import numpy as np
 from router.data.routing_data import RoutingData
 from router.models.base import Router
 
-KEEP_FINGERPRINTS = 4  # data versions whose fits are kept (older ones are removed on the next write)
+# data versions whose fits are kept (older ones are removed on the next write); each repeated split is one,
+# so this holds a few evaluations of the paper preset's splits plus the deployment's
+KEEP_FINGERPRINTS = 16
 
 
 def data_fingerprint(data: RoutingData) -> str:

@@ -115,6 +115,19 @@ def pool_changes(ctx: EvalContext) -> ExperimentResult:
                                   "pool_best_baseline": pl.DataFrame({"best_baseline": [best]})})
 
 
+def cold_start_training(ctx: EvalContext, seed: int, base: RoutingData | None = None) -> tuple[str, RoutingData]:
+    """(fit tag, training view) of the cold start at ``seed``: the full-calibration insertion view with the
+    held-out model unavailable on every row (``base``: that insertion view, when the caller has it)."""
+    d = ctx.data
+    model_id = ctx.cfg.cold_start_model or default_cold_start_model(d)
+    if base is None:
+        source = ctx.profile_source or fallback_profile_source(d, model_id, seed)
+        base = insertion_view(source, None, d, model_id)
+    masked = base.avail.copy()
+    masked[:, d.model_ids.index(model_id)] = False
+    return f"cold:{model_id}", replace(base, avail=masked)
+
+
 def cold_start(ctx: EvalContext) -> ExperimentResult:
     """Hold one model out of training (its column masked everywhere), insert it at test time (App. C.5).
 
@@ -130,7 +143,6 @@ def cold_start(ctx: EvalContext) -> ExperimentResult:
     if model_id not in d.model_ids:
         raise ValueError(f"cold start: model {model_id!r} is not in the pool {d.model_ids}")
     j = d.model_ids.index(model_id)
-    tag = f"cold:{model_id}"
     seeds = cfg.cold_start_seeds or cfg.seeds
     fallback = ctx.profile_source is None
     rows, info = [], []
@@ -138,9 +150,7 @@ def cold_start(ctx: EvalContext) -> ExperimentResult:
     for seed in seeds:
         source = ctx.profile_source or fallback_profile_source(d, model_id, seed)
         base = insertion_view(source, None, d, model_id)
-        masked = base.avail.copy()
-        masked[:, j] = False
-        train_data = replace(base, avail=masked)
+        tag, train_data = cold_start_training(ctx, seed, base)
 
         def record(pool: str, metrics: dict[str, float], seed: int = seed) -> None:
             metrics = {**metrics, f"{AVG}/{cfg.primary_metric}": ctx.primary_of(metrics, metrics)}

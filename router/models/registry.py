@@ -181,3 +181,4 @@ for _spec in (
                ({}, {"model.dropout": 0.1}, {"train.lr": 3e-3}, {"model.dropout": 0.3})),
 ):
     register(_spec)
+BUILTIN_ROUTERS: frozenset[str] = frozenset(ROUTERS)  # a worker process has these; others are sent to it

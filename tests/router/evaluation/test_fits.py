@@ -39,12 +39,12 @@ def test_evaluation_reuses_the_deployment_fits_and_gives_the_same_tables(data, t
     fitted = candidate_fits(deploy_ctx, ["KNNRouter", "MLPMFRouter"])
     written = store.writes
     # two tuning candidates each (quick: 2 trials; KNN's second, k=20, is quick's default: one fit, stored once),
-    # the chosen one reused at seed 0
-    assert written == 3
-    # the evaluation on the same data finds every baseline fit it needs for split 0 in the store
+    # the chosen one reused at seed 0; and each candidate's unit (its tuning and fits, router.evaluation.parallel)
+    assert written == 3 + 2
+    # the evaluation on the same data finds every baseline fit it needs for split 0 in the store: both units
     eval_ctx = EvalContext(data, _cfg(), "eval", routers=ROUTERS, fit_store=FitStore(tmp_path / "fits"))
     shared = run_experiments(eval_ctx)
-    assert eval_ctx.fit_store.hits >= written
+    assert eval_ctx.units_loaded == 2 and eval_ctx.fit_store.hits >= 2
     assert eval_ctx.baseline("KNNRouter", 0) is not fitted["KNNRouter"]  # loaded from disk, not the object
     rows = data.idx("val")
     np.testing.assert_array_equal(eval_ctx.baseline("MLPMFRouter", 0).select(data, rows, 0.3),
