@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.deployment import deployment, submit_runs, wait_for_runs
+from pipelines.progress import StageProgress
 from pipelines.recovery import reap_dead_runs
 
 STAGES = ("setup", "collect", "features", "train", "evaluate")
@@ -168,9 +170,11 @@ def run_stage(stage: str, instance: dg.DagsterInstance, opts: RunOptions | None 
         t0 = time.perf_counter()
         if stage in ("features", "train", "evaluate"):  # minutes of work: say it started, not only when done
             log(f"[{stage}] {job.name}: running ...")
-        result = job.execute_in_process(run_config=_run_config(stage, opts), instance=instance, partition_key=key,
-                                        tags=tags, raise_on_error=False,
-                                        asset_selection=[dg.AssetKey(n) for n in selection] if selection else None)
+        run_id = str(uuid.uuid4())
+        with StageProgress(stage, instance, run_id, log):  # what the run's steps are doing, while they do it
+            result = job.execute_in_process(run_config=_run_config(stage, opts), instance=instance,
+                                            partition_key=key, tags=tags, raise_on_error=False, run_id=run_id,
+                                            asset_selection=[dg.AssetKey(n) for n in selection] if selection else None)
         if not result.success:
             raise StageFailed(f"stage {stage!r}{f' ({key})' if key else ''}: run {result.run_id} of {job.name} "
                               "failed; open it in the UI (`make dev`) for the step that failed")

@@ -32,3 +32,8 @@ SETTINGS: tuple[str, ...] = ("oriented", "cost")
 TABLE_NAMES: tuple[str, ...] = ("queries", "models", "traces", "splits", "eval_results", "routing_decisions",
                                  "pool_decisions")
 """The warehouse tables (each a Parquet folder and a DuckDB view of the same name)."""
+
+PROGRESS_LOGGER = "lrouter.progress"
+"""The Python logger long steps report progress on (training epochs, feature batches): plain ``logging``, so
+library code needs no Dagster; the instance captures it into the run's event log (``python_logs`` in
+dagster.yaml) and `lrouter run` prints it while the run runs (pipelines.progress)."""

@@ -103,7 +103,20 @@ def project_instance(home: Path | None = None):
     home = ensure_dagster_home(home)
     if not home.is_dir():
         raise CliError(f"DAGSTER_HOME={home} is not a folder; create it or unset DAGSTER_HOME", code=1)
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides=_rebased_storage(home)))
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides={**_rebased_storage(home),
+                                                                                  **_progress_logs(home)}))
+
+
+def _progress_logs(home: Path) -> dict:
+    """The progress logger captured into each run's event log (what `lrouter run` prints while a run runs),
+    also for an instance whose dagster.yaml predates that setting; an instance's own ``python_logs`` wins."""
+    import yaml
+
+    from pipelines.progress import MANAGED_LOGS
+
+    path = home / "dagster.yaml"
+    cfg = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    return {} if cfg.get("python_logs") else {"python_logs": dict(MANAGED_LOGS)}
 
 
 def _registry_path(home: Path) -> Path:

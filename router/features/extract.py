@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from router.features.encoders import Encoders, ImageEncoder, TextEncoder, load_e
 from router.features.feature_set import FeatureSet
 from router.features.onnx_graph import GRAPH_RUNTIMES
 from router.features.side import side_features
+from warehouse.vocabulary import PROGRESS_LOGGER
 
 REQUIRED_QUERY_COLUMNS = ("query_id", "question", "image_path", "image_sha256", "task_group", "dataset")
 
@@ -35,6 +38,24 @@ def _bar_off(progress: bool, todo: list) -> bool | None:
     """tqdm's ``disable``: off when not asked or nothing to do, else None = shown only on a terminal (a log
     file would get a wall of carriage-return updates)."""
     return True if not progress or not todo else None
+
+
+class _Reported:
+    """One encoding pass's progress on the progress logger (the run's event log, `lrouter run`'s progress
+    line): at most every ``every`` seconds, and when the pass ends."""
+
+    def __init__(self, what: str, total: int, every: float = 5.0):
+        self.what, self.total, self.every, self.done = what, total, every, 0
+        self.t0 = self.last = time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.total and (now - self.last >= self.every or self.done >= self.total):
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            logging.getLogger(PROGRESS_LOGGER).info("%s %d/%d (%.0f%%, %.1f/s)", self.what, self.done, self.total,
+                                                    100.0 * self.done / self.total, rate)
 
 
 def _validate_queries(queries: pl.DataFrame) -> None:
@@ -81,6 +102,7 @@ def _image_features(
     pending: dict[str, dict[str, np.ndarray]] = {}
     batches = [todo[i: i + cfg.image_batch_size] for i in range(0, len(todo), cfg.image_batch_size)]
     bar = tqdm(total=len(todo), desc="image features", unit="img", disable=_bar_off(cfg.progress, todo))
+    reported = _Reported("image features", len(todo))
     with ThreadPoolExecutor(max_workers=max(1, cfg.loader_threads)) as pool:
         def submit(b: list[tuple[str, Path]]) -> list[Future]:
             return [pool.submit(_load_one, p, enc, 2 * cfg.image_size) for _, p in b]
@@ -103,6 +125,7 @@ def _image_features(
                 cache.put_many(pending)
                 pending = {}
             bar.update(len(batch))
+            reported.update(len(batch))
     cache.put_many(pending)
     bar.close()
     return cache.get_many(k for k, _ in items if k not in failures), failures
@@ -114,6 +137,7 @@ def _text_features(
     todo = sorted(((k, q) for k, q in items if k not in cache), key=lambda kq: len(kq[1]))  # less padding
     pending: dict[str, dict[str, np.ndarray]] = {}
     bar = tqdm(total=len(todo), desc="question features", unit="q", disable=_bar_off(cfg.progress, todo))
+    reported = _Reported("question features", len(todo))
     for i in range(0, len(todo), cfg.text_batch_size):
         batch = todo[i: i + cfg.text_batch_size]
         tokens, pooled = enc.encode([q for _, q in batch])
@@ -123,6 +147,7 @@ def _text_features(
             cache.put_many(pending)
             pending = {}
         bar.update(len(batch))
+        reported.update(len(batch))
     cache.put_many(pending)
     bar.close()
     return cache.get_many(k for k, _ in items)

@@ -10,6 +10,7 @@ so that one model serves a whole lambda sweep; availability dropout teaches it v
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from router.models.latent_router.model import InputDims, LatentRouter, LatentRou
 from router.models.latent_router.pooling import is_prefix_mask
 from router.threads import torch_threads
 from router.training.curves import group_best_reference
+from warehouse.vocabulary import PROGRESS_LOGGER
 
 
 @dataclass
@@ -370,6 +372,19 @@ class _Optimiser:
     step: int = 0
 
 
+_REPORT_EVERY_S = 2.0  # progress lines: one every 2 s at most (an evaluation trains hundreds of short fits)
+_last_report = [float("-inf")]
+
+
+def _report_epoch(epoch: int, epochs: int, loss: float, val_u: float, seconds: float) -> None:
+    """An epoch on the progress logger (the run's event log, `lrouter run`'s progress line), throttled."""
+    now = time.monotonic()
+    if now - _last_report[0] >= _REPORT_EVERY_S:
+        _last_report[0] = now
+        logging.getLogger(PROGRESS_LOGGER).info("LatentRouter epoch %d/%d: loss %.4f, validation utility %.4f "
+                                                "(%.1fs)", epoch, epochs, loss, val_u, seconds)
+
+
 def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress: bool) -> TrainResult:
     """Set-up, then epochs validated on the (EMA) weights; the best epoch's weights are kept (early stopping)."""
     device = resolve_device(tc.device)
@@ -407,6 +422,7 @@ def _train(data: RoutingData, mc: LatentRouterConfig, tc: TrainConfig, progress:
             print(f"[LatentRouter] epoch {epoch + 1}/{tc.epochs} loss={history[-1].train_loss:.4f} "
                   f"val_utility={val_u:.4f} train_acc={tr_acc:.4f} val_acc={va_acc:.4f} "
                   f"({history[-1].seconds:.2f}s)", flush=True)
+        _report_epoch(epoch + 1, tc.epochs, history[-1].train_loss, val_u, history[-1].seconds)
         if val_u > best_val:
             best_val, best_epoch, best_state = val_u, epoch, copy.deepcopy(model.state_dict())
         if live is not None:
