@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,19 +68,35 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self._index)
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, np.ndarray]]:
-        by_shard: dict[Path, list[str]] = {}
+    def _by_shard(self, keys: Iterable[str]) -> dict[Path, set[str]]:
+        by_shard: dict[Path, set[str]] = {}
         for k in keys:
             if k in self._index:
-                by_shard.setdefault(self._index[k], []).append(k)
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for shard, ks in by_shard.items():
-            wanted = set(ks)
+                by_shard.setdefault(self._index[k], set()).add(k)
+        return by_shard
+
+    def iter_many(self, keys: Iterable[str]) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        """(key, fields) of the stored ``keys``, one shard at a time, so a caller can copy them into its own
+        arrays without every item of a large extraction being in memory twice."""
+        for shard, wanted in self._by_shard(keys).items():
+            items: dict[str, dict[str, np.ndarray]] = {}
             with safe_open(str(shard), framework="numpy") as fh:
                 for name in fh.keys():
                     k, fld = name.split("/", 1)
                     if k in wanted:
-                        out.setdefault(k, {})[fld] = fh.get_tensor(name)
+                        items.setdefault(k, {})[fld] = fh.get_tensor(name)
+            yield from items.items()
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, np.ndarray]]:
+        return dict(self.iter_many(keys))
+
+    def shapes(self, keys: Iterable[str], fld: str) -> dict[str, tuple[int, ...]]:
+        """Shape of one field of each stored key, read from the shard headers (no tensor data is loaded)."""
+        out: dict[str, tuple[int, ...]] = {}
+        for shard, wanted in self._by_shard(keys).items():
+            with safe_open(str(shard), framework="numpy") as fh:
+                for k in wanted:
+                    out[k] = tuple(fh.get_slice(f"{k}/{fld}").get_shape())
         return out
 
     def put_many(self, items: dict[str, dict[str, np.ndarray]]) -> None:

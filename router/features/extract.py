@@ -12,7 +12,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +95,9 @@ def _load_one(path: Path, encoder: ImageEncoder, min_side: int) -> tuple[torch.T
 
 def _image_features(
     items: list[tuple[str, Path]], enc: ImageEncoder, cache: FeatureCache, cfg: FeatureConfig,
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
-    """Encode images not in the cache (decoding overlapped with encoding); returns (features, failures)."""
+) -> dict[str, str]:
+    """Encode images not in the cache (decoding overlapped with encoding) into the cache, flushed every
+    ``cache_flush_every`` items; returns the failure reason per key that could not be read."""
     todo = [(k, p) for k, p in items if k not in cache]
     failures: dict[str, str] = {}
     pending: dict[str, dict[str, np.ndarray]] = {}
@@ -128,12 +129,11 @@ def _image_features(
             reported.update(len(batch))
     cache.put_many(pending)
     bar.close()
-    return cache.get_many(k for k, _ in items if k not in failures), failures
+    return failures
 
 
-def _text_features(
-    items: list[tuple[str, str]], enc: TextEncoder, cache: FeatureCache, cfg: FeatureConfig,
-) -> dict[str, dict[str, np.ndarray]]:
+def _text_features(items: list[tuple[str, str]], enc: TextEncoder, cache: FeatureCache, cfg: FeatureConfig) -> None:
+    """Encode the questions not in the cache into the cache, flushed every ``cache_flush_every`` items."""
     todo = sorted(((k, q) for k, q in items if k not in cache), key=lambda kq: len(kq[1]))  # less padding
     pending: dict[str, dict[str, np.ndarray]] = {}
     bar = tqdm(total=len(todo), desc="question features", unit="q", disable=_bar_off(cfg.progress, todo))
@@ -150,7 +150,6 @@ def _text_features(
         reported.update(len(batch))
     cache.put_many(pending)
     bar.close()
-    return cache.get_many(k for k, _ in items)
 
 
 def _image_key(row: dict, images_dir: Path) -> str:
@@ -166,33 +165,34 @@ def _image_key(row: dict, images_dir: Path) -> str:
 
 def _encode_images(
     rows: list[dict], has_img: np.ndarray, images_dir: Path, cache_dir: Path, enc: Encoders, cfg: FeatureConfig,
-) -> tuple[dict[str, str], dict[str, dict[str, np.ndarray]], dict[str, str]]:
-    """(content key per query with an image, features per key, failure reason per key): one encoding per
-    distinct image content."""
+) -> tuple[dict[str, str], FeatureCache | None, dict[str, str]]:
+    """(content key per query with an image, the cache holding their features, failure reason per key): one
+    encoding per distinct image content; the features stay in the cache until the dense arrays are filled."""
     img_key = {r["query_id"]: _image_key(r, images_dir) for r, h in zip(rows, has_img, strict=True) if h}
     img_items: dict[str, Path] = {}
     for r, h in zip(rows, has_img, strict=True):
         if h:
             img_items.setdefault(img_key[r["query_id"]], images_dir / r["image_path"])
-    img_feats: dict[str, dict[str, np.ndarray]] = {}
+    icache: FeatureCache | None = None
     failures: dict[str, str] = {}
     if img_items:
         icache = FeatureCache(cache_dir, enc.image.encoder_id, enc.image.version)
-        img_feats, failures = _image_features(list(img_items.items()), enc.image, icache, cfg)
-    return img_key, img_feats, failures
+        failures = _image_features(list(img_items.items()), enc.image, icache, cfg)
+    return img_key, icache, failures
 
 
 def _readable_rows(
-    rows: list[dict], has_img: np.ndarray, img_key: dict[str, str], img_feats: dict[str, dict[str, np.ndarray]],
+    rows: list[dict], has_img: np.ndarray, img_key: dict[str, str], readable: Container[str],
     failures: dict[str, str],
 ) -> tuple[list[int], list[dict]]:
-    """(positions of the rows to keep, skipped-row records): a query whose image has no features is skipped."""
+    """(positions of the rows to keep, skipped-row records): a query whose image key is not ``readable``
+    (no features) is skipped."""
     skipped = []
     keep = []
     for i, r in enumerate(rows):
         if has_img[i]:
             k = img_key[r["query_id"]]
-            if k not in img_feats:
+            if k not in readable:
                 reason = failures.get(k, f"image features missing for key {k}")
                 skipped.append({"query_id": r["query_id"], "image_path": r["image_path"], "reason": reason})
                 continue
@@ -200,45 +200,59 @@ def _readable_rows(
     return keep, skipped
 
 
-def _dense_text(
-    q_keys: list[str], txt_feats: dict[str, dict[str, np.ndarray]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(tokens [N,Tq,Dq] f16, mask [N,Tq], pooled [N,Dq'] f16), padded at the end to the longest question."""
+def _rows_by_key(keys: Sequence[str | None]) -> dict[str, list[int]]:
+    """Row positions per content key (None: the row has none), in row order."""
+    out: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        if k is not None:
+            out.setdefault(k, []).append(i)
+    return out
+
+
+def _dense_text(q_keys: list[str], cache: FeatureCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tokens [N,Tq,Dq] f16, mask [N,Tq], pooled [N,Dq'] f16), padded at the end to the longest question.
+
+    Filled from the cache one shard at a time: the per-item arrays are never all in memory next to the dense
+    ones (at 20k queries that was twice the features' size)."""
     n = len(q_keys)
-    tq = max([txt_feats[k]["tokens"].shape[0] for k in q_keys], default=1)
-    dq = next(iter(txt_feats.values()))["tokens"].shape[1] if txt_feats else 1
-    dqp = next(iter(txt_feats.values()))["pooled"].shape[0] if txt_feats else 1
+    where = _rows_by_key(q_keys)
+    lengths = cache.shapes(where, "tokens")
+    tq = max([lengths[k][0] for k in q_keys], default=1)
+    first = next(iter(where), None)
+    dq = lengths[first][1] if first is not None else 1
+    dqp = cache.shapes([first], "pooled")[first][0] if first is not None else 1
     txt_tokens = np.zeros((n, tq, dq), dtype=np.float16)
     txt_mask = np.zeros((n, tq), dtype=bool)
     txt_pooled = np.zeros((n, dqp), dtype=np.float16)
-    for i, k in enumerate(q_keys):
-        t = txt_feats[k]["tokens"]
-        txt_tokens[i, : len(t)] = t
-        txt_mask[i, : len(t)] = True
-        txt_pooled[i] = txt_feats[k]["pooled"]
+    for k, f in cache.iter_many(where):
+        idx, t = where[k], f["tokens"]
+        txt_tokens[idx, : len(t)] = t
+        txt_mask[idx, : len(t)] = True
+        txt_pooled[idx] = f["pooled"]
     return txt_tokens, txt_mask, txt_pooled
 
 
 def _dense_images(
-    rows: list[dict], has_img: np.ndarray, img_key: dict[str, str], img_feats: dict[str, dict[str, np.ndarray]],
+    rows: list[dict], has_img: np.ndarray, img_key: dict[str, str], cache: FeatureCache | None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray]:
-    """(tokens, mask, pooled, original width/height [N,2]); the arrays are None when no query has an image."""
+    """(tokens, mask, pooled, original width/height [N,2]); the arrays are None when no query has an image.
+    Filled from the cache one shard at a time, like ``_dense_text``."""
     n = len(rows)
     img_tokens = img_mask = img_pooled = None
     wh = np.zeros((n, 2), dtype=np.float64)
-    if has_img.any():
-        sample = img_feats[img_key[rows[int(np.flatnonzero(has_img)[0])]["query_id"]]]
-        ti, di = sample["tokens"].shape
+    if has_img.any() and cache is not None:
+        where = _rows_by_key([img_key[r["query_id"]] if h else None for r, h in zip(rows, has_img, strict=True)])
+        first = img_key[rows[int(np.flatnonzero(has_img)[0])]["query_id"]]
+        ti, di = cache.shapes([first], "tokens")[first]
         img_tokens = np.zeros((n, ti, di), dtype=np.float16)
         img_mask = np.zeros((n, ti), dtype=bool)
-        img_pooled = np.zeros((n, sample["pooled"].shape[0]), dtype=np.float16)
-        for i, r in enumerate(rows):
-            if has_img[i]:
-                f = img_feats[img_key[r["query_id"]]]
-                img_tokens[i] = f["tokens"]
-                img_mask[i] = True
-                img_pooled[i] = f["pooled"]
-                wh[i] = f["size"]
+        img_pooled = np.zeros((n, cache.shapes([first], "pooled")[first][0]), dtype=np.float16)
+        for k, f in cache.iter_many(where):
+            idx = where[k]
+            img_tokens[idx] = f["tokens"]
+            img_mask[idx] = True
+            img_pooled[idx] = f["pooled"]
+            wh[idx] = f["size"]
     return img_tokens, img_mask, img_pooled, wh
 
 
@@ -259,17 +273,18 @@ def extract_features(
     rows = queries.select(REQUIRED_QUERY_COLUMNS).to_dicts()
     has_img_req = np.array([bool((r["image_path"] or "").strip()) for r in rows], dtype=bool)
 
-    img_key, img_feats, failures = _encode_images(rows, has_img_req, images_dir, cache_dir, enc, cfg)
-    keep, skipped = _readable_rows(rows, has_img_req, img_key, img_feats, failures)
+    img_key, icache, failures = _encode_images(rows, has_img_req, images_dir, cache_dir, enc, cfg)
+    readable = {k for k in img_key.values() if icache is not None and k in icache and k not in failures}
+    keep, skipped = _readable_rows(rows, has_img_req, img_key, readable, failures)
     rows = [rows[i] for i in keep]
     has_img = has_img_req[keep]
 
     tcache = FeatureCache(cache_dir, enc.text.encoder_id, enc.text.version)
     q_keys = [text_key(r["question"]) for r in rows]
-    txt_feats = _text_features(list(dict.fromkeys(zip(q_keys, (r["question"] for r in rows), strict=True))),
-                               enc.text, tcache, cfg)
-    txt_tokens, txt_mask, txt_pooled = _dense_text(q_keys, txt_feats)
-    img_tokens, img_mask, img_pooled, wh = _dense_images(rows, has_img, img_key, img_feats)
+    _text_features(list(dict.fromkeys(zip(q_keys, (r["question"] for r in rows), strict=True))), enc.text, tcache,
+                   cfg)
+    txt_tokens, txt_mask, txt_pooled = _dense_text(q_keys, tcache)
+    img_tokens, img_mask, img_pooled, wh = _dense_images(rows, has_img, img_key, icache)
 
     ds_vocab = cfg.dataset_vocab if cfg.dataset_vocab is not None else sorted({r["dataset"] for r in rows})
     side, side_names = side_features(
