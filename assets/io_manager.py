@@ -87,3 +87,39 @@ class FeatureSetIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> FeatureSet:
         return FeatureSet.load(self.warehouse.warehouse().features_dir / FEATURES_DIR)
+
+
+class OpsIOManager(dg.ConfigurableIOManager):
+    """Small op outputs (plans, summaries) that are no asset: pickled under the warehouse's ``_ops/<run id>/``
+    (in the bucket on the cluster profile), so the next op reads them on whichever worker runs it."""
+
+    warehouse: WarehouseResource
+
+    @staticmethod
+    def _rel(context: dg.OutputContext | dg.InputContext) -> str:
+        out = context if isinstance(context, dg.OutputContext) else context.upstream_output
+        assert out is not None
+        parts = [out.run_id, out.step_key, out.name, *([out.mapping_key] if out.mapping_key else [])]
+        return "_ops/" + "/".join(p.replace("/", "_") for p in parts) + ".pickle"
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        import pickle
+
+        from warehouse.filesystem import atomic_write_bytes
+
+        wh: Warehouse = self.warehouse.warehouse()
+        data = pickle.dumps(obj)
+        if wh.remote:
+            wh.fs.put_bytes(self._rel(context), data)  # type: ignore[attr-defined]
+        else:
+            atomic_write_bytes(data, wh.root / self._rel(context))
+
+    def load_input(self, context: dg.InputContext) -> object:
+        import pickle
+
+        wh: Warehouse = self.warehouse.warehouse()
+        rel = self._rel(context)
+        data = wh.fs.get_bytes(rel) if wh.remote else (wh.root / rel).read_bytes()  # type: ignore[attr-defined]
+        if data is None:
+            raise dg.Failure(f"op output {rel} is missing from the warehouse")
+        return pickle.loads(data)  # written by this pipeline's own ops (see handle_output)

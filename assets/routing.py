@@ -127,7 +127,7 @@ def deployed_router(context: dg.AssetExecutionContext, config: DeployedRouterCon
     if dc.deploy_select and len(data.idx("val")):
         ctx = EvalContext(data, EvalConfig.preset(dc.preset, experiments=("main_table",)), context.run_id,
                           progress=context.log.info, fit_store=store)
-        candidates = candidate_fits(ctx, dc.deploy_candidates)
+        candidates = candidate_fits(ctx, dc.deploy_candidates, dc.workers)
     if ctx is not None and dc.select_by == "oof":  # K-fold cross-fitting; the ensemble competes too
         train_cfg = _checkpoint_train_config(meta)
         factories = {n: (lambda n=n: ctx.make_baseline(n)) for n in candidates}

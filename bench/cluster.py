@@ -1,11 +1,12 @@
-"""Collection throughput of the cluster profile: traces/s with 1 vs 2 Celery workers against the simulator.
+"""Collection throughput of the cluster profile: traces/s with 1 vs 2 Celery workers against the simulator;
+with ``--evaluate``, also the evaluation's time with its fits spread over 1 vs 2 workers.
 
 Each configuration gets a fresh PostgreSQL database, bucket prefix, daemon and workers (one task at a time
 each), builds the benchmark with a setup run, then queues one collection run per model at once and times
 them from submission to the last run's end (wall) and from the first step's start to the last step's end
 (steps). Needs PostgreSQL, Redis and an S3 server: `make services` (or .ci/run) exports their URLs.
 
-    eval "$(deploy/services.sh start)" && .venv/bin/python bench/cluster.py [--queries 200 --models 4]
+    eval "$(deploy/services.sh start)" && .venv/bin/python bench/cluster.py [--queries 200 --models 4] [--evaluate]
 """
 
 from __future__ import annotations
@@ -80,12 +81,37 @@ def measure(n_workers: int, args: argparse.Namespace, root: Path) -> dict[str, f
                         ends.append(rec.event_log_entry.timestamp)
         n = args.queries * len(models)
         steps = max(ends) - min(starts)
-        return {"workers": n_workers, "traces": n, "wall_s": wall, "steps_s": steps,
-                "traces_per_s_wall": n / wall, "traces_per_s_steps": n / steps}
+        out = {"workers": n_workers, "traces": n, "wall_s": wall, "steps_s": steps,
+               "traces_per_s_wall": n / wall, "traces_per_s_steps": n / steps}
+        if args.evaluate:
+            out.update(measure_evaluation(instance, n_workers, args))
+        return out
     finally:
         c.stop()
         instance.dispose()
         drop_database(db)
+
+
+def measure_evaluation(instance, n_workers: int, args: argparse.Namespace) -> dict[str, float]:
+    """Features, then one evaluate_job run whose fits are dealt into one chunk per worker (evaluation_fits),
+    timed from submission to its end."""
+    import dagster as dg
+
+    from pipelines.deployment import submit_runs, wait_for_runs
+    from pipelines.runner import RunOptions, run_stage
+
+    run_stage("features", instance, RunOptions(), log=lambda _: None, profile="cluster")
+    ev = {"preset": args.eval_preset, "seeds": [0], "n_splits": args.eval_splits, "experiments": ["main_table"],
+          "workers": 1}
+    config = {"ops": {"evaluation_fits": {"config": {**ev, "chunks": n_workers}},
+                      "evaluation_report": {"config": ev}}}
+    t0 = time.time()
+    run_ids = submit_runs(instance, "evaluate_job", [(None, {"lrouter/stage": "evaluate"})], config,
+                          [dg.AssetKey(n) for n in ("evaluation_fits", "evaluation_report", "eval_results",
+                                                    "routing_decisions")])
+    statuses = wait_for_runs(instance, run_ids, timeout_s=3600, poll_s=0.5)
+    assert set(statuses.values()) == {dg.DagsterRunStatus.SUCCESS}, statuses
+    return {"eval_wall_s": time.time() - t0}
 
 
 def main() -> int:
@@ -93,6 +119,10 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--models", type=int, default=4)
     ap.add_argument("--time-scale", type=float, default=0.05, help="fraction of the simulated latency waited")
+    ap.add_argument("--evaluate", action="store_true",
+                    help="also time the evaluation (its fits dealt into one evaluation_fits chunk per worker)")
+    ap.add_argument("--eval-preset", default="quick")
+    ap.add_argument("--eval-splits", type=int, default=3)
     args = ap.parse_args()
     missing = [v for v in ("LROUTER_TEST_PG_URL", "LROUTER_TEST_REDIS_URL", "LROUTER_TEST_S3_ENDPOINT")
                if not os.environ.get(v)]
@@ -109,6 +139,11 @@ def main() -> int:
                   f"({rows[-1]['traces_per_s_steps']:.1f} traces/s)", flush=True)
     print(f"speed-up 2 vs 1 worker: {rows[1]['traces_per_s_wall'] / rows[0]['traces_per_s_wall']:.2f}x wall, "
           f"{rows[1]['traces_per_s_steps'] / rows[0]['traces_per_s_steps']:.2f}x steps")
+    if args.evaluate:
+        for r in rows:
+            print(f"evaluation on {r['workers']} worker(s): {r['eval_wall_s']:.1f}s")
+        print(f"evaluation time 2 vs 1 worker: {rows[1]['eval_wall_s'] / rows[0]['eval_wall_s']:.2f}x "
+              "(target <= 0.6)")
     return 0
 
 

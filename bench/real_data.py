@@ -41,6 +41,7 @@ from router.evaluation.context import EvalContext  # noqa: E402
 from router.evaluation.deploy import validation_utility  # noqa: E402
 from router.evaluation.experiments import run_experiments  # noqa: E402
 from router.evaluation.metrics.statistics import paired_t  # noqa: E402
+from router.evaluation.parallel import resolve_workers  # noqa: E402
 from router.evaluation.resampling import warehouse_split_source  # noqa: E402
 from warehouse.store import Warehouse  # noqa: E402
 
@@ -176,6 +177,11 @@ def pv(p: float) -> str:
     return "n/a" if not np.isfinite(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
 
 
+def stable(frame: pl.DataFrame) -> pl.DataFrame:
+    """eval_results without wall-clock figures (latency, seconds): what must not depend on the worker count."""
+    return frame.filter(~pl.col("metric").str.contains("latency|seconds"))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("path", type=Path, help="VL-RouterBench-shaped folder (Y.npz, C.npy, meta.parquet, ...)")
@@ -188,6 +194,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--diagnose", action="store_true",
                     help="only the validation-only comparison of LatentRouter variants (no test figures)")
     ap.add_argument("--json", type=Path, default=None, help="also write the table and picks as JSON here")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes making the fits (0 = one per core; router.evaluation.parallel)")
+    ap.add_argument("--check-serial", action="store_true",
+                    help="run the evaluation again on 1 process and print its time and whether the tables are "
+                         "identical")
     ap.add_argument("--oof-deploy", type=int, default=0, metavar="K",
                     help="also a row for the deployment chosen by K-fold out-of-fold utility (0 = off)")
     ap.add_argument("--oof-candidates", default=OOF_CANDIDATES, help="candidates of --oof-deploy, comma list")
@@ -217,7 +228,18 @@ def main(argv: list[str] | None = None) -> None:
         diagnose(ctx, cfg.n_splits, list(cfg.seeds))
         print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min")
         return
-    out = run_experiments(ctx)
+    t_eval = time.perf_counter()
+    out = run_experiments(ctx, workers=args.workers)
+    t_eval = time.perf_counter() - t_eval
+    if args.check_serial:
+        t_ser = time.perf_counter()
+        serial = run_experiments(EvalContext(data, cfg, "bench", shipped_bounds=shipped,
+                                             split_source=warehouse_split_source(inputs, cfg.split_fractions)),
+                                 workers=1)
+        t_ser = time.perf_counter() - t_ser
+        same = stable(serial.eval_results).equals(stable(out.eval_results))
+        print(f"evaluation: {t_eval:.0f} s on {resolve_workers(args.workers)} process(es), {t_ser:.0f} s on 1 "
+              f"(x{t_ser / t_eval:.2f}); eval_results identical: {same}")
     res = out.eval_results.filter(pl.col("experiment") == "main_table")
     dep, picks = deployed_rows(ctx, 0.0)
     keys = ("oriented/quality", "cost/rank_score", "cost/nauc_budget", f"avg/{cfg.primary_metric}")

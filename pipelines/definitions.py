@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets import collection, evaluation, features, probes, routing
-from assets.io_manager import FeatureSetIOManager, WarehouseIOManager
+from assets.io_manager import FeatureSetIOManager, OpsIOManager, WarehouseIOManager
 from assets.resources import OllamaResource, WarehouseResource
 from pipelines.automation import model_pool_sensor, recalibration_schedule
 from pipelines.deployment import executor
@@ -41,6 +41,7 @@ def resources(home: Path | None = None) -> dict:
         "warehouse": warehouse,
         "io_manager": WarehouseIOManager(warehouse=warehouse),  # asset tables <-> Parquet + DuckDB views
         "feature_io_manager": FeatureSetIOManager(warehouse=warehouse),  # FeatureSet <-> safetensors + table
+        "ops_io_manager": OpsIOManager(warehouse=warehouse),  # the evaluation fits' plans and summaries
         "ollama": OllamaResource(),  # a model's endpoint / OLLAMA_HOST; its key from the variable it names
     }
 

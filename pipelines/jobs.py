@@ -32,7 +32,7 @@ train_job = dg.define_asset_job(
                 "re-score the current pool with it, and the local model's probe routing.",
 )
 evaluate_job = dg.define_asset_job(
-    "evaluate_job", selection=dg.AssetSelection.assets("evaluation_report").required_multi_asset_neighbors(),
+    "evaluate_job", selection=dg.AssetSelection.assets("evaluation_fits", "evaluation_report").required_multi_asset_neighbors(),
     description="The evaluation report and its tables (eval_results, routing_decisions): every router and "
                 "experiment on the test split.",
 )
@@ -46,7 +46,7 @@ retrain_job = dg.define_asset_job(
     RETRAIN_JOB,
     selection=dg.AssetSelection.assets(
         "warehouse_views", "capability_profiles", "latent_router", "deployed_router", "current_pool_routing",
-        "evaluation_report").required_multi_asset_neighbors(),
+        "evaluation_fits", "evaluation_report").required_multi_asset_neighbors(),
     description="Recalibrate, retrain the router and re-run the evaluation.",
     tags={"lrouter/queue": "recalibrate"},
 )

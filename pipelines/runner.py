@@ -67,7 +67,8 @@ def _run_config(stage: str, opts: RunOptions) -> dict:
         return {**QUIET, "ops": {"benchmark_queries": {"config": {"source": "builtin", "n_queries": opts.n_queries,
                                                                   "seed": opts.seed}}}}
     if stage == "evaluate" and opts.preset:
-        return {**QUIET, "ops": {"evaluation_report": {"config": {"preset": opts.preset}}}}
+        preset = {"config": {"preset": opts.preset}}
+        return {**QUIET, "ops": {"evaluation_fits": preset, "evaluation_report": preset}}
     if stage == "train" and opts.preset:  # the deployment's fits are the evaluation's: the same preset
         ops: dict = {"deployed_router": {"config": {"preset": opts.preset}}}
         if opts.preset == "quick":

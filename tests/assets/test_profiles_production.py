@@ -12,7 +12,6 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.io_manager import FeatureSetIOManager, WarehouseIOManager
 from assets.resources import OllamaResource, WarehouseResource
 from tests.conftest import home_env
 from warehouse.store import Warehouse
@@ -24,13 +23,11 @@ N_LABELS = 24
 def collected(tmp_path_factory):
     """A warehouse with queries, models, splits and every model's traces (no features, no router)."""
     from pipelines.definitions import materialize
+    from pipelines.definitions import resources as home_resources
 
     home = tmp_path_factory.mktemp("production_loop")
     mp = home_env(home)
-    warehouse = WarehouseResource(home=str(home))
-    resources = {"warehouse": warehouse, "io_manager": WarehouseIOManager(warehouse=warehouse),
-                 "feature_io_manager": FeatureSetIOManager(warehouse=warehouse),
-                 "ollama": OllamaResource(sim_time_scale=0.0, concurrency=8)}
+    resources = {**home_resources(home), "ollama": OllamaResource(sim_time_scale=0.0, concurrency=8)}
     instance = dg.DagsterInstance.ephemeral()
     r = materialize(["benchmark_queries", "candidate_models", "data_splits"], instance=instance, resources=resources,
                     run_config={"ops": {"benchmark_queries": {"config": {"n_queries": 64, "seed": 3}}}})

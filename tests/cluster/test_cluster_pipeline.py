@@ -4,6 +4,7 @@ middle of a collection loses nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -21,6 +22,9 @@ N_MODELS = 3
 SEED = 3
 SMALL_ROUTER = {"epochs": 3, "hidden": 32, "n_capsules": 4, "patience": 3, "batch_size": 64}  # test_lifecycle
 TRAIN_ASSETS = ["latent_router", "current_pool_routing"]
+# a small evaluation: 2 splits x 1 seed, main table and outcome prediction (its extra LatentRouter fits)
+EVAL = {"preset": "quick", "seeds": [0], "n_splits": 2, "experiments": ["main_table", "outcome_prediction"],
+        "workers": 1}
 # columns that differ between any two runs by design (who collected it, when, how long the call took)
 VOLATILE = ["run_id", "collected_at", "latency_ms"]
 
@@ -62,10 +66,13 @@ def cluster(pg_url, redis_url, s3_endpoint, tmp_path_factory):
         drop_database(db)
 
 
-def _workers_of(instance: dg.DagsterInstance, run_id: str) -> set[str]:
-    """The Celery workers that executed steps of a run (from the executor's engine events)."""
+def _workers_of(instance: dg.DagsterInstance, run_id: str, step_contains: str = "") -> set[str]:
+    """The Celery workers that executed steps of a run (from the executor's engine events), or only the steps
+    whose key contains ``step_contains``."""
     names = set()
     for rec in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=500).records:
+        if step_contains not in (rec.event_log_entry.step_key or ""):
+            continue
         data = rec.event_log_entry.dagster_event.engine_event_data
         worker = (data.metadata or {}).get("Celery worker") if data else None
         if worker is not None:
@@ -73,17 +80,26 @@ def _workers_of(instance: dg.DagsterInstance, run_id: str) -> set[str]:
     return names
 
 
-def _local_reference(tmp_path) -> dict[str, pl.DataFrame]:
-    """The same graph, same seed, in-process on local disk (the local profile)."""
-    from pipelines.definitions import materialize, resources
-    from warehouse.store import Warehouse
-
-    home = tmp_path / "local"
+@contextlib.contextmanager
+def _local_profile(home):
+    """The local profile (in-process runs, the warehouse on local disk) in ``home``, for this block."""
     mp = pytest.MonkeyPatch()
     mp.setenv("LROUTER_DEPLOYMENT", "local")
     mp.delenv("LROUTER_WAREHOUSE")
     mp.setenv("LROUTER_HOME", str(home))
     try:
+        yield
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def local_home(cluster, tmp_path_factory):
+    """The same graph, same seed, in-process on local disk (the local profile): its home."""
+    from pipelines.definitions import materialize, resources
+
+    home = tmp_path_factory.mktemp("local")
+    with _local_profile(home):
         instance = dg.DagsterInstance.ephemeral()
 
         def mat(names, **kw):
@@ -95,9 +111,7 @@ def _local_reference(tmp_path) -> dict[str, pl.DataFrame]:
             mat(["outcome_traces"], partition_key=m)
         mat(["warehouse_views", "query_features", "capability_profiles", *TRAIN_ASSETS],
             run_config={"ops": {"latent_router": {"config": SMALL_ROUTER}}})
-        return _tables(Warehouse(home / "warehouse"))
-    finally:
-        mp.undo()
+    return home
 
 
 def _tables(wh) -> dict[str, pl.DataFrame]:
@@ -110,7 +124,7 @@ def _tables(wh) -> dict[str, pl.DataFrame]:
     return out
 
 
-def test_cluster_graph_on_postgres_celery_and_s3_equals_the_local_run(cluster, tmp_path):
+def test_cluster_graph_on_postgres_celery_and_s3_equals_the_local_run(cluster, local_home):
     from pipelines.deployment import submit_runs, wait_for_runs
     from pipelines.runner import RunOptions, run_stage
     from warehouse.catalog import run_query
@@ -149,11 +163,46 @@ def test_cluster_graph_on_postgres_celery_and_s3_equals_the_local_run(cluster, t
     assert wh.fs.list_parquet("traces") and wh.fs.fs.exists(wh.fs.key("artifacts/_index.json")), \
         "checkpoints were published to the bucket"
 
-    local_tables = _local_reference(tmp_path)
+    local_tables = _tables(Warehouse(local_home / "warehouse"))
     for name, local in local_tables.items():
         got = cluster_tables[name]
         assert got.columns == local.columns, name
         assert got.equals(local), f"table {name!r} differs between the cluster and the local run"
+
+
+def _stable(frame: pl.DataFrame) -> pl.DataFrame:
+    """eval_results without wall-clock figures and the run id, in a fixed order."""
+    return frame.filter(~pl.col("metric").str.contains("latency|seconds")).drop("run_id").sort(
+        "experiment", "router", "setting", "metric", "split", "seed", "pool", "task_group")
+
+
+def test_the_evaluation_fits_fan_out_over_both_workers_with_the_local_tables(cluster, local_home):
+    from pipelines.definitions import materialize, resources
+    from pipelines.deployment import submit_runs, wait_for_runs
+    from warehouse.store import Warehouse
+
+    c, instance = cluster
+    fits = {**EVAL, "chunks": 2, "workers": 1}
+    [run_id] = submit_runs(instance, "evaluate_job", [(None, {"lrouter/stage": "evaluate"})],
+                           {"ops": {"evaluation_fits": {"config": fits}, "evaluation_report": {"config": EVAL}}},
+                           [dg.AssetKey(n) for n in ("evaluation_fits", "evaluation_report", "eval_results",
+                                                     "routing_decisions")])
+    assert set(wait_for_runs(instance, [run_id], timeout_s=900).values()) == {dg.DagsterRunStatus.SUCCESS}
+    chunk_workers = _workers_of(instance, run_id, step_contains="eval_fit_chunk")
+    assert chunk_workers == {"worker-a", "worker-b"}, f"the two chunks of fits ran on {chunk_workers}"
+    report = instance.get_latest_materialization_event(dg.AssetKey("evaluation_report")).asset_materialization
+    assert report.metadata["fit_units_run"].value == 0, "evaluation_report refitted what the chunks stored"
+    cluster_rows = Warehouse().read_table("eval_results").filter(pl.col("run_id") == run_id)
+
+    # the same evaluation in-process on the local profile's copy of the data, fitted on 2 local processes
+    with _local_profile(local_home):
+        local = materialize(["evaluation_report"], instance=dg.DagsterInstance.ephemeral(), resources=resources(),
+                            run_config={"ops": {"evaluation_report": {"config": {**EVAL, "workers": 2}}}})
+        assert local.success
+        local_rows = Warehouse(local_home / "warehouse").read_table("eval_results").filter(
+            pl.col("run_id") == local.run_id)
+    assert cluster_rows.height == local_rows.height > 0
+    assert _stable(cluster_rows).equals(_stable(local_rows)), "the cluster's evaluation differs from the local one"
 
 
 def test_a_worker_killed_mid_collection_loses_nothing(cluster):
