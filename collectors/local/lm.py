@@ -10,6 +10,7 @@ of the prompt pass, so prompt and decode durations are measured separately.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import time
@@ -90,8 +91,17 @@ class CausalLM:
 
         hf_logging.disable_progress_bar()
         d = gguf_dir()
-        tok = AutoTokenizer.from_pretrained(str(d), gguf_file=GGUF_FILE)
-        model = AutoModelForCausalLM.from_pretrained(str(d), gguf_file=GGUF_FILE, dtype=torch.float32)
+        # the GGUF reader draws its own tqdm bar (not transformers' switchable one): silenced for the load, so
+        # a log file never holds a progress bar
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+        bar = gguf_utils.tqdm
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
+        try:
+            tok = AutoTokenizer.from_pretrained(str(d), gguf_file=GGUF_FILE)
+            model = AutoModelForCausalLM.from_pretrained(str(d), gguf_file=GGUF_FILE, dtype=torch.float32)
+        finally:
+            gguf_utils.tqdm = bar
         return cls(model, tok, cfg)
 
     @property
