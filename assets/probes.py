@@ -79,9 +79,10 @@ def probe_features(context: dg.AssetExecutionContext, benchmark_queries: pl.Data
 class HybridRoutingConfig(dg.Config):
     large_model: str = ""  # empty = the strongest model on train rows
     seeds: list[int] = [0, 1, 2]
-    # query-only routers compared on the two-model decision; each is refitted here per seed (the slow part:
+    # query-only routers compared on the two-model decision, fitted per seed (through the fit store; the slow part:
     # 529 s with MLPMFRouter too, under a load average of 8 on 2 cores), so the default keeps the cheap ones
     routers: list[str] = ["LatentRouter", "KNNRouter", "KMeansRouter"]
+    workers: int = 0  # processes for the probes' and the routers' fits (0 = one per core)
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "parquet"}, deps=[probe_features],
@@ -90,8 +91,12 @@ class HybridRoutingConfig(dg.Config):
 def hybrid_routing(context: dg.AssetExecutionContext, config: HybridRoutingConfig, query_features: FeatureSet,
                    benchmark_queries: pl.DataFrame, outcome_traces: pl.DataFrame, data_splits: pl.DataFrame, capability_profiles: pl.DataFrame,
                    candidate_models: pl.DataFrame, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from dataclasses import replace
+
+    from assets.routing import fit_store
     from router.evaluation.config import LATENT, EvalConfig
     from router.evaluation.context import EvalContext
+    from router.evaluation.parallel import FitUnit, fit_units, plan_main
 
     wh = warehouse.warehouse()
     out_dir = wh.features_dir / HYBRID_DIR
@@ -106,12 +111,20 @@ def hybrid_routing(context: dg.AssetExecutionContext, config: HybridRoutingConfi
     tr = outcome_traces.filter((pl.col("model_id") == model_id) & (pl.col("status") == "ok"))
     right = dict(zip(tr["query_id"].to_list(), tr["correct"].to_list(), strict=True))
     correct = np.array([float(right[q]) if right.get(q) is not None else np.nan for q in data.query_ids])
-    ctx = EvalContext(data, EvalConfig.demo(seeds=tuple(config.seeds)))
+    t0 = time.perf_counter()
+    # the routers' fits go through the fit store (a rerun on the same data loads them), on `workers` processes
+    ctx = EvalContext(data, EvalConfig.demo(seeds=tuple(config.seeds)), progress=context.log.info,
+                      fit_store=fit_store(wh))
+    units = [replace(u, seeds=()) if u.router == LATENT else u  # LatentRouter: tuning, then one unit per seed
+             for u in plan_main(ctx, routers=config.routers, seeds=config.seeds, splits=[0])]
+    fit_units(ctx, units, config.workers)
+    if LATENT in config.routers:
+        fit_units(ctx, [FitUnit(0, LATENT, setting="oriented", seed=int(s)) for s in config.seeds], config.workers)
     routers = {n: (lambda s, n=n: ctx.latent("oriented", s) if n == LATENT else ctx.baseline(n, s))
                for n in config.routers}
-    t0 = time.perf_counter()
     result = evaluate_hybrid(data, feats, correct, HybridConfig(small_model=model_id, large_model=config.large_model
-                                                                or None, seeds=tuple(config.seeds)),
+                                                                or None, seeds=tuple(config.seeds),
+                                                                workers=config.workers),
                              routers, log=context.log.info)
     seconds = time.perf_counter() - t0
     result.meta["seconds"] = seconds

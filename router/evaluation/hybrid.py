@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from router.data.routing_data import RoutingData
+from router.evaluation.parallel import resolve_workers
 from router.models.base import Router
 from router.models.probes import PROBES, ProbeFeatures, make_probe
 from router.models.probes.training import ProbeTrainConfig, auc_or_nan
@@ -40,6 +41,8 @@ class HybridConfig:
     shares: tuple[float, ...] = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
     probes: tuple[str, ...] = PROBES
     probe_train: ProbeTrainConfig = field(default_factory=ProbeTrainConfig)
+    workers: int = 1  # processes fitting the probes (0 = one per core); one thread each, so any count gives
+    # the same predictions
 
 
 @dataclass
@@ -83,6 +86,17 @@ def hybrid_rows(data: RoutingData, feats: ProbeFeatures, small: str, large: str)
             "test": np.flatnonzero(ok & data.avail[:, kl] & (data.split == "test"))}
 
 
+def _probe_predictions(name: str, kw: Mapping[str, Any], seed: int, feats: ProbeFeatures, y: np.ndarray,
+                       frow: Mapping[str, np.ndarray]) -> np.ndarray:
+    """One probe fitted at ``seed`` on the train rows (early-stopped on val) and its test predictions, on one
+    torch thread whatever process runs it."""
+    from router.threads import torch_threads
+
+    with torch_threads(1):
+        probe = make_probe(name, **kw).fit(feats, y, frow["train"], frow["val"], seed=seed)
+        return np.asarray(probe.predict(feats, frow["test"]))
+
+
 def evaluate_hybrid(data: RoutingData, feats: ProbeFeatures, correct: np.ndarray, cfg: HybridConfig,
                     routers: Mapping[str, Callable[[int], Router]] | None = None,
                     log: Callable[[str], None] = lambda m: None) -> HybridResult:
@@ -111,12 +125,20 @@ def evaluate_hybrid(data: RoutingData, feats: ProbeFeatures, correct: np.ndarray
         auc_rows.append({"method": method, "kind": kind, "seed": seed, "auc": auc_or_nan(y_test, conf)})
         curves.setdefault((method, kind), []).append(share_curve(conf, q_small, q_large, shares))
 
-    for name in cfg.probes:
-        for seed in cfg.seeds:
-            kw = {} if name == PROBES[0] else {"train": cfg.probe_train}
-            probe = make_probe(name, **kw).fit(feats, y, frow["train"], frow["val"], seed=seed)
-            record(name, "probe", seed, probe.predict(feats, frow["test"]))
-        log(f"hybrid: {name} done")
+    jobs = [(name, seed) for name in cfg.probes for seed in cfg.seeds]
+    args = [(name, {} if name == PROBES[0] else {"train": cfg.probe_train}, seed) for name, seed in jobs]
+    workers = min(resolve_workers(cfg.workers), len(jobs))
+    if workers > 1:
+        from joblib import Parallel, delayed
+
+        preds = Parallel(n_jobs=workers, backend="loky")(
+            delayed(_probe_predictions)(name, kw, seed, feats, y, frow) for name, kw, seed in args)
+    else:
+        preds = [_probe_predictions(name, kw, seed, feats, y, frow) for name, kw, seed in args]
+    for (name, seed), pred in zip(jobs, preds, strict=True):
+        record(name, "probe", seed, pred)
+        if seed == cfg.seeds[-1]:
+            log(f"hybrid: {name} done")
     for name, fitted in (routers or {}).items():
         for seed in cfg.seeds:
             q_hat, _ = fitted(seed).predict(data, test)

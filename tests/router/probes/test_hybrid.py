@@ -50,3 +50,7 @@ def test_evaluate_hybrid_end_to_end(tiny_features, tmp_path):
     md = doc.to_md()
     assert "Hybrid small/large" in md and small in md and (tmp_path / "hybrid_curve.png").exists()
     assert not render_hybrid(Doc(), load_hybrid_tables(tmp_path / "missing"), tmp_path)
+    # the probes fitted on 2 processes give the same predictions, hence the same AUCs and curves
+    par = evaluate_hybrid(data, feats, y.astype(float),
+                          HybridConfig(small, large, seeds=(0, 1), probe_train=fast, workers=2))
+    assert par.auc.equals(res.auc) and par.curve.equals(res.curve)
