@@ -88,7 +88,7 @@ class FeatureSet:
             if not p.is_file():
                 raise FileNotFoundError(f"feature set incomplete: {p} missing")
         meta = json.loads(meta_path.read_text())
-        arrays = load_file(str(arr_path))
+        arrays = _read_arrays(arr_path)
         return cls(
             query_ids=list(meta["query_ids"]), side_names=list(meta["side_names"]),
             image_encoder_id=meta["image_encoder_id"], text_encoder_id=meta["text_encoder_id"],
@@ -142,6 +142,15 @@ class FeatureSet:
                           image_encoder_id=self.image_encoder_id, text_encoder_id=self.text_encoder_id,
                           image_encoder_version=self.image_encoder_version,
                           text_encoder_version=self.text_encoder_version, skipped=list(self.skipped), **taken)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file read with pread: the default mmap keeps every page of the file mapped
+    (and counted in RSS) until all arrays are copied out, twice the features' size at peak."""
+    try:
+        return load_file(str(path), backend="pread")
+    except TypeError:  # an older safetensors without the backend choice
+        return load_file(str(path))
 
 
 def _list_column(x: np.ndarray) -> pl.Series:

@@ -74,3 +74,13 @@ def test_subset_of_every_row_shares_the_arrays_and_equals_the_copy():
         np.testing.assert_array_equal(getattr(picked, name), getattr(fs, name)[[5, 1, 29]])
     with pytest.raises(KeyError, match="q99"):
         fs.subset(["q1", "q99"])
+
+
+def test_load_reads_back_the_saved_arrays(tmp_path):
+    fs = _feature_set(25, True)
+    back = FeatureSet.load(fs.save(tmp_path / "fs"))
+    for name in FeatureSet.ARRAYS:
+        got, want = getattr(back, name), getattr(fs, name)
+        assert got.dtype == want.dtype and got.flags.writeable, name
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    assert back.to_table().equals(fs.to_table(), null_equal=True)
