@@ -66,12 +66,15 @@ def serve_sim(home: Path, latency: float, faults: bool, port_file: Path) -> None
 
 def serve_gateway(home: Path, upstream: str, log_root: Path, port_file: Path, timeout_s: float,
                   chaos: bool = False) -> None:
+    from pipelines.settings import Settings
     from router.serving.gateway.app import make_gateway_app, make_gateway_server
     from router.serving.gateway.config import GatewayConfig, upstreams_from_models
     from router.serving.limits import ServeLimits, run_server
     from router.serving.service import load_router
 
-    service = load_router(home)
+    # the serving options the environment names (LROUTER_SERVING_DTYPE, LROUTER_RUNTIME, LROUTER_ENCODE_LANES),
+    # read once as `lrouter gateway` reads them: the library itself never reads the environment
+    service = load_router(home, serving=Settings.from_env().serving())
     service.warm_up()
     cfg = GatewayConfig(first_byte_timeout_s=timeout_s, max_fallbacks=2)
     if chaos:  # keys required, a small upstream cap, the models table re-read every half second
@@ -208,6 +211,7 @@ def main() -> int:
                       for k in ("OMP_WAIT_POLICY", "LROUTER_SERVING_DTYPE", "LROUTER_ENCODE_LANES")))
     sim, sim_url = _spawn(["--sim", "--home", str(home), "--latency", str(a.latency)], tmp / "sim.port")
     gw, gw_url = _spawn(["--gateway", sim_url, "--home", str(home), "--log-root", str(tmp / "wh")], tmp / "gw.port")
+    print(f"# gateway encoders (from its /health): {json.dumps(httpx.get(gw_url + '/health').json().get('encoders'))}")
     ok = True
     try:
         asyncio.run(_load(gw_url, "lrouter", 8, 4, None))  # warm both paths

@@ -16,10 +16,11 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from router.data.build import build_routing_data_and_normalisers, expected_cost_usd
@@ -29,6 +30,7 @@ from router.evaluation.deploy import LATENT, serving_router
 from router.features.config import FeatureConfig
 from router.features.encoders import load_encoders
 from router.features.extract import PreparedImage, encode_requests, prepare_image
+from router.features.onnx_graph import GRAPH_RUNTIMES
 from router.features.side import side_features
 from router.models.base import Router
 from router.threads import torch_threads
@@ -109,6 +111,16 @@ class RouterService:
         self._exp_cost: dict[tuple[bool, str], np.ndarray] = {}
         self.sources = sources
 
+    def encoder_settings(self) -> dict:
+        """How requests are encoded here (runtime as resolved, compute dtype, lanes): what `/health` reports, so
+        a benchmark or an operator sees the serving precision in use, not only the one asked for."""
+        enc = load_encoders(self.feature_cfg)
+        image = getattr(enc.image, "runtime", "torch")
+        return {"text_runtime": getattr(enc.text, "runtime", "torch"),
+                "image_runtime": "onnx" if image == "onnx_int8" else image,  # int8 weights: the text graph's only
+                "dtype": str(self.feature_cfg.resolved_dtype()).removeprefix("torch."),
+                "lanes": self.feature_cfg.encode_lanes}
+
     def refresh(self, strict: bool = True) -> bool:
         """Rebuild if the checkpoint or an input table changed since the last build; True when it did.
 
@@ -166,6 +178,30 @@ class RouterService:
         assert img is not None and not isinstance(img, PreparedImage)
         return prepare_image(img, self.feature_cfg, load_encoders(self.feature_cfg))
 
+    def encodes_ahead(self) -> bool:
+        """Whether requests' features may be computed ahead of routing, per request and in small batches
+        (``encode_images`` / ``encode_questions``): on the encoders' ONNX Runtime graphs, whose runs are
+        thread-safe and give each input the same numbers whatever it is batched with. The eager encoders
+        (bf16 serving) keep encoding inside the routing batch, as the extraction does."""
+        enc = load_encoders(self.feature_cfg)
+        return all(getattr(e, "runtime", "torch") in GRAPH_RUNTIMES for e in (enc.image, enc.text))
+
+    def encode_images(self, images: Sequence[PreparedImage]) -> list[dict[str, np.ndarray]]:
+        """Image features of prepared images in one encoder run, per image what ``encode_requests`` gives it
+        (``img_tokens``, ``img_pooled``, ``image_wh``); thread-safe on the graph runtimes."""
+        enc = load_encoders(self.feature_cfg)
+        tokens, pooled = enc.image.encode(torch.stack([p.pixels for p in images]))
+        return [{"img_tokens": tokens[j].astype(np.float16), "img_pooled": pooled[j].astype(np.float16),
+                 "image_wh": np.asarray(p.size, dtype=np.int32)} for j, p in enumerate(images)]
+
+    def encode_questions(self, questions: Sequence[str]) -> list[dict[str, np.ndarray]]:
+        """Question features in one encoder run, per question what ``encode_requests`` gives it (``txt_tokens``,
+        ``txt_pooled``)."""
+        enc = load_encoders(self.feature_cfg)
+        tokens, pooled = enc.text.encode(list(questions))
+        return [{"txt_tokens": tokens[j].astype(np.float16), "txt_pooled": pooled[j].astype(np.float16)}
+                for j in range(len(questions))]
+
     def requests_data(self, requests: Sequence[RouteRequest],
                       images: Sequence[Image.Image | PreparedImage | None]) -> RoutingData:
         """B requests as a B-row RoutingData (split ``test``; no outcomes), ``avail`` = each request's pool;
@@ -175,21 +211,28 @@ class RouterService:
         for r in requests:
             self.check_pool(r.pool)
         encoders = load_encoders(self.feature_cfg)  # memoised; weights load on first use
+        ahead = [r.encoded for r in requests]
+        has = np.array([img is not None if e is None else e.get("img_tokens") is not None
+                        for img, e in zip(images, ahead, strict=True)], dtype=bool)
         stored = [(fs.text_encoder_id, encoders.text.encoder_id, "question")]
-        if any(img is not None for img in images) and fs.image_encoder_id is not None:
+        if has.any() and fs.image_encoder_id is not None:
             stored.append((fs.image_encoder_id, encoders.image.encoder_id, "image"))
         for have, got, what in stored:
             if have != got:
                 raise ValueError(f"the router was trained on {what} features from {have!r} but requests are "
                                  f"encoded with {got!r}; route with the FeatureConfig the features asset used "
                                  "(imported embeddings cannot encode new requests)")
-        encs = encode_requests(images, [r.question for r in requests], self.feature_cfg, encoders)
+        todo = [i for i, e in enumerate(ahead) if e is None]  # requests whose features are not computed yet
+        encs: list[dict[str, np.ndarray | None]] = list(ahead)  # type: ignore[arg-type]
+        if todo:
+            fresh = encode_requests([images[i] for i in todo], [requests[i].question for i in todo],
+                                    self.feature_cfg, encoders)
+            for i, e in zip(todo, fresh, strict=True):
+                encs[i] = e
         n = len(requests)
         tgs = [r.task_group or "" for r in requests]
         dss = [r.dataset or "" for r in requests]
-        has = np.array([img is not None for img in images])
-        wh_size = np.asarray([e["image_wh"] if img is not None else (0, 0)
-                              for e, img in zip(encs, images, strict=True)])
+        wh_size = np.asarray([e["image_wh"] if h else (0, 0) for e, h in zip(encs, has, strict=True)])
         side, _ = side_features([r.question for r in requests], [t or "other" for t in tgs],
                                 [d or "other" for d in dss], wh_size, has,
                                 _vocab(fs.side_names, "task_group"), _vocab(fs.side_names, "dataset"))
@@ -311,6 +354,9 @@ class RouteRequest:
     lam: float = 0.0
     task_group: str | None = None
     dataset: str | None = None
+    # the request's features computed ahead (``RouterService.encode_images`` / ``encode_questions`` merged, as
+    # ``encode_requests`` returns them): routed without running an encoder; ``image`` is then not read
+    encoded: dict[str, np.ndarray | None] | None = field(default=None, compare=False)
 
 
 def _decode_request(r: RouteRequest) -> Image.Image | PreparedImage | None:
@@ -345,6 +391,14 @@ class ServingOptions:
     lanes: int | None = None
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: ``taskset -c 0`` gives 1 although the machine has more)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 def serving_feature_config(base: FeatureConfig, options: ServingOptions | None = None) -> FeatureConfig:
     """The encoders' settings for serving: the features asset's, on the encoders' ONNX Runtime graphs where
     they can run (requests arrive one or a few at a time: 2-3x faster than eager at that size, same numbers;
@@ -354,11 +408,12 @@ def serving_feature_config(base: FeatureConfig, options: ServingOptions | None =
     (bench/serving_precision.py prints how often that changes the chosen model); ``int8`` goes further: the fp32
     graphs with the text encoder's weights in int8 (runtime ``onnx_int8``: about half the time of a text request's
     encoder, cosine ~0.993 to the fp32 embedding). Empty: the features' dtype. On the graphs a routing batch runs
-    on ``options.lanes`` concurrent encoder lanes (default: 2, or 1 on one core; the same numbers), which took
-    images at concurrency 32 from 8.5x to 11.5x the throughput of one client (bench/gateway.py, 2 cores)."""
+    on ``options.lanes`` concurrent encoder lanes (default: 2, or 1 where the process may use one core only, e.g.
+    under ``taskset -c 0``; the same numbers), which took images at concurrency 32 from 8.5x to 11.5x the
+    throughput of one client (bench/gateway.py, 2 cores); the gateway's encoder micro-batchers use as many."""
     opts = options or ServingOptions()
     runtime, dtype = opts.runtime or "auto", opts.dtype or base.dtype
-    lanes = opts.lanes if opts.lanes is not None else min(2, os.cpu_count() or 1)
+    lanes = opts.lanes if opts.lanes is not None else min(2, usable_cpus())
     if dtype == "int8":
         if runtime not in ("auto", "onnx_int8"):
             raise ValueError(f"serving encoders: dtype int8 (LROUTER_SERVING_DTYPE) runs on the onnx_int8 runtime, "

@@ -92,7 +92,8 @@ async def _health(request: Request) -> JSONResponse:
         "routable_models": state.routable(),
         "upstream_models": state.upstreams().ids(), "policies": sorted(state.policies.policies()),
         "policy_file_error": state.policies.load_error, "degraded": bool(svc.refresh_error),
-        "refresh_error": svc.refresh_error, "served_rows_written": log.written if log else None,
+        "refresh_error": svc.refresh_error, "encoders": svc.encoder_settings(),
+        "served_rows_written": log.written if log else None,
         "served_log_error": log.last_error if log else None})
 
 
