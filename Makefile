@@ -37,9 +37,16 @@ dev: install
 	$(VENV)/bin/dagster dev -m pipelines.definitions
 
 # bench/router.py times the router as a service runs it: OpenMP's default wait policy, not PASSIVE
+# bench/real_data.py reads a VL-RouterBench-shaped folder: BENCH_DATA (skipped, saying so, when it is absent)
+BENCH_DATA ?= ../shared/realdata/visonlyqa
 bench: install
 	for f in bench/*.py; do \
-	  if [ $$f = bench/router.py ]; then env -u OMP_WAIT_POLICY $(PY) $$f || exit 1; else $(PY) $$f || exit 1; fi; \
+	  case $$f in \
+	    bench/router.py) env -u OMP_WAIT_POLICY $(PY) $$f || exit 1;; \
+	    bench/real_data.py) if [ -d "$(BENCH_DATA)" ]; then $(PY) $$f "$(BENCH_DATA)" || exit 1; \
+	      else echo "(bench/real_data.py skipped: BENCH_DATA=$(BENCH_DATA) is not a folder)"; fi;; \
+	    *) $(PY) $$f || exit 1;; \
+	  esac; \
 	done
 
 # PostgreSQL, Redis and the moto S3 server on loopback for the cluster profile (prints the exports);
