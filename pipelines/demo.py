@@ -3,7 +3,7 @@
 It is ``lrouter run all --queries N`` with the demo's evaluation preset: the project's named jobs run
 in-process against the persistent Dagster instance (DAGSTER_HOME), so the runs, materializations and checks
 then show up in ``dagster dev`` with their names and tags. ``LROUTER_DEMO_QUERIES`` sets N (default 1000: the whole graph, every baseline tuned on validation over
-2 splits x 2 seeds, in about 10 minutes on 2 cores).
+2 splits x 1 seed, its fits spread over every core; docs/figures.md has the measured time).
 """
 
 from __future__ import annotations

@@ -136,7 +136,8 @@ class EvalConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> EvalConfig:
-        """Tiny routers, 2 seeds (Welch needs 2), few epochs, one split, two tuning trials: seconds (CI)."""
+        """Tiny routers, 2 seeds (Welch needs 2), few epochs, one split, two tuning trials: a smoke run of every
+        experiment (CI's tests; about a minute of evaluation on the 1,000-query demo graph on 2 cores)."""
         tt = TorchTrainConfig(epochs=3, batch_size=64, patience=2)
         base: dict[str, Any] = dict(
             seeds=(0, 1),
