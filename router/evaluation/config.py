@@ -76,7 +76,9 @@ class EvalConfig:
     experiments: tuple[str, ...] = EXPERIMENTS
     primary_metric: str = "rank_score"  # rank_score | nauc_budget | nauc_interp | nauc_step
     model: LatentRouterConfig = field(default_factory=lambda: LatentRouterConfig(hidden=48))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, patience=5))
+    # the evaluation's fits draw no per-epoch training curve (curve_rows=0: two fewer forward passes per epoch,
+    # the same weights); the latent_router asset's checkpoint keeps its curve
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, patience=5, curve_rows=0))
     # every baseline's own config (router name -> its registry config dataclass); see router_configs
     routers: dict[str, Any] = field(default_factory=router_configs)
     ablation_seeds: tuple[int, ...] | None = None  # None: ``seeds``
@@ -144,7 +146,7 @@ class EvalConfig:
             lambdas=(0.0, 0.03, 0.1, 0.3, 1.0, 3.0),
             cost_train_lambdas=(0.0, 0.3, 1.0),
             model=LatentRouterConfig(hidden=16, n_heads=2, n_side_tokens=2),
-            train=TrainConfig(epochs=3, patience=2, batch_size=64),
+            train=TrainConfig(epochs=3, patience=2, batch_size=64, curve_rows=0),
             routers=router_configs(tt, {
                 "KNNRouter": {"k": 20}, "KMeansRouter": {"n_clusters": 8, "n_init": 2},
                 "MLPMFRouter": {"hidden": (32, 16)}, "RouteLLM-MF": {"dim": 16},
@@ -171,7 +173,7 @@ class EvalConfig:
         tt = TorchTrainConfig(epochs=15, batch_size=64, patience=3)
         base: dict[str, Any] = dict(
             model=LatentRouterConfig(hidden=48),
-            train=TrainConfig(epochs=12, patience=3, batch_size=128),
+            train=TrainConfig(epochs=12, patience=3, batch_size=128, curve_rows=0),
             routers=router_configs(tt, {"KMeansRouter": {"n_init": 4}}),
             seeds=(0,),  # one seed per split: 2 x 2 seeds measured 13.4 min for `make demo` (target 10)
             ablation_seeds=(0,),

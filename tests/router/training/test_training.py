@@ -250,6 +250,10 @@ def test_training_curve_has_pick_accuracy_next_to_group_best(trained: TrainResul
     assert set(trained.reference) == {"group_best_train_acc", "group_best_val_acc"}
     off = train_latent_router(data4, TINY, TrainConfig(epochs=1, curve_rows=0))
     assert np.isnan(off.history[0].train_acc) and off.reference == {}
+    # the curve only watches: without it the weights are the same (the evaluation's fits skip it)
+    on = train_latent_router(data4, TINY, TrainConfig(epochs=1))
+    for name, w in on.model.state_dict().items():
+        assert torch.equal(w, off.model.state_dict()[name]), name
     with pytest.raises(ValueError, match="curve_rows"):
         TrainConfig(curve_rows=-1)
 
