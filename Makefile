@@ -24,8 +24,11 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m pipelines.demo
 
+# one pytest-xdist worker per core; a test file's tests stay on one worker (its module fixtures built once),
+# files handed out in collection order (the long cluster tests first, not last as xdist's reorder would)
+TEST_WORKERS ?= auto
 test: install
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -22,7 +22,7 @@ import dagster as dg
 import pytest
 
 from assets.figures import INLINE_LIMIT
-from tests.conftest import TINY_QUERIES, TINY_ROUTER
+from tests.conftest import TINY_ROUTER
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -42,17 +42,21 @@ def browser_missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def ui_instance(tmp_path_factory):
-    """(home, dagster_home, instance): the graph through evaluation_report on a persistent instance."""
+def ui_instance(tmp_path_factory, tiny_template):
+    """(home, dagster_home, instance): the graph through evaluation_report on a persistent instance that keeps
+    its compute logs (the plots' files): a copy of the tiny pipeline, its router trained again here."""
     from dagster._core.instance.ref import InstanceRef
 
     from pipelines.definitions import defs, materialize
+    from tests.conftest import copy_tiny_pipeline
 
     root = tmp_path_factory.mktemp("ui")
-    home, dh = root / "home", root / "dagster_home"
+    home, template_instance = copy_tiny_pipeline(tiny_template, root)
+    template_instance.dispose()
+    dh = root / "instance"  # the template's runs under dagster_home/{history,storage}
     (dh / ".nux").mkdir(parents=True)
     (dh / ".nux" / "nux.yaml").write_text("seen: 1\n")  # no "Join the Dagster community" dialog over the page
-    (dh / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # runs under dagster_home/{history,storage}
+    (dh / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # local compute logs: the plots' files
     mp = pytest.MonkeyPatch()
     mp.setenv("LROUTER_HOME", str(home))
     mp.delenv("LROUTER_REGISTRY", raising=False)
@@ -62,11 +66,8 @@ def ui_instance(tmp_path_factory):
     def mat(names: list[str], **kw) -> None:
         assert materialize(names, instance=instance, resources=defs.resources, **kw).success, names
 
-    mat(["benchmark_queries", "candidate_models", "data_splits"],
-        run_config={"ops": {"benchmark_queries": {"config": {"n_queries": TINY_QUERIES, "seed": 3}}}})
-    for m in instance.get_dynamic_partitions("models"):
-        mat(["outcome_traces"], partition_key=m)
-    mat(["warehouse_views", "query_features", "capability_profiles", "latent_router", "deployed_router"],
+    # the tiny pipeline's instance kept no compute logs: train its router again so the curve is a file here
+    mat(["latent_router", "deployed_router"],
         run_config={"ops": {"latent_router": {"config": TINY_ROUTER},
                             "deployed_router": {"config": {"preset": "quick",
                                                            "deploy_candidates": ["Strongest", "GroupBest"]}}}})

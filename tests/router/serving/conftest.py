@@ -14,16 +14,16 @@ import pytest
 
 
 @pytest.fixture(scope="package")
-def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """An LROUTER_HOME with a small trained router, shared by every serving test."""
-    from tests.conftest import build_tiny_pipeline
+def trained_home(tmp_path_factory: pytest.TempPathFactory, tiny_template: Path) -> Iterator[Path]:
+    """An LROUTER_HOME with a small trained router (a copy of tests/conftest.py's tiny pipeline), shared by
+    every serving test."""
+    import shutil
 
-    home = tmp_path_factory.mktemp("serving")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LROUTER_HOME", str(home))
-    mp.delenv("LROUTER_REGISTRY", raising=False)
-    mp.delenv("OLLAMA_HOST", raising=False)
-    build_tiny_pipeline(home)
+    from tests.conftest import home_env
+
+    home = tmp_path_factory.mktemp("serving") / "home"
+    shutil.copytree(tiny_template / "home", home, symlinks=True)
+    mp = home_env(home)
     yield home
     mp.undo()
 
