@@ -58,8 +58,9 @@ class RunOptions:
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # events still go to the instance
 QUICK_ROUTER = {"epochs": 5, "patience": 2}  # --preset quick trains LatentRouter briefly too
+QUICK_HYBRID = {"seeds": [0]}  # ... and fits the hybrid section's probes and routers at one seed
 QUICK_NOTE = ("[quick] a smoke run, not results: LatentRouter 5 epochs, small baselines, 1 split x 2 seeds, "
-              "2 tuning trials per router (use --preset demo or paper for numbers to read)")
+              "2 tuning trials per router, hybrid probes at 1 seed (use --preset demo or paper for numbers to read)")
 
 
 def _run_config(stage: str, opts: RunOptions) -> dict:
@@ -73,6 +74,7 @@ def _run_config(stage: str, opts: RunOptions) -> dict:
         ops: dict = {"deployed_router": {"config": {"preset": opts.preset}}}
         if opts.preset == "quick":
             ops["latent_router"] = {"config": QUICK_ROUTER}
+            ops["hybrid_routing"] = {"config": QUICK_HYBRID}
         return {**QUIET, "ops": ops}
     return QUIET
 
