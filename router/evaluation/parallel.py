@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from router.data.routing_data import RoutingData
@@ -37,25 +38,18 @@ from router.evaluation.fits import FitStore, data_fingerprint
 from router.evaluation.metrics.cost import RankBounds
 from router.models.latent_router.model import LatentRouterConfig
 from router.models.registry import BUILTIN_ROUTERS, ORACLE, ROUTERS, RouterSpec, spec
+from router.threads import usable_cpus
 from warehouse.vocabulary import SETTINGS
 
 UNIT_PREFIX = "unit-"  # unit results share the fit store's folders with single baseline fits
 OUTCOME_BASELINES = ("VL feature router", "MLPMFRouter")  # the baselines of the outcome-prediction table
 
 
-def available_cores() -> int:
-    """The cores this process may run on (the affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(1, os.cpu_count() or 1)
-
-
 def resolve_workers(workers: int) -> int:
     """``workers`` processes for the fits; 0 = one per available core."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = one per core), got {workers}")
-    return workers or available_cores()
+    return workers or usable_cpus()
 
 
 @dataclass(frozen=True)
@@ -108,6 +102,11 @@ class SplitState:
     fit_store: FitStore | None = None
     # routers registered at run time (not by router.models.registry itself): a worker process registers them
     specs: tuple[RouterSpec, ...] = ()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The split data's digest (the fit store's folder), hashed once per state, not once per unit."""
+        return data_fingerprint(self.data)
 
     def context(self) -> EvalContext:
         """A detached context of this split: the same fitting code as the run's own split context."""
@@ -248,11 +247,11 @@ class UnitStore:
         self.store = store
 
     def get(self, state: SplitState, unit: FitUnit) -> UnitResult | None:
-        got = self.store.get(data_fingerprint(state.data), unit.key(state.cfg, state.rank))
+        got = self.store.get(state.fingerprint, unit.key(state.cfg, state.rank))
         return got if isinstance(got, UnitResult) else None
 
     def put(self, state: SplitState, result: UnitResult) -> None:
-        self.store.put(data_fingerprint(state.data), result.unit.key(state.cfg, state.rank), result)  # type: ignore[arg-type]
+        self.store.put(state.fingerprint, result.unit.key(state.cfg, state.rank), result)  # type: ignore[arg-type]
 
 
 def _run_stored(state: SplitState, unit: FitUnit) -> UnitResult:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from router.features.extract import PreparedImage, encode_requests, prepare_imag
 from router.features.onnx_graph import GRAPH_RUNTIMES
 from router.features.side import side_features
 from router.models.base import Router
-from router.threads import torch_threads
+from router.threads import torch_threads, usable_cpus
 from router.training.artifacts import latest_checkpoint_dir
 from router.training.checkpoint import load_checkpoint
 from router.training.trainer import predict
@@ -389,14 +388,6 @@ class ServingOptions:
     runtime: str = "auto"
     dtype: str = ""
     lanes: int | None = None
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity: ``taskset -c 0`` gives 1 although the machine has more)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # no affinity on this platform
-        return os.cpu_count() or 1
 
 
 def serving_feature_config(base: FeatureConfig, options: ServingOptions | None = None) -> FeatureConfig:
