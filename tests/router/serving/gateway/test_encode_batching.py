@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import threading
 import time
 from pathlib import Path
@@ -133,9 +134,9 @@ def test_route_many_of_pre_encoded_requests_equals_routing_the_raw_ones(graph_se
 def test_serving_lanes_follow_the_cpus_this_process_may_use(monkeypatch):
     import router.serving.service as service
 
-    monkeypatch.setattr(service.os, "sched_getaffinity", lambda pid: {0})  # e.g. under `taskset -c 0`
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # e.g. under `taskset -c 0`
     assert serving_feature_config(service.FeatureConfig()).encode_lanes == 1
-    monkeypatch.setattr(service.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert serving_feature_config(service.FeatureConfig()).encode_lanes == 2
     assert serving_feature_config(service.FeatureConfig(), ServingOptions(lanes=3)).encode_lanes == 3
 
